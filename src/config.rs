@@ -1,0 +1,167 @@
+//! Every knob of a node, its default, and why that default.
+//!
+//! `main.rs` parses the command line into [`Config`]; [`Config::validate`]
+//! refuses bad combinations at start with a message that says what to change.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// How accepted sockets reach reactors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AcceptMode {
+    /// One SO_REUSEPORT listener per reactor; the kernel spreads connections.
+    Reuseport,
+    /// One listener on reactor 0, which hands each socket to the least-loaded reactor.
+    Handoff,
+}
+
+/// How chat messages travel between nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Routing {
+    /// Per-user channels: a node receives only its own users' messages.
+    Targeted,
+    /// The seed's scheme: every message on channel `msg`, every node gets all.
+    Broadcast,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "WebSocket chat node (seed protocol), clustered through Redis"
+)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port (printed at start).
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:9000")]
+    pub listen: SocketAddr,
+
+    /// Reactor threads (0 = one per core). Each owns a poll loop and its connections.
+    #[arg(long, env = "SWITCHBOARD_REACTORS", default_value_t = 0)]
+    pub reactors: usize,
+
+    /// Let several node processes share the listen port (SO_REUSEPORT across processes).
+    #[arg(long)]
+    pub reuse_port: bool,
+
+    /// How accepted sockets reach reactors. `reuseport` measured faster (see README).
+    #[arg(long, value_enum, default_value_t = AcceptMode::Reuseport)]
+    pub accept: AcceptMode,
+
+    /// Path of the chat endpoint (the seed's).
+    #[arg(long, default_value = "/ws")]
+    pub ws_path: String,
+
+    /// Path of an echo endpoint for conformance testing (off unless given).
+    #[arg(long)]
+    pub echo_path: Option<String>,
+
+    /// Largest message accepted, in bytes, after reassembling fragments.
+    /// 64 KiB is far above any chat line and bounds what one peer can make us buffer.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_message_size: usize,
+
+    /// Unsent output per connection, in bytes, past which a client is closed with 1008.
+    /// 1 MiB holds thousands of chat lines: only a client that stopped reading hits it.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_output: usize,
+
+    /// Largest HTTP upgrade request head, in bytes (431 past it). Browsers send under 2 KiB.
+    #[arg(long, default_value_t = 8 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Seconds a client may take to finish its HTTP upgrade (slowloris guard).
+    #[arg(long, default_value_t = 10)]
+    pub handshake_timeout: u64,
+
+    /// Longest user name, in bytes. Names are Redis channel names too.
+    #[arg(long, default_value_t = 64)]
+    pub max_name_len: usize,
+
+    /// Redis URL (redis://host:port) to join a cluster; without it the node runs alone.
+    #[arg(long, env = "SWITCHBOARD_REDIS")]
+    pub redis: Option<String>,
+
+    /// Treat the Redis URL as a Redis Cluster seed: sharded pub/sub (SSUBSCRIBE/SPUBLISH).
+    #[arg(long)]
+    pub redis_cluster: bool,
+
+    /// Routing between nodes (only with --redis).
+    #[arg(long, value_enum, default_value_t = Routing::Targeted)]
+    pub routing: Routing,
+
+    /// Seconds a node's hold on its user names lasts without renewal in Redis.
+    #[arg(long, default_value_t = 15)]
+    pub lease_secs: u64,
+
+    /// This node's name in the cluster registry (default: host-pid-random).
+    #[arg(long)]
+    pub node_id: Option<String>,
+}
+
+impl Config {
+    /// Refuses settings that cannot work, saying what to change.
+    ///
+    /// # Errors
+    /// A message naming the flag at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        for (flag, path) in [
+            ("--ws-path", Some(&self.ws_path)),
+            ("--echo-path", self.echo_path.as_ref()),
+        ] {
+            if let Some(p) = path {
+                if !p.starts_with('/') || p.contains('?') {
+                    return Err(format!(
+                        "{flag} must be an absolute path without a query, like /ws (got {p:?})"
+                    ));
+                }
+            }
+        }
+        if self.echo_path.as_deref() == Some(self.ws_path.as_str()) {
+            return Err("--echo-path must differ from --ws-path".into());
+        }
+        if self.max_message_size < 125 || self.max_message_size > (1 << 30) {
+            return Err("--max-message-size must be between 125 bytes and 1 GiB".into());
+        }
+        if self.max_output < 4096 {
+            return Err("--max-output must be at least 4096 bytes".into());
+        }
+        if self.max_header_bytes < 512 {
+            return Err("--max-header-bytes must be at least 512".into());
+        }
+        if self.handshake_timeout == 0 {
+            return Err("--handshake-timeout must be at least 1 second".into());
+        }
+        if self.max_name_len == 0 || self.max_name_len > 1024 {
+            return Err("--max-name-len must be between 1 and 1024".into());
+        }
+        if self.lease_secs < 3 {
+            return Err(
+                "--lease-secs must be at least 3 (the lease is renewed every third of it)".into(),
+            );
+        }
+        if self.redis.is_none() && (self.redis_cluster || self.routing == Routing::Broadcast) {
+            return Err("--redis-cluster and --routing broadcast need --redis URL".into());
+        }
+        Ok(())
+    }
+
+    /// Reactor count with 0 resolved to the number of cores.
+    pub fn reactor_count(&self) -> usize {
+        if self.reactors > 0 {
+            self.reactors
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout)
+    }
+
+    /// Defaults for tests and embedding: an ephemeral port on loopback.
+    pub fn for_tests() -> Config {
+        Config::parse_from(["switchboard", "--listen", "127.0.0.1:0"])
+    }
+}

@@ -1,0 +1,172 @@
+//! Counters and gauges, rendered in Prometheus' text format for `/metrics`.
+//!
+//! Each reactor counts into its own cache line (relaxed atomics, no sharing on
+//! the hot path); the bus counts into node-wide fields. A scrape sums them.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// One reactor's counters, alone on their cache line(s).
+#[derive(Default)]
+#[repr(align(128))]
+pub struct ReactorStats {
+    pub connections: AtomicU64,
+    pub accepted: AtomicU64,
+    pub handshakes: AtomicU64,
+    pub users: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub slow_closed: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub undeliverable: AtomicU64,
+}
+
+/// Counters of the bus (Redis link), node-wide.
+#[derive(Default)]
+pub struct BusStats {
+    pub connected: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub published: AtomicU64,
+    pub received: AtomicU64,
+    pub subscriptions: AtomicU64,
+    pub publish_dropped: AtomicU64,
+}
+
+pub struct Metrics {
+    pub reactors: Box<[ReactorStats]>,
+    pub bus: BusStats,
+}
+
+impl Metrics {
+    pub fn new(reactors: usize) -> Metrics {
+        Metrics {
+            reactors: (0..reactors).map(|_| ReactorStats::default()).collect(),
+            bus: BusStats::default(),
+        }
+    }
+
+    fn sum(&self, field: impl Fn(&ReactorStats) -> &AtomicU64) -> u64 {
+        self.reactors.iter().map(|r| field(r).load(Relaxed)).sum()
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let node: [(&str, &str, &str, u64); 11] = [
+            (
+                "switchboard_connections",
+                "gauge",
+                "open WebSocket and HTTP connections",
+                self.sum(|r| &r.connections),
+            ),
+            (
+                "switchboard_users",
+                "gauge",
+                "logged-in users on this node",
+                self.sum(|r| &r.users),
+            ),
+            (
+                "switchboard_accepted_total",
+                "counter",
+                "TCP connections accepted",
+                self.sum(|r| &r.accepted),
+            ),
+            (
+                "switchboard_handshakes_total",
+                "counter",
+                "WebSocket upgrades completed",
+                self.sum(|r| &r.handshakes),
+            ),
+            (
+                "switchboard_messages_in_total",
+                "counter",
+                "WebSocket messages received",
+                self.sum(|r| &r.messages_in),
+            ),
+            (
+                "switchboard_messages_out_total",
+                "counter",
+                "WebSocket messages queued to clients",
+                self.sum(|r| &r.messages_out),
+            ),
+            (
+                "switchboard_bytes_in_total",
+                "counter",
+                "bytes read from clients",
+                self.sum(|r| &r.bytes_in),
+            ),
+            (
+                "switchboard_bytes_out_total",
+                "counter",
+                "bytes written to clients",
+                self.sum(|r| &r.bytes_out),
+            ),
+            (
+                "switchboard_slow_closed_total",
+                "counter",
+                "clients closed for unsent output over the limit",
+                self.sum(|r| &r.slow_closed),
+            ),
+            (
+                "switchboard_protocol_errors_total",
+                "counter",
+                "connections closed for protocol errors",
+                self.sum(|r| &r.protocol_errors),
+            ),
+            (
+                "switchboard_undeliverable_total",
+                "counter",
+                "chat messages whose recipient was not online",
+                self.sum(|r| &r.undeliverable),
+            ),
+        ];
+        let bus = &self.bus;
+        let cluster: [(&str, &str, &str, u64); 6] = [
+            (
+                "switchboard_bus_connected",
+                "gauge",
+                "1 while the Redis link is up",
+                bus.connected.load(Relaxed),
+            ),
+            (
+                "switchboard_bus_reconnects_total",
+                "counter",
+                "Redis reconnections",
+                bus.reconnects.load(Relaxed),
+            ),
+            (
+                "switchboard_bus_published_total",
+                "counter",
+                "messages published to Redis",
+                bus.published.load(Relaxed),
+            ),
+            (
+                "switchboard_bus_received_total",
+                "counter",
+                "messages received from Redis",
+                bus.received.load(Relaxed),
+            ),
+            (
+                "switchboard_bus_subscriptions",
+                "gauge",
+                "channels subscribed",
+                bus.subscriptions.load(Relaxed),
+            ),
+            (
+                "switchboard_bus_publish_dropped_total",
+                "counter",
+                "publishes dropped while Redis was unreachable",
+                bus.publish_dropped.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in node.iter().chain(cluster.iter()) {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,653 @@
+//! One poll loop: accept, handshake, read, dispatch, flush, reap.
+//!
+//! A reactor owns a `mio::Poll` and a slab of connections; a connection lives
+//! and dies on one reactor and nothing else touches it. Other threads reach a
+//! reactor only through its [`Inbox`](crate::inbox::Inbox).
+//!
+//! Readiness is edge-triggered: a socket is read until `WouldBlock` (or a short
+//! read), and one that used up its per-turn budget goes on a "still readable"
+//! list, since no new event will come for it. Sockets are registered for
+//! READABLE | WRITABLE once, so no `epoll_ctl` is needed when output backs up.
+//! Replies are queued during the turn and written at its end, one `write` per
+//! connection however many messages it got.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::mem;
+use std::net::Shutdown;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::bus::{Bus, Hub};
+use crate::codec::{self, close, op};
+use crate::config::{AcceptMode, Config};
+use crate::conn::{flag, next_generation, split_token, token_of, Conn, Phase};
+use crate::directory::ConnRef;
+use crate::handshake::{self, Outcome, Routes};
+use crate::inbox::Command;
+use crate::metrics::ReactorStats;
+
+pub const LISTENER: Token = Token(usize::MAX);
+pub const WAKER: Token = Token(usize::MAX - 1);
+
+/// Bytes read per `read` call: one buffer per reactor, shared by all its connections.
+const SCRATCH_SIZE: usize = 64 * 1024;
+/// Bytes one connection may read per turn before others get their go.
+const READ_BUDGET: usize = 256 * 1024;
+/// Bytes one connection may write per turn before others get their go.
+const WRITE_BUDGET: usize = 1024 * 1024;
+/// How long a closing connection may take to send its EOF after our close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long to stop accepting after running out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Spare buffers kept for reuse, and the largest one worth keeping.
+const POOL_BUFFERS: usize = 256;
+const POOL_MAX_CAPACITY: usize = 64 * 1024;
+/// Longest sleep in poll with nothing scheduled: bounds how late timers fire.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
+
+pub struct Reactor {
+    pub(crate) id: usize,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    pub(crate) conns: Slab<Conn>,
+    next_gen: u32,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) config: Arc<Config>,
+    scratch: Vec<u8>,
+    /// Where replies are encoded before they are queued.
+    pub(crate) encode: Vec<u8>,
+    dirty: Vec<Token>,
+    still_readable: Vec<Token>,
+    reap: Vec<usize>,
+    handshake_deadlines: VecDeque<(Instant, Token)>,
+    closing_deadlines: VecDeque<(Instant, Token)>,
+    pool: Vec<Vec<u8>>,
+    accept_paused_until: Option<Instant>,
+    stopping: bool,
+}
+
+impl Reactor {
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        mut listener: Option<TcpListener>,
+        hub: Arc<Hub>,
+        bus: Arc<dyn Bus>,
+        config: Arc<Config>,
+    ) -> io::Result<Reactor> {
+        if let Some(l) = listener.as_mut() {
+            poll.registry().register(l, LISTENER, Interest::READABLE)?;
+        }
+        Ok(Reactor {
+            id,
+            poll,
+            listener,
+            conns: Slab::new(),
+            next_gen: 0,
+            hub,
+            bus,
+            config,
+            scratch: vec![0; SCRATCH_SIZE],
+            encode: Vec::with_capacity(1024),
+            dirty: Vec::new(),
+            still_readable: Vec::new(),
+            reap: Vec::new(),
+            handshake_deadlines: VecDeque::new(),
+            closing_deadlines: VecDeque::new(),
+            pool: Vec::new(),
+            accept_paused_until: None,
+            stopping: false,
+        })
+    }
+
+    pub(crate) fn stats(&self) -> &ReactorStats {
+        &self.hub.metrics.reactors[self.id]
+    }
+
+    /// Runs until a [`Command::Shutdown`] arrives. Each turn: wait for events,
+    /// dispatch them by token, drain the inbox, finish capped reads, write
+    /// queued output, remove closed connections, fire timers.
+    ///
+    /// # Errors
+    /// Only when polling itself fails.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !self.stopping {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {} // The inbox is drained below on every turn.
+                    token => {
+                        if event.is_writable() {
+                            self.mark_dirty(token);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_from(token);
+                        }
+                    }
+                }
+            }
+            self.process_inbox();
+            self.read_still_readable();
+            self.flush_dirty();
+            self.reap_closed();
+            self.fire_timers();
+        }
+        self.close_all();
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        if !self.still_readable.is_empty() || !self.dirty.is_empty() {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        [
+            self.handshake_deadlines.front().map(|d| d.0),
+            self.closing_deadlines.front().map(|d| d.0),
+            self.accept_paused_until,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|at| at.saturating_duration_since(now))
+        .fold(MAX_POLL_WAIT, Duration::min)
+    }
+
+    /// The live connection behind `token`, if it is still the same connection.
+    pub(crate) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
+        let (key, generation) = split_token(token);
+        self.conns
+            .get_mut(key)
+            .filter(|c| c.generation == generation && !c.has(flag::GONE))
+    }
+
+    pub(crate) fn token_for(&self, key: usize) -> Token {
+        token_of(key, self.conns[key].generation)
+    }
+
+    pub(crate) fn conn_ref(&self, key: usize) -> ConnRef {
+        ConnRef {
+            reactor: self.id,
+            token: self.token_for(key),
+        }
+    }
+
+    fn accept_all(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    self.stats().accepted.fetch_add(1, Relaxed);
+                    if self.config.accept == AcceptMode::Handoff {
+                        let target = self.least_loaded();
+                        if target != self.id {
+                            self.hub.inboxes[target].push(Command::Adopt(stream));
+                            continue;
+                        }
+                    }
+                    self.adopt(stream);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // EMFILE/ENFILE: the backlog stays queued and no new edge comes
+                    // for it, so retry on a timer instead of waiting for an event.
+                    log::warn!(
+                        "reactor {}: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}",
+                        self.id
+                    );
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn least_loaded(&self) -> usize {
+        let reactors = &self.hub.metrics.reactors;
+        (0..reactors.len())
+            .min_by_key(|&r| reactors[r].connections.load(Relaxed))
+            .unwrap_or(self.id)
+    }
+
+    fn adopt(&mut self, mut stream: TcpStream) {
+        // Chat lines are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if key > 0xFFFF_FFFF {
+            return;
+        }
+        self.next_gen = next_generation(self.next_gen);
+        let token = token_of(key, self.next_gen);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("reactor {}: cannot register a connection: {e}", self.id);
+            return;
+        }
+        entry.insert(Conn::new(stream, self.next_gen));
+        self.stats().connections.fetch_add(1, Relaxed);
+        let deadline = Instant::now() + self.config.handshake_timeout();
+        self.handshake_deadlines.push_back((deadline, token));
+    }
+
+    fn read_from(&mut self, token: Token) {
+        let mut scratch = mem::take(&mut self.scratch);
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(conn) = self.conn_mut(token) else {
+                break;
+            };
+            match (&conn.socket).read(&mut scratch) {
+                Ok(0) => {
+                    // EOF: the peer is gone (or finished its side of a close).
+                    self.drop_conn(token);
+                    break;
+                }
+                Ok(n) => {
+                    self.stats().bytes_in.fetch_add(n as u64, Relaxed);
+                    self.ingest(token, &mut scratch[..n]);
+                    // A short read means the socket is drained: any later data
+                    // raises a new edge.
+                    if n < scratch.len() {
+                        break;
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        self.still_readable.push(token);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_conn(token);
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    fn read_still_readable(&mut self) {
+        for token in mem::take(&mut self.still_readable) {
+            self.read_from(token);
+        }
+    }
+
+    /// Consumes freshly read bytes: straight from the scratch buffer when
+    /// nothing is pending, else appended to the connection's pending input.
+    fn ingest(&mut self, token: Token, data: &mut [u8]) {
+        let (key, _) = split_token(token);
+        if self.conns[key].input.is_empty() {
+            let consumed = self.process(token, data);
+            if consumed < data.len() {
+                let mut rest = self.take_buffer();
+                rest.extend_from_slice(&data[consumed..]);
+                if let Some(conn) = self.conn_mut(token) {
+                    conn.input = rest;
+                }
+            }
+        } else {
+            let mut input = mem::take(&mut self.conns[key].input);
+            input.extend_from_slice(data);
+            let consumed = self.process(token, &mut input);
+            input.drain(..consumed);
+            match self.conn_mut(token) {
+                Some(conn) if !input.is_empty() => conn.input = input,
+                _ => self.give_buffer(input),
+            }
+        }
+    }
+
+    /// Handles every complete unit (HTTP head or frame) at the front of `buf`;
+    /// returns how many bytes were consumed.
+    fn process(&mut self, token: Token, buf: &mut [u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            let Some(conn) = self.conn_mut(token) else {
+                return buf.len();
+            };
+            match conn.phase {
+                Phase::Closing => return buf.len(),
+                Phase::Handshake => {
+                    let mut out = mem::take(&mut conn.output);
+                    let routes = Routes {
+                        ws_path: &self.config.ws_path,
+                        echo_path: self.config.echo_path.as_deref(),
+                        max_header_bytes: self.config.max_header_bytes,
+                    };
+                    let hub = &self.hub;
+                    let outcome =
+                        handshake::handle(&buf[pos..], &routes, &mut out, || hub.metrics.render());
+                    let conn = self.conn_mut(token).expect("checked above");
+                    conn.output = out;
+                    match outcome {
+                        Outcome::Incomplete => return pos,
+                        Outcome::Upgrade { endpoint, consumed } => {
+                            conn.phase = Phase::Open(endpoint);
+                            pos += consumed;
+                            self.stats().handshakes.fetch_add(1, Relaxed);
+                            self.mark_dirty(token);
+                        }
+                        Outcome::Respond { .. } => {
+                            conn.phase = Phase::Closing;
+                            conn.flags |= flag::SHUTDOWN_AFTER_FLUSH;
+                            self.mark_dirty(token);
+                            self.closing_deadlines
+                                .push_back((Instant::now() + CLOSE_GRACE, token));
+                            return buf.len();
+                        }
+                    }
+                }
+                Phase::Open(_) => {
+                    let head = match codec::parse_client_header(&buf[pos..]) {
+                        Ok(Some(head)) => head,
+                        Ok(None) => return pos,
+                        Err(e) => {
+                            self.fail(token, close::PROTOCOL, e.reason());
+                            return buf.len();
+                        }
+                    };
+                    let assembled = conn.message.as_ref().map_or(0, |m| m.data.len() as u64);
+                    if !head.is_control()
+                        && assembled + head.payload_len > self.config.max_message_size as u64
+                    {
+                        let reason = format!("message over {} bytes", self.config.max_message_size);
+                        self.fail(token, close::TOO_BIG, &reason);
+                        return buf.len();
+                    }
+                    let total = head.header_len + head.payload_len as usize;
+                    if buf.len() - pos < total {
+                        // Make room once for the whole frame rather than growing in steps.
+                        let conn = self.conn_mut(token).expect("checked above");
+                        conn.input.reserve(total.saturating_sub(conn.input.len()));
+                        return pos;
+                    }
+                    let payload = &mut buf[pos + head.header_len..pos + total];
+                    codec::apply_mask(payload, head.mask, 0);
+                    pos += total;
+                    self.on_frame(token, head, payload);
+                }
+            }
+        }
+    }
+
+    /// Queues one unfragmented frame to a connection and lists it for flushing.
+    /// A connection whose unsent output passes `--max-output` is closed with 1008.
+    pub(crate) fn queue_frame(&mut self, token: Token, opcode: u8, payload: &[u8]) {
+        let max_output = self.config.max_output;
+        let spare = if self
+            .conn_mut(token)
+            .is_some_and(|c| c.output.capacity() == 0)
+        {
+            self.pool.pop()
+        } else {
+            None
+        };
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        if let Some(buf) = spare {
+            conn.output = buf;
+        }
+        codec::write_frame(&mut conn.output, opcode, payload);
+        let unsent = conn.unsent();
+        if opcode == op::TEXT || opcode == op::BINARY {
+            self.stats().messages_out.fetch_add(1, Relaxed);
+        }
+        self.mark_dirty(token);
+        if unsent > max_output {
+            self.stats().slow_closed.fetch_add(1, Relaxed);
+            let conn = self.conn_mut(token).expect("checked above");
+            conn.output.clear();
+            conn.out_pos = 0;
+            let reason = format!("slow consumer: over {max_output} bytes of unsent output");
+            self.begin_close(token, close::POLICY, &reason);
+        }
+    }
+
+    fn mark_dirty(&mut self, token: Token) {
+        if let Some(conn) = self.conn_mut(token) {
+            if !conn.has(flag::DIRTY) {
+                conn.flags |= flag::DIRTY;
+                self.dirty.push(token);
+            }
+        }
+    }
+
+    /// Closes after a protocol error: counted, then the close handshake.
+    pub(crate) fn fail(&mut self, token: Token, code: u16, reason: &str) {
+        self.stats().protocol_errors.fetch_add(1, Relaxed);
+        self.begin_close(token, code, reason);
+    }
+
+    /// Starts the close handshake: the user leaves now, our close frame is
+    /// queued, our side is shut once it is written, and the connection is
+    /// removed at the peer's EOF or after [`CLOSE_GRACE`].
+    pub(crate) fn begin_close(&mut self, token: Token, code: u16, reason: &str) {
+        self.logout(token);
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let was_open = matches!(conn.phase, Phase::Open(_));
+        conn.phase = Phase::Closing;
+        conn.flags |= flag::SHUTDOWN_AFTER_FLUSH;
+        let (input, message) = (mem::take(&mut conn.input), conn.message.take());
+        if was_open {
+            codec::write_close(&mut conn.output, code, reason);
+        }
+        self.give_buffer(input);
+        if let Some(m) = message {
+            self.give_buffer(m.data);
+        }
+        self.mark_dirty(token);
+        self.closing_deadlines
+            .push_back((Instant::now() + CLOSE_GRACE, token));
+    }
+
+    /// Takes the user name off this node and the cluster.
+    pub(crate) fn logout(&mut self, token: Token) {
+        let (key, _) = split_token(token);
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        let Some(name) = conn.user.take() else { return };
+        let was_granted = !conn.has(flag::LOGIN_PENDING);
+        conn.flags &= !flag::LOGIN_PENDING;
+        let at = self.conn_ref(key);
+        self.hub.directory.remove(&name, at);
+        self.bus.release(&name, at);
+        if was_granted {
+            self.stats().users.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Removes a connection at the end of this turn (the peer is gone).
+    pub(crate) fn drop_conn(&mut self, token: Token) {
+        self.logout(token);
+        if let Some(conn) = self.conn_mut(token) {
+            conn.flags |= flag::GONE;
+            self.reap.push(split_token(token).0);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = mem::take(&mut self.dirty);
+        for token in dirty.drain(..) {
+            if let Some(conn) = self.conn_mut(token) {
+                conn.flags &= !flag::DIRTY;
+                self.flush(token);
+            }
+        }
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Writes what a connection has queued, up to the per-turn budget.
+    fn flush(&mut self, token: Token) {
+        let mut written = 0;
+        let result = loop {
+            let Some(conn) = self.conn_mut(token) else {
+                return;
+            };
+            if conn.out_pos == conn.output.len() {
+                break Ok(true);
+            }
+            if written >= WRITE_BUDGET {
+                break Ok(false);
+            }
+            match (&conn.socket).write(&conn.output[conn.out_pos..]) {
+                Ok(0) => break Err(()),
+                Ok(n) => {
+                    conn.out_pos += n;
+                    written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break Err(()),
+            }
+        };
+        self.stats().bytes_out.fetch_add(written as u64, Relaxed);
+        match result {
+            Err(()) => self.drop_conn(token),
+            Ok(true) => {
+                let conn = self.conn_mut(token).expect("checked in the loop");
+                let output = mem::take(&mut conn.output);
+                conn.out_pos = 0;
+                if conn.has(flag::SHUTDOWN_AFTER_FLUSH) {
+                    let _ = conn.socket.shutdown(Shutdown::Write);
+                    conn.flags &= !flag::SHUTDOWN_AFTER_FLUSH;
+                }
+                self.give_buffer(output);
+            }
+            Ok(false) if written >= WRITE_BUDGET => self.mark_dirty(token),
+            // Socket full: the WRITABLE edge brings us back.
+            Ok(false) => {}
+        }
+    }
+
+    fn reap_closed(&mut self) {
+        for key in mem::take(&mut self.reap) {
+            if !self.conns.get(key).is_some_and(|c| c.has(flag::GONE)) {
+                continue;
+            }
+            let conn = self.conns.remove(key);
+            self.stats().connections.fetch_sub(1, Relaxed);
+            // Dropping the socket closes it, which also takes it out of epoll.
+            let Conn {
+                input,
+                output,
+                message,
+                ..
+            } = conn;
+            self.give_buffer(input);
+            self.give_buffer(output);
+            if let Some(m) = message {
+                self.give_buffer(m.data);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            self.accept_all();
+        }
+        while let Some(&(at, token)) = self.handshake_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.handshake_deadlines.pop_front();
+            if self
+                .conn_mut(token)
+                .is_some_and(|c| c.phase == Phase::Handshake)
+            {
+                self.drop_conn(token);
+            }
+        }
+        while let Some(&(at, token)) = self.closing_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.closing_deadlines.pop_front();
+            self.drop_conn(token);
+        }
+        self.reap_closed();
+    }
+
+    fn process_inbox(&mut self) {
+        let hub = Arc::clone(&self.hub);
+        hub.inboxes[self.id].drain(|command| match command {
+            Command::Deliver { token, payload } => self.deliver(token, &payload),
+            Command::Reply { token, payload } => self.queue_frame(token, op::TEXT, &payload),
+            Command::LoginDecided { token, accepted } => self.login_decided(token, accepted),
+            Command::Adopt(stream) => self.adopt(stream),
+            Command::Shutdown => self.stopping = true,
+        });
+    }
+
+    /// On shutdown: every open WebSocket gets 1001, then one last flush.
+    fn close_all(&mut self) {
+        let tokens: Vec<Token> = self
+            .conns
+            .iter()
+            .map(|(key, c)| token_of(key, c.generation))
+            .collect();
+        for token in tokens {
+            self.begin_close(token, close::GOING_AWAY, "server shutting down");
+        }
+        self.flush_dirty();
+    }
+
+    /// A cleared buffer from the pool (or a new empty one).
+    pub(crate) fn take_buffer(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_default()
+    }
+
+    /// Returns a buffer to the pool; large ones are freed so memory goes back.
+    pub(crate) fn give_buffer(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0
+            || buf.capacity() > POOL_MAX_CAPACITY
+            || self.pool.len() >= POOL_BUFFERS
+        {
+            return;
+        }
+        buf.clear();
+        self.pool.push(buf);
+    }
+}

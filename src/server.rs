@@ -1,0 +1,228 @@
+//! Starting and stopping a node: open-file limit, listeners, reactors, bus.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::net::TcpListener;
+use mio::Poll;
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+
+use crate::bus::local::LocalBus;
+use crate::bus::{Bus, Hub};
+use crate::config::{AcceptMode, Config};
+use crate::inbox::{Command, Inbox};
+use crate::limits;
+use crate::reactor::{Reactor, WAKER};
+
+/// Pending connections the kernel may queue per listener; the kernel caps it
+/// at `net.core.somaxconn` (4096 by default), which `scripts/tune-kernel.sh` raises.
+const LISTEN_BACKLOG: i32 = 65_535;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Listen {
+        addr: SocketAddr,
+        source: io::Error,
+        hint: &'static str,
+    },
+    #[error("cannot set up reactor {reactor}: {source}")]
+    Reactor { reactor: usize, source: io::Error },
+    #[error("cannot join the cluster: {0}")]
+    Bus(String),
+}
+
+/// A running node.
+pub struct Node {
+    local_addr: SocketAddr,
+    hub: Arc<Hub>,
+    bus: Arc<dyn Bus>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+}
+
+impl Node {
+    /// The address the node listens on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Closes every connection with 1001 (going away) and waits for the reactors.
+    pub fn shutdown(self) {
+        for inbox in self.hub.inboxes.iter() {
+            inbox.push(Command::Shutdown);
+        }
+        for thread in self.threads {
+            match thread.join() {
+                Ok(Err(e)) => log::error!("reactor stopped with an error: {e}"),
+                Err(_) => log::error!("reactor panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        self.bus.shutdown();
+    }
+}
+
+/// Starts a node and returns once it listens.
+///
+/// # Errors
+/// A [`StartError`] saying what to change: bad config, port in use, no bus.
+pub fn start(config: Config) -> Result<Node, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let config = Arc::new(config);
+    match limits::raise_nofile() {
+        Ok(n) => log::info!(
+            "open-file limit {n}: room for about {} connections (raise LimitNOFILE / ulimit -n for more)",
+            n.saturating_sub(limits::RESERVED_FDS)
+        ),
+        Err(e) => log::warn!("cannot read or raise the open-file limit: {e}"),
+    }
+    let reactors = config.reactor_count();
+    let listeners = bind_listeners(&config, reactors)?;
+    let local_addr = listeners[0]
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+            hint: "",
+        })?;
+
+    let mut polls = Vec::with_capacity(reactors);
+    let mut inboxes = Vec::with_capacity(reactors);
+    for reactor in 0..reactors {
+        let poll = Poll::new().map_err(|source| StartError::Reactor { reactor, source })?;
+        inboxes.push(
+            Inbox::new(poll.registry(), WAKER)
+                .map_err(|source| StartError::Reactor { reactor, source })?,
+        );
+        polls.push(poll);
+    }
+    let hub = Hub::new(inboxes);
+    let bus: Arc<dyn Bus> = match &config.redis {
+        None => Arc::new(LocalBus),
+        Some(_) => crate::bus::redis::start(Arc::clone(&hub), &config).map_err(StartError::Bus)?,
+    };
+
+    let mut listeners = listeners.into_iter();
+    let mut threads = Vec::with_capacity(reactors);
+    for (id, poll) in polls.into_iter().enumerate() {
+        let listener = listeners.next();
+        let reactor = Reactor::new(
+            id,
+            poll,
+            listener,
+            Arc::clone(&hub),
+            Arc::clone(&bus),
+            Arc::clone(&config),
+        )
+        .map_err(|source| StartError::Reactor {
+            reactor: id,
+            source,
+        })?;
+        let thread = std::thread::Builder::new()
+            .name(format!("reactor-{id}"))
+            .spawn(move || reactor.run())
+            .map_err(|source| StartError::Reactor {
+                reactor: id,
+                source,
+            })?;
+        threads.push(thread);
+    }
+    log::info!(
+        "listening on {local_addr}: {reactors} reactors, accept {:?}, chat at {}{}",
+        config.accept,
+        config.ws_path,
+        config
+            .echo_path
+            .as_deref()
+            .map(|p| format!(", echo at {p}"))
+            .unwrap_or_default()
+    );
+    Ok(Node {
+        local_addr,
+        hub,
+        bus,
+        threads,
+    })
+}
+
+/// One SO_REUSEPORT listener per reactor, or one listener for handoff mode.
+/// Without `--reuse-port`, a probe bind without SO_REUSEPORT first makes sure
+/// no other process holds the port, so two nodes never share it by accident.
+fn bind_listeners(config: &Config, reactors: usize) -> Result<Vec<TcpListener>, StartError> {
+    let err = |addr, source: io::Error| {
+        let hint = if source.kind() == io::ErrorKind::AddrInUse && !config.reuse_port {
+            " (another process holds the port; pass --reuse-port to share it between nodes)"
+        } else {
+            ""
+        };
+        StartError::Listen { addr, source, hint }
+    };
+    let mut addr = config.listen;
+    if !config.reuse_port {
+        let probe = std::net::TcpListener::bind(addr).map_err(|e| err(addr, e))?;
+        addr = probe.local_addr().map_err(|e| err(addr, e))?;
+    }
+    let count = if config.accept == AcceptMode::Handoff {
+        1
+    } else {
+        reactors
+    };
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count {
+        let listener = listen_reuseport(addr).map_err(|e| err(addr, e))?;
+        // With port 0 the first bind picks the port; the others join it.
+        addr = listener.local_addr().map_err(|e| err(addr, e))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Runs a node until SIGINT or SIGTERM, then closes every connection with 1001.
+///
+/// # Errors
+/// A [`StartError`] when the node cannot start.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let signals = block_stop_signals();
+    let node = start(config)?;
+    println!("switchboard listening on {}", node.local_addr());
+    let mut signal = 0;
+    // SAFETY: `signals` is an initialised set; sigwait writes the signal number.
+    unsafe { libc::sigwait(&signals, &mut signal) };
+    log::info!("signal {signal}: closing every connection and stopping");
+    node.shutdown();
+    Ok(())
+}
+
+/// Blocks SIGINT and SIGTERM in this thread and the threads it starts, so that
+/// `sigwait` in [`run`] receives them.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set before sigaddset and
+    // pthread_sigmask read it; all of them only touch the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}

@@ -1,0 +1,163 @@
+//! Shared test helpers: the real node binary on port 0, real Redis servers,
+//! and a plain tungstenite client.
+#![allow(dead_code)]
+
+pub mod redis;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+/// A node process, killed when dropped.
+pub struct NodeProc {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl NodeProc {
+    /// Starts `switchboard --listen 127.0.0.1:0 ARGS` and waits for its listening line.
+    pub fn start(args: &[&str]) -> NodeProc {
+        Self::start_on("127.0.0.1:0", args)
+    }
+
+    pub fn start_on(listen: &str, args: &[&str]) -> NodeProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--listen")
+            .arg(listen)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the switchboard binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("switchboard listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the node: {line:?}"))
+            .parse()
+            .expect("a socket address");
+        NodeProc { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// GETs a plain HTTP path and returns the whole response.
+    pub fn http_get(&self, path: &str) -> String {
+        raw_exchange(self.addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    }
+
+    /// One metric's value from `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let body = self.http_get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no metric {name} in {body}"))
+            .trim()
+            .parse()
+            .expect("a number")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        self.child.wait().expect("wait for the node")
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `request` on a fresh TCP connection and reads until the server closes.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).expect("write request");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub type Ws = WebSocket<TcpStream>;
+
+/// A blocking tungstenite client with a read timeout.
+pub fn connect(url: &str) -> Ws {
+    connect_with(url, WebSocketConfig::default())
+}
+
+pub fn connect_with(url: &str, config: WebSocketConfig) -> Ws {
+    let req = url.into_client_request().expect("a ws URL");
+    let host = req.uri().host().unwrap().to_string();
+    let port = req.uri().port_u16().unwrap();
+    let stream = TcpStream::connect((host.as_str(), port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (ws, _) = tungstenite::client::client_with_config(req, stream, Some(config)).expect("handshake");
+    ws
+}
+
+pub fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).expect("send");
+}
+
+pub fn login(ws: &mut Ws, name: &str) {
+    send(ws, &format!(r#"{{"MessageType":"loginmsg","Sender":"{name}"}}"#));
+}
+
+pub fn chat(ws: &mut Ws, to: &str, data: &str) {
+    send(ws, &format!(r#"{{"MessageType":"chatmsg","Data":"{data}","Reciever":"{to}","Sender":"someone"}}"#));
+}
+
+/// The next text message, skipping pings; panics on timeout or close.
+pub fn recv_text(ws: &mut Ws) -> String {
+    loop {
+        match ws.read().expect("read a message") {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// The exact bytes a recipient gets for a chat message (the seed's format).
+pub fn chat_bytes(data: &str, to: &str, from: &str) -> String {
+    format!("{{\"MessageType\":\"chatmsg\",\"Data\":\"{data}\",\"Reciever\":\"{to}\",\"Sender\":\"{from}\"}}\n")
+}
+
+/// Logs `ws` in as `name` and waits until the login has taken effect, by
+/// sending itself a message and reading it back.
+pub fn login_and_confirm(ws: &mut Ws, name: &str) {
+    login(ws, name);
+    chat(ws, name, "login-probe");
+    assert_eq!(recv_text(ws), chat_bytes("login-probe", name, name));
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}

@@ -64,7 +64,7 @@ pub struct Reactor {
     /// Where replies are encoded before they are queued.
     pub(crate) encode: Vec<u8>,
     dirty: Vec<Token>,
-    still_readable: Vec<Token>,
+    still_readable: Vec<(Token, bool)>,
     reap: Vec<usize>,
     handshake_deadlines: VecDeque<(Instant, Token)>,
     closing_deadlines: VecDeque<(Instant, Token)>,
@@ -135,8 +135,10 @@ impl Reactor {
                         if event.is_writable() {
                             self.mark_dirty(token);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_from(token);
+                        if event.is_read_closed() || event.is_error() {
+                            self.read_from(token, true);
+                        } else if event.is_readable() {
+                            self.read_from(token, false);
                         }
                     }
                 }
@@ -257,7 +259,10 @@ impl Reactor {
         self.handshake_deadlines.push_back((deadline, token));
     }
 
-    fn read_from(&mut self, token: Token) {
+    /// Reads until `WouldBlock`, a short read or the budget. `to_eof` (the peer
+    /// shut its side) reads on past a short read, since the EOF's edge has
+    /// already been reported with this event.
+    fn read_from(&mut self, token: Token, to_eof: bool) {
         let mut scratch = mem::take(&mut self.scratch);
         let mut budget = READ_BUDGET;
         loop {
@@ -275,12 +280,12 @@ impl Reactor {
                     self.ingest(token, &mut scratch[..n]);
                     // A short read means the socket is drained: any later data
                     // raises a new edge.
-                    if n < scratch.len() {
+                    if n < scratch.len() && !to_eof {
                         break;
                     }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
-                        self.still_readable.push(token);
+                        self.still_readable.push((token, to_eof));
                         break;
                     }
                 }
@@ -296,8 +301,8 @@ impl Reactor {
     }
 
     fn read_still_readable(&mut self) {
-        for token in mem::take(&mut self.still_readable) {
-            self.read_from(token);
+        for (token, to_eof) in mem::take(&mut self.still_readable) {
+            self.read_from(token, to_eof);
         }
     }
 

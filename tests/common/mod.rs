@@ -2,6 +2,7 @@
 //! and a plain tungstenite client.
 #![allow(dead_code)]
 
+pub mod raw;
 pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of switchboard on a fresh machine: installs what the tests
+# need when it is missing (redis-server and redis-cli, nginx, the Python
+# packages in tests/requirements.txt), builds the release binaries once, then
+# runs the Rust suites (unit, integration, load generator) and the Python
+# suites (interoperability with an independent client, deployment).
+# Undo: the installed packages stay; remove them with apt-get/pip if unwanted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+if ((${#missing[@]})); then
+  echo "test.sh: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# Debian's package starts a redis-server on 6379 and nginx on 80; the tests
+# start their own on free ports and need neither.
+
+if ! python3 -c 'import pytest, websockets, yaml' >/dev/null 2>&1; then
+  echo "test.sh: installing Python packages from tests/requirements.txt"
+  python3 -m pip install -q -r tests/requirements.txt
+fi
+
+# One profile for everything: the Python suites run the same release binaries.
+cargo build --release --workspace --bins
+cargo test --release --workspace -- --test-threads=2
+
+python3 -m pytest -q -p no:cacheprovider tests/interop tests/deploy

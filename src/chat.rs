@@ -28,22 +28,14 @@ impl Reactor {
                     return;
                 };
                 if conn.message.is_some() {
-                    self.fail(
-                        token,
-                        close::PROTOCOL,
-                        "new message before the fragmented one finished",
-                    );
+                    self.fail(token, close::PROTOCOL, "new message before the fragmented one finished");
                 } else if head.fin {
                     self.on_message(token, head.opcode, payload, false);
                 } else {
                     let mut data = self.take_buffer();
                     data.extend_from_slice(payload);
                     let conn = self.conn_mut(token).expect("checked above");
-                    conn.message = Some(Box::new(Fragments {
-                        opcode: head.opcode,
-                        data,
-                        utf8_valid: 0,
-                    }));
+                    conn.message = Some(Box::new(Fragments { opcode: head.opcode, data, utf8_valid: 0 }));
                     self.check_fragment_utf8(token);
                 }
             }
@@ -52,11 +44,7 @@ impl Reactor {
                     return;
                 };
                 let Some(message) = conn.message.as_mut() else {
-                    self.fail(
-                        token,
-                        close::PROTOCOL,
-                        "continuation frame without a message to continue",
-                    );
+                    self.fail(token, close::PROTOCOL, "continuation frame without a message to continue");
                     return;
                 };
                 message.data.extend_from_slice(payload);
@@ -65,18 +53,10 @@ impl Reactor {
                 }
                 let conn = self.conn_mut(token).expect("checked above");
                 let message = conn.message.take().expect("checked above");
-                let Fragments {
-                    opcode,
-                    data,
-                    utf8_valid,
-                } = *message;
+                let Fragments { opcode, data, utf8_valid } = *message;
                 if opcode == op::TEXT && utf8_valid != data.len() {
                     self.give_buffer(data);
-                    return self.fail(
-                        token,
-                        close::INVALID_PAYLOAD,
-                        "text message ends inside a UTF-8 sequence",
-                    );
+                    return self.fail(token, close::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence");
                 }
                 self.on_message(token, opcode, &data, true);
                 self.give_buffer(data);
@@ -98,11 +78,7 @@ impl Reactor {
                 true
             }
             None => {
-                self.fail(
-                    token,
-                    close::INVALID_PAYLOAD,
-                    "text message is not valid UTF-8",
-                );
+                self.fail(token, close::INVALID_PAYLOAD, "text message is not valid UTF-8");
                 false
             }
         }
@@ -119,11 +95,7 @@ impl Reactor {
                     return self.fail(token, close::PROTOCOL, "invalid close code");
                 }
                 if std::str::from_utf8(&payload[2..]).is_err() {
-                    return self.fail(
-                        token,
-                        close::INVALID_PAYLOAD,
-                        "close reason is not valid UTF-8",
-                    );
+                    return self.fail(token, close::INVALID_PAYLOAD, "close reason is not valid UTF-8");
                 }
                 (code, "")
             }
@@ -141,19 +113,13 @@ impl Reactor {
             return;
         };
         if opcode == op::TEXT && !utf8_checked && std::str::from_utf8(payload).is_err() {
-            return self.fail(
-                token,
-                close::INVALID_PAYLOAD,
-                "text message is not valid UTF-8",
-            );
+            return self.fail(token, close::INVALID_PAYLOAD, "text message is not valid UTF-8");
         }
         match endpoint {
             Endpoint::Echo => self.queue_frame(token, opcode, payload),
-            Endpoint::Chat if opcode == op::BINARY => self.fail(
-                token,
-                close::UNSUPPORTED_DATA,
-                "binary messages are not accepted: send JSON text",
-            ),
+            Endpoint::Chat if opcode == op::BINARY => {
+                self.fail(token, close::UNSUPPORTED_DATA, "binary messages are not accepted: send JSON text")
+            }
             Endpoint::Chat => self.on_chat(token, payload),
         }
     }
@@ -166,10 +132,7 @@ impl Reactor {
         match request {
             Request::Login { name } => self.login(token, &name),
             Request::Chat { to, data } => {
-                let Some(from) = self
-                    .conn_mut(token)
-                    .and_then(|c| c.speaker().map(CompactString::from))
-                else {
+                let Some(from) = self.conn_mut(token).and_then(|c| c.speaker().map(CompactString::from)) else {
                     let pending = self.conn_mut(token).is_some_and(|c| c.user.is_some());
                     let why = if pending {
                         "your login is not confirmed yet"
@@ -240,13 +203,7 @@ impl Reactor {
     fn route(&mut self, from: Token, to: &str, payload: &[u8]) {
         match self.hub.directory.lookup(to) {
             Some(at) if at.reactor == self.id => self.deliver(at.token, payload),
-            Some(at) => self.hub.send(
-                at,
-                Command::Deliver {
-                    token: at.token,
-                    payload: payload.into(),
-                },
-            ),
+            Some(at) => self.hub.send(at, Command::Deliver { token: at.token, payload: payload.into() }),
             None => {
                 let at = self.conn_ref(split_token(from).0);
                 if self.bus.publish(to, payload, at) == Published::NoRecipient {

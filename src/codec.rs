@@ -125,22 +125,14 @@ pub fn parse_client_header(buf: &[u8]) -> Result<Option<FrameHead>, FrameError> 
     }
     let mut mask = [0u8; 4];
     mask.copy_from_slice(&buf[2 + len_bytes..header_len]);
-    Ok(Some(FrameHead {
-        fin,
-        opcode,
-        mask,
-        header_len,
-        payload_len,
-    }))
+    Ok(Some(FrameHead { fin, opcode, mask, header_len, payload_len }))
 }
 
 /// XORs `data` with `mask`, where `data` starts `offset` bytes into the payload.
 pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
     let mut key = mask;
     key.rotate_left(offset % 4);
-    let wide = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
     let mut chunks = data.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
@@ -258,10 +250,7 @@ mod tests {
         rsv[0] |= 0x40;
         assert_eq!(parse_client_header(&rsv), Err(FrameError::ReservedBits));
         let reserved = client_frame(true, 0x3, b"", [0; 4]);
-        assert_eq!(
-            parse_client_header(&reserved),
-            Err(FrameError::ReservedOpcode)
-        );
+        assert_eq!(parse_client_header(&reserved), Err(FrameError::ReservedOpcode));
         let frag_ping = client_frame(false, op::PING, b"", [0; 4]);
         assert_eq!(parse_client_header(&frag_ping), Err(FrameError::BadControl));
         let long_ping = client_frame(true, op::PING, &[0; 126], [0; 4]);

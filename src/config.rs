@@ -27,11 +27,7 @@ pub enum Routing {
 }
 
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "switchboard",
-    version,
-    about = "WebSocket chat node (seed protocol), clustered through Redis"
-)]
+#[command(name = "switchboard", version, about = "WebSocket chat node (seed protocol), clustered through Redis")]
 pub struct Config {
     /// Address to listen on. Port 0 picks a free port (printed at start).
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:9000")]
@@ -106,15 +102,10 @@ impl Config {
     /// # Errors
     /// A message naming the flag at fault.
     pub fn validate(&self) -> Result<(), String> {
-        for (flag, path) in [
-            ("--ws-path", Some(&self.ws_path)),
-            ("--echo-path", self.echo_path.as_ref()),
-        ] {
+        for (flag, path) in [("--ws-path", Some(&self.ws_path)), ("--echo-path", self.echo_path.as_ref())] {
             if let Some(p) = path {
                 if !p.starts_with('/') || p.contains('?') {
-                    return Err(format!(
-                        "{flag} must be an absolute path without a query, like /ws (got {p:?})"
-                    ));
+                    return Err(format!("{flag} must be an absolute path without a query, like /ws (got {p:?})"));
                 }
             }
         }
@@ -137,9 +128,7 @@ impl Config {
             return Err("--max-name-len must be between 1 and 1024".into());
         }
         if self.lease_secs < 3 {
-            return Err(
-                "--lease-secs must be at least 3 (the lease is renewed every third of it)".into(),
-            );
+            return Err("--lease-secs must be at least 3 (the lease is renewed every third of it)".into());
         }
         if self.redis.is_none() && (self.redis_cluster || self.routing == Routing::Broadcast) {
             return Err("--redis-cluster and --routing broadcast need --redis URL".into());

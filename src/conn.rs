@@ -121,10 +121,6 @@ mod tests {
     #[test]
     fn an_idle_connection_is_small() {
         // The slab entry is most of what an idle connection costs in user space.
-        assert!(
-            std::mem::size_of::<Conn>() <= 128,
-            "{}",
-            std::mem::size_of::<Conn>()
-        );
+        assert!(std::mem::size_of::<Conn>() <= 128, "{}", std::mem::size_of::<Conn>());
     }
 }

@@ -34,10 +34,7 @@ impl Default for Directory {
 
 impl Directory {
     pub fn new() -> Directory {
-        Directory {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
+        Directory { hasher: RandomState::new(), shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
     }
 
     fn shard(&self, name: &str) -> &Mutex<HashMap<CompactString, ConnRef>> {
@@ -95,14 +92,8 @@ mod tests {
     #[test]
     fn a_name_is_held_once_and_released_only_by_its_holder() {
         let dir = Directory::new();
-        let a = ConnRef {
-            reactor: 0,
-            token: Token(1),
-        };
-        let b = ConnRef {
-            reactor: 1,
-            token: Token(2),
-        };
+        let a = ConnRef { reactor: 0, token: Token(1) };
+        let b = ConnRef { reactor: 1, token: Token(2) };
         assert!(dir.insert_if_absent("alice", a));
         assert!(!dir.insert_if_absent("alice", b));
         assert!(!dir.remove("alice", b));

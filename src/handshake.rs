@@ -35,12 +35,7 @@ pub struct Routes<'a> {
 
 /// Reads a request head from `buf`; writes any response into `out`.
 /// `metrics` renders `/metrics` when asked for.
-pub fn handle(
-    buf: &[u8],
-    routes: &Routes<'_>,
-    out: &mut Vec<u8>,
-    metrics: impl FnOnce() -> String,
-) -> Outcome {
+pub fn handle(buf: &[u8], routes: &Routes<'_>, out: &mut Vec<u8>, metrics: impl FnOnce() -> String) -> Outcome {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let consumed = match req.parse(buf) {
@@ -52,9 +47,7 @@ pub fn handle(
             return respond(out, 431, "request head too large\n", &[]);
         }
         Ok(httparse::Status::Complete(n)) => n,
-        Err(httparse::Error::TooManyHeaders) => {
-            return respond(out, 431, "too many headers\n", &[])
-        }
+        Err(httparse::Error::TooManyHeaders) => return respond(out, 431, "too many headers\n", &[]),
         Err(e) => return respond(out, 400, &format!("malformed HTTP request: {e}\n"), &[]),
     };
     if req.method != Some("GET") {
@@ -69,26 +62,11 @@ pub fn handle(
     } else {
         return match path {
             "/healthz" => respond(out, 200, "ok\n", &[]),
-            "/metrics" => respond(
-                out,
-                200,
-                &metrics(),
-                &[("Content-Type", "text/plain; version=0.0.4")],
-            ),
-            _ => respond(
-                out,
-                404,
-                &format!("no such endpoint: {path} (chat is at {})\n", routes.ws_path),
-                &[],
-            ),
+            "/metrics" => respond(out, 200, &metrics(), &[("Content-Type", "text/plain; version=0.0.4")]),
+            _ => respond(out, 404, &format!("no such endpoint: {path} (chat is at {})\n", routes.ws_path), &[]),
         };
     };
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
+    let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
     let has_token = |name: &str, token: &str| {
         header(name)
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -107,7 +85,9 @@ pub fn handle(
     let Some(key) = header("Sec-WebSocket-Key").filter(|k| is_valid_key(k)) else {
         return respond(out, 400, "missing or malformed Sec-WebSocket-Key\n", &[]);
     };
-    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
     out.extend_from_slice(derive_accept_key(key).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     Outcome::Upgrade { endpoint, consumed }
@@ -117,9 +97,7 @@ pub fn handle(
 fn is_valid_key(key: &[u8]) -> bool {
     key.len() == 24
         && key.ends_with(b"==")
-        && key[..22]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+        && key[..22].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
 fn respond(out: &mut Vec<u8>, status: u16, body: &str, extra: &[(&str, &str)]) -> Outcome {
@@ -132,10 +110,7 @@ fn respond(out: &mut Vec<u8>, status: u16, body: &str, extra: &[(&str, &str)]) -
         431 => "Request Header Fields Too Large",
         _ => "Error",
     };
-    let mut head = format!(
-        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if !extra.iter().any(|(k, _)| *k == "Content-Type") {
         head.push_str("Content-Type: text/plain; charset=utf-8\r\n");
     }
@@ -152,11 +127,7 @@ fn respond(out: &mut Vec<u8>, status: u16, body: &str, extra: &[(&str, &str)]) -
 mod tests {
     use super::*;
 
-    const ROUTES: Routes<'static> = Routes {
-        ws_path: "/ws",
-        echo_path: Some("/echo"),
-        max_header_bytes: 8192,
-    };
+    const ROUTES: Routes<'static> = Routes { ws_path: "/ws", echo_path: Some("/echo"), max_header_bytes: 8192 };
 
     fn run(req: &str) -> (Outcome, String) {
         let mut out = Vec::new();
@@ -169,13 +140,7 @@ mod tests {
     #[test]
     fn upgrades_with_the_rfc_accept_key() {
         let (outcome, out) = run(UPGRADE);
-        assert_eq!(
-            outcome,
-            Outcome::Upgrade {
-                endpoint: Endpoint::Chat,
-                consumed: UPGRADE.len()
-            }
-        );
+        assert_eq!(outcome, Outcome::Upgrade { endpoint: Endpoint::Chat, consumed: UPGRADE.len() });
         assert!(out.starts_with("HTTP/1.1 101 "));
         // The example from RFC 6455 section 1.3.
         assert!(out.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
@@ -188,18 +153,9 @@ mod tests {
 
     #[test]
     fn answers_http_errors() {
-        assert_eq!(
-            run("GET /nope HTTP/1.1\r\n\r\n").0,
-            Outcome::Respond { status: 404 }
-        );
-        assert_eq!(
-            run("GET /ws HTTP/1.1\r\nHost: h\r\n\r\n").0,
-            Outcome::Respond { status: 426 }
-        );
-        assert_eq!(
-            run("POST /ws HTTP/1.1\r\n\r\n").0,
-            Outcome::Respond { status: 405 }
-        );
+        assert_eq!(run("GET /nope HTTP/1.1\r\n\r\n").0, Outcome::Respond { status: 404 });
+        assert_eq!(run("GET /ws HTTP/1.1\r\nHost: h\r\n\r\n").0, Outcome::Respond { status: 426 });
+        assert_eq!(run("POST /ws HTTP/1.1\r\n\r\n").0, Outcome::Respond { status: 405 });
         assert_eq!(run("GARBAGE\0\r\n\r\n").0, Outcome::Respond { status: 400 });
         let bad_key = UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short");
         assert_eq!(run(&bad_key).0, Outcome::Respond { status: 400 });

@@ -38,11 +38,7 @@ impl Inbox {
     /// # Errors
     /// When the eventfd behind the waker cannot be created.
     pub fn new(registry: &Registry, token: Token) -> io::Result<Inbox> {
-        Ok(Inbox {
-            queue: SegQueue::new(),
-            awake: AtomicBool::new(false),
-            waker: Waker::new(registry, token)?,
-        })
+        Ok(Inbox { queue: SegQueue::new(), awake: AtomicBool::new(false), waker: Waker::new(registry, token)? })
     }
 
     /// Queues `command` and wakes the reactor unless a wake is already pending.

@@ -41,10 +41,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(reactors: usize) -> Metrics {
-        Metrics {
-            reactors: (0..reactors).map(|_| ReactorStats::default()).collect(),
-            bus: BusStats::default(),
-        }
+        Metrics { reactors: (0..reactors).map(|_| ReactorStats::default()).collect(), bus: BusStats::default() }
     }
 
     fn sum(&self, field: impl Fn(&ReactorStats) -> &AtomicU64) -> u64 {
@@ -55,54 +52,19 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
         let node: [(&str, &str, &str, u64); 11] = [
-            (
-                "switchboard_connections",
-                "gauge",
-                "open WebSocket and HTTP connections",
-                self.sum(|r| &r.connections),
-            ),
-            (
-                "switchboard_users",
-                "gauge",
-                "logged-in users on this node",
-                self.sum(|r| &r.users),
-            ),
-            (
-                "switchboard_accepted_total",
-                "counter",
-                "TCP connections accepted",
-                self.sum(|r| &r.accepted),
-            ),
-            (
-                "switchboard_handshakes_total",
-                "counter",
-                "WebSocket upgrades completed",
-                self.sum(|r| &r.handshakes),
-            ),
-            (
-                "switchboard_messages_in_total",
-                "counter",
-                "WebSocket messages received",
-                self.sum(|r| &r.messages_in),
-            ),
+            ("switchboard_connections", "gauge", "open WebSocket and HTTP connections", self.sum(|r| &r.connections)),
+            ("switchboard_users", "gauge", "logged-in users on this node", self.sum(|r| &r.users)),
+            ("switchboard_accepted_total", "counter", "TCP connections accepted", self.sum(|r| &r.accepted)),
+            ("switchboard_handshakes_total", "counter", "WebSocket upgrades completed", self.sum(|r| &r.handshakes)),
+            ("switchboard_messages_in_total", "counter", "WebSocket messages received", self.sum(|r| &r.messages_in)),
             (
                 "switchboard_messages_out_total",
                 "counter",
                 "WebSocket messages queued to clients",
                 self.sum(|r| &r.messages_out),
             ),
-            (
-                "switchboard_bytes_in_total",
-                "counter",
-                "bytes read from clients",
-                self.sum(|r| &r.bytes_in),
-            ),
-            (
-                "switchboard_bytes_out_total",
-                "counter",
-                "bytes written to clients",
-                self.sum(|r| &r.bytes_out),
-            ),
+            ("switchboard_bytes_in_total", "counter", "bytes read from clients", self.sum(|r| &r.bytes_in)),
+            ("switchboard_bytes_out_total", "counter", "bytes written to clients", self.sum(|r| &r.bytes_out)),
             (
                 "switchboard_slow_closed_total",
                 "counter",
@@ -124,36 +86,11 @@ impl Metrics {
         ];
         let bus = &self.bus;
         let cluster: [(&str, &str, &str, u64); 6] = [
-            (
-                "switchboard_bus_connected",
-                "gauge",
-                "1 while the Redis link is up",
-                bus.connected.load(Relaxed),
-            ),
-            (
-                "switchboard_bus_reconnects_total",
-                "counter",
-                "Redis reconnections",
-                bus.reconnects.load(Relaxed),
-            ),
-            (
-                "switchboard_bus_published_total",
-                "counter",
-                "messages published to Redis",
-                bus.published.load(Relaxed),
-            ),
-            (
-                "switchboard_bus_received_total",
-                "counter",
-                "messages received from Redis",
-                bus.received.load(Relaxed),
-            ),
-            (
-                "switchboard_bus_subscriptions",
-                "gauge",
-                "channels subscribed",
-                bus.subscriptions.load(Relaxed),
-            ),
+            ("switchboard_bus_connected", "gauge", "1 while the Redis link is up", bus.connected.load(Relaxed)),
+            ("switchboard_bus_reconnects_total", "counter", "Redis reconnections", bus.reconnects.load(Relaxed)),
+            ("switchboard_bus_published_total", "counter", "messages published to Redis", bus.published.load(Relaxed)),
+            ("switchboard_bus_received_total", "counter", "messages received from Redis", bus.received.load(Relaxed)),
+            ("switchboard_bus_subscriptions", "gauge", "channels subscribed", bus.subscriptions.load(Relaxed)),
             (
                 "switchboard_bus_publish_dropped_total",
                 "counter",
@@ -162,10 +99,12 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, value) in node.iter().chain(cluster.iter()) {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        out.push_str("# HELP switchboard_reactor_connections open connections per reactor\n");
+        out.push_str("# TYPE switchboard_reactor_connections gauge\n");
+        for (i, r) in self.reactors.iter().enumerate() {
+            let _ = writeln!(out, "switchboard_reactor_connections{{reactor=\"{i}\"}} {}", r.connections.load(Relaxed));
         }
         out
     }

@@ -62,16 +62,11 @@ impl fmt::Display for RequestError {
         match self {
             RequestError::BadJson(e) => write!(f, "invalid JSON: {e}"),
             RequestError::UnknownType(t) => {
-                write!(
-                    f,
-                    "unknown MessageType {t:?}: expected \"loginmsg\" or \"chatmsg\""
-                )
+                write!(f, "unknown MessageType {t:?}: expected \"loginmsg\" or \"chatmsg\"")
             }
             RequestError::EmptyName => f.write_str("loginmsg needs a non-empty Sender"),
             RequestError::NameTooLong(max) => write!(f, "Sender is longer than {max} bytes"),
-            RequestError::NameHasControl => {
-                f.write_str("Sender must not contain control characters")
-            }
+            RequestError::NameHasControl => f.write_str("Sender must not contain control characters"),
             RequestError::NoRecipient => f.write_str("chatmsg needs a non-empty Reciever"),
         }
     }
@@ -82,8 +77,7 @@ impl fmt::Display for RequestError {
 /// # Errors
 /// A [`RequestError`] saying what is wrong, for the client.
 pub fn parse(text: &[u8], max_name_len: usize) -> Result<Request<'_>, RequestError> {
-    let wire: Wire<'_> =
-        serde_json::from_slice(text).map_err(|e| RequestError::BadJson(e.to_string()))?;
+    let wire: Wire<'_> = serde_json::from_slice(text).map_err(|e| RequestError::BadJson(e.to_string()))?;
     match wire.message_type.as_deref().unwrap_or("") {
         LOGIN => {
             let name = wire.sender.unwrap_or_default();
@@ -95,10 +89,7 @@ pub fn parse(text: &[u8], max_name_len: usize) -> Result<Request<'_>, RequestErr
             if to.is_empty() {
                 return Err(RequestError::NoRecipient);
             }
-            Ok(Request::Chat {
-                to,
-                data: wire.data.unwrap_or_default(),
-            })
+            Ok(Request::Chat { to, data: wire.data.unwrap_or_default() })
         }
         other => Err(RequestError::UnknownType(other.into())),
     }
@@ -139,8 +130,7 @@ pub fn encode_error(out: &mut Vec<u8>, message: &str) {
 /// which receives whole messages). `None` when `payload` is not a chat message.
 pub fn recipient_of(payload: &[u8]) -> Option<String> {
     let wire: Wire<'_> = serde_json::from_slice(payload).ok()?;
-    (wire.message_type.as_deref() == Some(CHAT))
-        .then(|| wire.reciever.unwrap_or_default().into_owned())
+    (wire.message_type.as_deref() == Some(CHAT)).then(|| wire.reciever.unwrap_or_default().into_owned())
 }
 
 /// Re-encodes a chat message received from the broadcast channel, in the seed's
@@ -151,12 +141,7 @@ pub fn reencode_chat(payload: &[u8], out: &mut Vec<u8>) -> Option<String> {
         return None;
     }
     let to = wire.reciever.unwrap_or_default();
-    encode_chat(
-        out,
-        &wire.data.unwrap_or_default(),
-        &to,
-        &wire.sender.unwrap_or_default(),
-    );
+    encode_chat(out, &wire.data.unwrap_or_default(), &to, &wire.sender.unwrap_or_default());
     Some(to.into_owned())
 }
 
@@ -179,11 +164,7 @@ pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
             b'\t' => Some(b"\\t"),
             0x00..=0x1F | b'<' | b'>' | b'&' => Some(b""),
             // U+2028 and U+2029 are E2 80 A8 / E2 80 A9.
-            0xE2 if bytes.get(i + 1) == Some(&0x80)
-                && matches!(bytes.get(i + 2), Some(0xA8 | 0xA9)) =>
-            {
-                Some(b"")
-            }
+            0xE2 if bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xA8 | 0xA9)) => Some(b""),
             _ => None,
         };
         let Some(short) = escape else {
@@ -192,11 +173,8 @@ pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
         };
         out.extend_from_slice(&bytes[start..i]);
         if short.is_empty() {
-            let (code, width) = if b == 0xE2 {
-                (0x2028 + u32::from(bytes[i + 2] - 0xA8), 3)
-            } else {
-                (u32::from(b), 1)
-            };
+            let (code, width) =
+                if b == 0xE2 { (0x2028 + u32::from(bytes[i + 2] - 0xA8), 3) } else { (u32::from(b), 1) };
             out.extend_from_slice(b"\\u");
             for shift in [12, 8, 4, 0] {
                 out.push(HEX[((code >> shift) & 0xF) as usize]);
@@ -239,9 +217,7 @@ mod tests {
     fn parses_the_seed_messages() {
         assert_eq!(
             parse(br#"{"MessageType":"loginmsg","Sender":"alice"}"#, 64),
-            Ok(Request::Login {
-                name: "alice".into()
-            })
+            Ok(Request::Login { name: "alice".into() })
         );
         assert_eq!(
             parse(br#"{"MessageType":"chatmsg","Data":"hi","Reciever":"bob","Sender":"mallory","Extra":1}"#, 64),
@@ -252,30 +228,12 @@ mod tests {
     #[test]
     fn refuses_bad_requests_with_a_reason() {
         assert!(matches!(parse(b"{nope", 64), Err(RequestError::BadJson(_))));
-        assert!(matches!(
-            parse(br#"{"MessageType":5}"#, 64),
-            Err(RequestError::BadJson(_))
-        ));
-        assert_eq!(
-            parse(br#"{"MessageType":"x"}"#, 64),
-            Err(RequestError::UnknownType("x".into()))
-        );
-        assert_eq!(
-            parse(br#"{"MessageType":"loginmsg"}"#, 64),
-            Err(RequestError::EmptyName)
-        );
-        assert_eq!(
-            parse(br#"{"MessageType":"loginmsg","Sender":"abcdef"}"#, 5),
-            Err(RequestError::NameTooLong(5))
-        );
-        assert_eq!(
-            parse(br#"{"MessageType":"loginmsg","Sender":"a\nb"}"#, 64),
-            Err(RequestError::NameHasControl)
-        );
-        assert_eq!(
-            parse(br#"{"MessageType":"chatmsg","Data":"x"}"#, 64),
-            Err(RequestError::NoRecipient)
-        );
+        assert!(matches!(parse(br#"{"MessageType":5}"#, 64), Err(RequestError::BadJson(_))));
+        assert_eq!(parse(br#"{"MessageType":"x"}"#, 64), Err(RequestError::UnknownType("x".into())));
+        assert_eq!(parse(br#"{"MessageType":"loginmsg"}"#, 64), Err(RequestError::EmptyName));
+        assert_eq!(parse(br#"{"MessageType":"loginmsg","Sender":"abcdef"}"#, 5), Err(RequestError::NameTooLong(5)));
+        assert_eq!(parse(br#"{"MessageType":"loginmsg","Sender":"a\nb"}"#, 64), Err(RequestError::NameHasControl));
+        assert_eq!(parse(br#"{"MessageType":"chatmsg","Data":"x"}"#, 64), Err(RequestError::NoRecipient));
     }
 
     #[test]

@@ -172,9 +172,7 @@ impl Reactor {
     /// The live connection behind `token`, if it is still the same connection.
     pub(crate) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
         let (key, generation) = split_token(token);
-        self.conns
-            .get_mut(key)
-            .filter(|c| c.generation == generation && !c.has(flag::GONE))
+        self.conns.get_mut(key).filter(|c| c.generation == generation && !c.has(flag::GONE))
     }
 
     pub(crate) fn token_for(&self, key: usize) -> Token {
@@ -182,10 +180,7 @@ impl Reactor {
     }
 
     pub(crate) fn conn_ref(&self, key: usize) -> ConnRef {
-        ConnRef {
-            reactor: self.id,
-            token: self.token_for(key),
-        }
+        ConnRef { reactor: self.id, token: self.token_for(key) }
     }
 
     fn accept_all(&mut self) {
@@ -209,18 +204,11 @@ impl Reactor {
                     self.adopt(stream);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
                 Err(e) => {
                     // EMFILE/ENFILE: the backlog stays queued and no new edge comes
                     // for it, so retry on a timer instead of waiting for an event.
-                    log::warn!(
-                        "reactor {}: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}",
-                        self.id
-                    );
+                    log::warn!("reactor {}: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}", self.id);
                     self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                     return;
                 }
@@ -230,9 +218,7 @@ impl Reactor {
 
     fn least_loaded(&self) -> usize {
         let reactors = &self.hub.metrics.reactors;
-        (0..reactors.len())
-            .min_by_key(|&r| reactors[r].connections.load(Relaxed))
-            .unwrap_or(self.id)
+        (0..reactors.len()).min_by_key(|&r| reactors[r].connections.load(Relaxed)).unwrap_or(self.id)
     }
 
     fn adopt(&mut self, mut stream: TcpStream) {
@@ -245,11 +231,7 @@ impl Reactor {
         }
         self.next_gen = next_generation(self.next_gen);
         let token = token_of(key, self.next_gen);
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
             log::warn!("reactor {}: cannot register a connection: {e}", self.id);
             return;
         }
@@ -349,8 +331,7 @@ impl Reactor {
                         max_header_bytes: self.config.max_header_bytes,
                     };
                     let hub = &self.hub;
-                    let outcome =
-                        handshake::handle(&buf[pos..], &routes, &mut out, || hub.metrics.render());
+                    let outcome = handshake::handle(&buf[pos..], &routes, &mut out, || hub.metrics.render());
                     let conn = self.conn_mut(token).expect("checked above");
                     conn.output = out;
                     match outcome {
@@ -365,8 +346,7 @@ impl Reactor {
                             conn.phase = Phase::Closing;
                             conn.flags |= flag::SHUTDOWN_AFTER_FLUSH;
                             self.mark_dirty(token);
-                            self.closing_deadlines
-                                .push_back((Instant::now() + CLOSE_GRACE, token));
+                            self.closing_deadlines.push_back((Instant::now() + CLOSE_GRACE, token));
                             return buf.len();
                         }
                     }
@@ -381,9 +361,7 @@ impl Reactor {
                         }
                     };
                     let assembled = conn.message.as_ref().map_or(0, |m| m.data.len() as u64);
-                    if !head.is_control()
-                        && assembled + head.payload_len > self.config.max_message_size as u64
-                    {
+                    if !head.is_control() && assembled + head.payload_len > self.config.max_message_size as u64 {
                         let reason = format!("message over {} bytes", self.config.max_message_size);
                         self.fail(token, close::TOO_BIG, &reason);
                         return buf.len();
@@ -408,14 +386,7 @@ impl Reactor {
     /// A connection whose unsent output passes `--max-output` is closed with 1008.
     pub(crate) fn queue_frame(&mut self, token: Token, opcode: u8, payload: &[u8]) {
         let max_output = self.config.max_output;
-        let spare = if self
-            .conn_mut(token)
-            .is_some_and(|c| c.output.capacity() == 0)
-        {
-            self.pool.pop()
-        } else {
-            None
-        };
+        let spare = if self.conn_mut(token).is_some_and(|c| c.output.capacity() == 0) { self.pool.pop() } else { None };
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
@@ -479,8 +450,7 @@ impl Reactor {
             self.give_buffer(m.data);
         }
         self.mark_dirty(token);
-        self.closing_deadlines
-            .push_back((Instant::now() + CLOSE_GRACE, token));
+        self.closing_deadlines.push_back((Instant::now() + CLOSE_GRACE, token));
     }
 
     /// Takes the user name off this node and the cluster.
@@ -573,12 +543,7 @@ impl Reactor {
             let conn = self.conns.remove(key);
             self.stats().connections.fetch_sub(1, Relaxed);
             // Dropping the socket closes it, which also takes it out of epoll.
-            let Conn {
-                input,
-                output,
-                message,
-                ..
-            } = conn;
+            let Conn { input, output, message, .. } = conn;
             self.give_buffer(input);
             self.give_buffer(output);
             if let Some(m) = message {
@@ -598,10 +563,7 @@ impl Reactor {
                 break;
             }
             self.handshake_deadlines.pop_front();
-            if self
-                .conn_mut(token)
-                .is_some_and(|c| c.phase == Phase::Handshake)
-            {
+            if self.conn_mut(token).is_some_and(|c| c.phase == Phase::Handshake) {
                 self.drop_conn(token);
             }
         }
@@ -628,11 +590,7 @@ impl Reactor {
 
     /// On shutdown: every open WebSocket gets 1001, then one last flush.
     fn close_all(&mut self) {
-        let tokens: Vec<Token> = self
-            .conns
-            .iter()
-            .map(|(key, c)| token_of(key, c.generation))
-            .collect();
+        let tokens: Vec<Token> = self.conns.iter().map(|(key, c)| token_of(key, c.generation)).collect();
         for token in tokens {
             self.begin_close(token, close::GOING_AWAY, "server shutting down");
         }
@@ -646,10 +604,7 @@ impl Reactor {
 
     /// Returns a buffer to the pool; large ones are freed so memory goes back.
     pub(crate) fn give_buffer(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() == 0
-            || buf.capacity() > POOL_MAX_CAPACITY
-            || self.pool.len() >= POOL_BUFFERS
-        {
+        if buf.capacity() == 0 || buf.capacity() > POOL_MAX_CAPACITY || self.pool.len() >= POOL_BUFFERS {
             return;
         }
         buf.clear();

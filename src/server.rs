@@ -26,11 +26,7 @@ pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}{hint}")]
-    Listen {
-        addr: SocketAddr,
-        source: io::Error,
-        hint: &'static str,
-    },
+    Listen { addr: SocketAddr, source: io::Error, hint: &'static str },
     #[error("cannot set up reactor {reactor}: {source}")]
     Reactor { reactor: usize, source: io::Error },
     #[error("cannot join the cluster: {0}")]
@@ -87,22 +83,14 @@ pub fn start(config: Config) -> Result<Node, StartError> {
     }
     let reactors = config.reactor_count();
     let listeners = bind_listeners(&config, reactors)?;
-    let local_addr = listeners[0]
-        .local_addr()
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-            hint: "",
-        })?;
+    let local_addr =
+        listeners[0].local_addr().map_err(|source| StartError::Listen { addr: config.listen, source, hint: "" })?;
 
     let mut polls = Vec::with_capacity(reactors);
     let mut inboxes = Vec::with_capacity(reactors);
     for reactor in 0..reactors {
         let poll = Poll::new().map_err(|source| StartError::Reactor { reactor, source })?;
-        inboxes.push(
-            Inbox::new(poll.registry(), WAKER)
-                .map_err(|source| StartError::Reactor { reactor, source })?,
-        );
+        inboxes.push(Inbox::new(poll.registry(), WAKER).map_err(|source| StartError::Reactor { reactor, source })?);
         polls.push(poll);
     }
     let hub = Hub::new(inboxes);
@@ -115,43 +103,21 @@ pub fn start(config: Config) -> Result<Node, StartError> {
     let mut threads = Vec::with_capacity(reactors);
     for (id, poll) in polls.into_iter().enumerate() {
         let listener = listeners.next();
-        let reactor = Reactor::new(
-            id,
-            poll,
-            listener,
-            Arc::clone(&hub),
-            Arc::clone(&bus),
-            Arc::clone(&config),
-        )
-        .map_err(|source| StartError::Reactor {
-            reactor: id,
-            source,
-        })?;
+        let reactor = Reactor::new(id, poll, listener, Arc::clone(&hub), Arc::clone(&bus), Arc::clone(&config))
+            .map_err(|source| StartError::Reactor { reactor: id, source })?;
         let thread = std::thread::Builder::new()
             .name(format!("reactor-{id}"))
             .spawn(move || reactor.run())
-            .map_err(|source| StartError::Reactor {
-                reactor: id,
-                source,
-            })?;
+            .map_err(|source| StartError::Reactor { reactor: id, source })?;
         threads.push(thread);
     }
     log::info!(
         "listening on {local_addr}: {reactors} reactors, accept {:?}, chat at {}{}",
         config.accept,
         config.ws_path,
-        config
-            .echo_path
-            .as_deref()
-            .map(|p| format!(", echo at {p}"))
-            .unwrap_or_default()
+        config.echo_path.as_deref().map(|p| format!(", echo at {p}")).unwrap_or_default()
     );
-    Ok(Node {
-        local_addr,
-        hub,
-        bus,
-        threads,
-    })
+    Ok(Node { local_addr, hub, bus, threads })
 }
 
 /// One SO_REUSEPORT listener per reactor, or one listener for handoff mode.
@@ -171,11 +137,7 @@ fn bind_listeners(config: &Config, reactors: usize) -> Result<Vec<TcpListener>, 
         let probe = std::net::TcpListener::bind(addr).map_err(|e| err(addr, e))?;
         addr = probe.local_addr().map_err(|e| err(addr, e))?;
     }
-    let count = if config.accept == AcceptMode::Handoff {
-        1
-    } else {
-        reactors
-    };
+    let count = if config.accept == AcceptMode::Handoff { 1 } else { reactors };
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count {
         let listener = listen_reuseport(addr).map_err(|e| err(addr, e))?;

@@ -73,10 +73,7 @@ impl Hub {
     pub fn deliver_local(&self, name: &str, payload: &[u8]) -> bool {
         match self.directory.lookup(name) {
             Some(at) => {
-                self.inboxes[at.reactor].push(Command::Deliver {
-                    token: at.token,
-                    payload: payload.into(),
-                });
+                self.inboxes[at.reactor].push(Command::Deliver { token: at.token, payload: payload.into() });
                 true
             }
             None => false,

@@ -1,1 +1,53 @@
-fn main() {}
+//! `loadgen`: a load generator for switchboard and any server that speaks the seed's
+//! WebSocket chat protocol.
+//!
+//! # Layout
+//! - `config`: command line, and the deterministic run plan every worker gets
+//! - `coordinator`: the parent process: phases, sampling, totals
+//! - `fleet`: starting worker processes and talking to them
+//! - `ipc`: the JSON-lines protocol between coordinator and workers
+//! - `worker`: a worker process: driver threads plus a reporter
+//! - `driver`: one mio reactor thread holding a range of connections
+//! - `codec`: WebSocket client handshake and frames
+//! - `message`: the chat messages and the markers carried in `Data`
+//! - `accounting`: exact lost / duplicate counting
+//! - `stats`: shared counters and histograms (V2-serialized across processes)
+//! - `procfs`: RSS, CPU, slab and RLIMIT_NOFILE
+//! - `clock`: CLOCK_MONOTONIC timestamps, comparable across processes
+//! - `report`, `chart`: JSON / human / CSV summaries and the SVG chart
+
+mod accounting;
+mod chart;
+mod clock;
+mod codec;
+mod config;
+mod coordinator;
+mod driver;
+mod fleet;
+mod ipc;
+mod message;
+mod procfs;
+mod report;
+mod stats;
+mod worker;
+
+use clap::Parser as _;
+
+fn main() {
+    let args = config::Args::parse();
+    if args.worker {
+        if let Err(e) = worker::run() {
+            eprintln!("loadgen worker: {e}");
+            std::process::exit(3);
+        }
+        return;
+    }
+    let code = match coordinator::run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadgen: error: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,412 @@
+//! The parent process: sizes the fleet, runs the phases in order (connect, login, hold,
+//! chat + grace, churn), samples the servers and itself once a second, and adds up the
+//! workers' exact totals into the summary.
+
+use std::io::IsTerminal as _;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::accounting::Tally;
+use crate::config::{Args, Plan, FD_HEADROOM};
+use crate::driver::Command;
+use crate::fleet::{Fleet, FleetError};
+use crate::ipc::Report;
+use crate::procfs;
+use crate::report::{self, MemorySnapshot, Outcome, Row};
+use crate::stats::{self, get, Counter, COUNTER_COUNT};
+
+/// Connect failures with no success at all after which the run stops: the target is wrong.
+const HOPELESS_FAILURES: u64 = 100;
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error("no connection could be made to {targets}: {detail}")]
+    NoConnection { targets: String, detail: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Runs the load and returns the process exit status.
+///
+/// # Errors
+/// Bad configuration, workers that fail, or a target that takes no connection at all.
+pub fn run(args: &Args) -> Result<i32, RunError> {
+    let plan = Plan::from_args(args)?;
+    let nofile = procfs::raise_nofile_limit();
+    let per_worker = nofile.saturating_sub(FD_HEADROOM).max(64);
+    let needed = (plan.connections as u64).div_ceil(per_worker).max(1) as u32;
+    let workers = args.workers.unwrap_or(needed).clamp(1, plan.connections.max(1));
+    if (plan.connections as u64).div_ceil(workers as u64) > per_worker {
+        return Err(RunError::Invalid(format!(
+            "{} connections over {workers} workers exceeds {per_worker} sockets per \
+             process (RLIMIT_NOFILE {nofile}); use more --workers",
+            plan.connections
+        )));
+    }
+    let cpus = procfs::cpu_count() as u32;
+    let threads = args.threads.unwrap_or_else(|| cpus.div_ceil(workers).max(1));
+    let fleet = Fleet::start(&plan, workers, threads)?;
+    let mut run = Run::new(args, plan, fleet, threads);
+    run.execute()
+}
+
+/// The state of one run in the coordinator.
+struct Run<'a> {
+    args: &'a Args,
+    plan: Plan,
+    fleet: Fleet,
+    threads: u32,
+    started: Instant,
+    /// Latest counters per worker.
+    counters: Vec<Vec<u64>>,
+    done_phase: Vec<u8>,
+    /// Chat latencies since the last timeline row.
+    interval: Histogram<u64>,
+    samples: Vec<String>,
+    rows: Vec<Row>,
+    phase: &'static str,
+    last_tick: Instant,
+    last_cpu: (f64, f64),
+    last_totals: Vec<u64>,
+    progress: Progress,
+}
+
+impl<'a> Run<'a> {
+    fn new(args: &'a Args, plan: Plan, fleet: Fleet, threads: u32) -> Self {
+        let n = fleet.workers.len();
+        let now = Instant::now();
+        let mut run = Self {
+            args,
+            plan,
+            fleet,
+            threads,
+            started: now,
+            counters: vec![vec![0; COUNTER_COUNT]; n],
+            done_phase: vec![0; n],
+            interval: stats::new_histogram(),
+            samples: Vec::new(),
+            rows: Vec::new(),
+            phase: "start",
+            last_tick: now,
+            last_cpu: (0.0, 0.0),
+            last_totals: vec![0; COUNTER_COUNT],
+            progress: Progress::new(args.quiet),
+        };
+        run.last_cpu = run.cpu_seconds();
+        run
+    }
+
+    fn execute(&mut self) -> Result<i32, RunError> {
+        let mut outcome = Outcome::default();
+        let target = self.plan.connections as u64;
+        outcome.baseline = self.memory();
+        let mut cpu_marks = Vec::new();
+
+        if target > 0 {
+            self.phase = "connect";
+            let t = Instant::now();
+            self.fleet.order(Command::Connect);
+            self.wait_phase(Command::Connect, true)?;
+            outcome.connect_secs = t.elapsed().as_secs_f64();
+            if self.total(Counter::ConnectOk) == 0 {
+                return Err(self.no_connection());
+            }
+            if self.plan.login {
+                self.phase = "login";
+                let t = Instant::now();
+                self.fleet.order(Command::Login);
+                self.wait_phase(Command::Login, false)?;
+                outcome.login_secs = t.elapsed().as_secs_f64();
+            }
+            outcome.established = self.total(Counter::ConnectOk);
+            outcome.logged_in = self.total(Counter::LoginOk);
+            if self.args.hold > 0.0 {
+                self.phase = "hold";
+                self.wait_for(Duration::from_secs_f64(self.args.hold))?;
+            }
+            outcome.full = self.memory();
+            outcome.open_at_full = self.total(Counter::Open);
+
+            if self.plan.rate > 0 {
+                let everyone_ready = outcome.established == target && (outcome.logged_in == outcome.established);
+                if everyone_ready {
+                    self.phase = "chat";
+                    cpu_marks.push(self.cpu_seconds());
+                    let t = Instant::now();
+                    self.fleet.order(Command::Chat);
+                    self.wait_phase(Command::Chat, false)?;
+                    outcome.chat_secs = t.elapsed().as_secs_f64();
+                    cpu_marks.push(self.cpu_seconds());
+                    self.phase = "grace";
+                    let t = Instant::now();
+                    self.wait_delivered(Duration::from_secs_f64(self.args.grace))?;
+                    outcome.grace_secs = t.elapsed().as_secs_f64();
+                } else {
+                    outcome.chat_skipped = Some(format!(
+                        "chat skipped: only {} of {target} connections established and {} \
+                         logged in; messages to missing users would count as lost",
+                        outcome.established, outcome.logged_in
+                    ));
+                }
+            }
+            if self.plan.churn_rate > 0 {
+                self.phase = "churn";
+                let t = Instant::now();
+                self.fleet.order(Command::Churn);
+                self.wait_phase(Command::Churn, false)?;
+                outcome.churn_secs = t.elapsed().as_secs_f64();
+            }
+        }
+        self.phase = "finish";
+        self.tick();
+        outcome.end = self.memory();
+        let finals = self.fleet.finish()?;
+        self.progress.finish();
+
+        let mut counters = vec![0; COUNTER_COUNT];
+        let mut connect = stats::new_histogram();
+        let mut login = stats::new_histogram();
+        let mut latency = stats::new_histogram();
+        let mut tally = Tally::default();
+        for (_, report) in finals {
+            match report {
+                Report::Final { counters: c, connect: hc, login: hl, latency: ht, tally: t } => {
+                    for (sum, v) in counters.iter_mut().zip(c) {
+                        *sum += v;
+                    }
+                    for (into, text) in [(&mut connect, hc), (&mut login, hl), (&mut latency, ht)] {
+                        let h = stats::decode_histogram(&text).map_err(RunError::Invalid)?;
+                        stats::merge(into, &h);
+                    }
+                    tally.add(t);
+                }
+                Report::Stats { samples, .. } => self.samples.extend(samples),
+                Report::Ready { .. } => {}
+            }
+        }
+        outcome.counters = counters;
+        outcome.tally = tally;
+        outcome.hists = report::Histograms { connect, login, latency };
+        outcome.samples = std::mem::take(&mut self.samples);
+        outcome.workers = self.fleet.workers.len() as u32;
+        outcome.threads = self.threads;
+        outcome.wall_secs = self.started.elapsed().as_secs_f64();
+        outcome.cpu_total = self.cpu_seconds();
+        if let [before, after] = cpu_marks[..] {
+            outcome.chat_cpu = Some((after.0 - before.0, after.1 - before.1));
+        }
+        outcome.rows = std::mem::take(&mut self.rows);
+        Ok(report::finish(self.args, &self.plan, outcome))
+    }
+
+    /// Waits until every worker has finished `phase`. In the connect phase, gives up
+    /// early when many connections failed and none succeeded.
+    fn wait_phase(&mut self, phase: Command, connecting: bool) -> Result<(), RunError> {
+        loop {
+            if self.done_phase.iter().all(|&p| p >= phase as u8) {
+                return Ok(());
+            }
+            let failed = self.total(Counter::ConnectFail);
+            let hopeless = failed >= HOPELESS_FAILURES.min(self.plan.connections as u64);
+            if connecting && hopeless && self.total(Counter::ConnectOk) == 0 {
+                return Err(self.no_connection());
+            }
+            self.pump(Duration::from_millis(200))?;
+        }
+    }
+
+    fn wait_for(&mut self, span: Duration) -> Result<(), RunError> {
+        let end = Instant::now() + span;
+        while Instant::now() < end {
+            self.pump(end.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)))?;
+        }
+        Ok(())
+    }
+
+    /// After chat: waits until everything sent has arrived, or the grace period is over.
+    fn wait_delivered(&mut self, grace: Duration) -> Result<(), RunError> {
+        // The reports that ended the chat phase carry final `Sent` counts.
+        let end = Instant::now() + grace;
+        while Instant::now() < end {
+            if self.total(Counter::Received) >= self.total(Counter::Sent) {
+                return Ok(());
+            }
+            self.pump(Duration::from_millis(200))?;
+        }
+        Ok(())
+    }
+
+    /// Takes reports for up to `wait`, emitting a timeline row each second.
+    fn pump(&mut self, wait: Duration) -> Result<(), RunError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let next_tick = self.last_tick + Duration::from_secs(1);
+            if Instant::now() >= next_tick {
+                self.tick();
+            }
+            let until = deadline.min(self.last_tick + Duration::from_secs(1));
+            match self.fleet.next(until)? {
+                Some((id, Report::Stats { counters, done_phase, latency, samples })) => {
+                    self.counters[id] = counters;
+                    self.done_phase[id] = done_phase;
+                    if let Some(text) = latency {
+                        if let Ok(h) = stats::decode_histogram(&text) {
+                            stats::merge(&mut self.interval, &h);
+                        }
+                    }
+                    for sample in samples {
+                        if self.samples.len() < 50 {
+                            self.samples.push(sample);
+                        }
+                    }
+                    return Ok(());
+                }
+                Some(_) => {}
+                None => {
+                    if Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One timeline row and progress line.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last_tick).as_secs_f64().max(1e-3);
+        self.last_tick = now;
+        let totals = self.totals();
+        let per_second = |c: Counter| (get(&totals, c) - get(&self.last_totals, c).min(get(&totals, c))) as f64 / secs;
+        let cpu = self.cpu_seconds();
+        let memory = self.memory();
+        let row = Row {
+            t: self.started.elapsed().as_secs_f64(),
+            phase: self.phase,
+            connections: get(&totals, Counter::Open),
+            logged_in: get(&totals, Counter::LoginOk),
+            sent_per_s: per_second(Counter::Sent),
+            delivered_per_s: per_second(Counter::Received),
+            p99_us: (!self.interval.is_empty()).then(|| self.interval.value_at_quantile(0.99)),
+            server_rss: memory.server_rss,
+            slab: memory.slab,
+            sunreclaim: memory.sunreclaim,
+            loadgen_rss: memory.loadgen_rss,
+            loadgen_cpu_pct: (cpu.0 - self.last_cpu.0) / secs * 100.0,
+            server_cpu_pct: (cpu.1 - self.last_cpu.1) / secs * 100.0,
+        };
+        self.interval.reset();
+        self.last_cpu = cpu;
+        self.last_totals = totals.clone();
+        let errors: u64 = stats::ERROR_KINDS.iter().map(|(c, _)| get(&totals, *c)).sum();
+        self.progress.show(&row, &totals, errors, self.plan.connections);
+        self.rows.push(row);
+    }
+
+    fn totals(&self) -> Vec<u64> {
+        let mut totals = vec![0; COUNTER_COUNT];
+        for worker in &self.counters {
+            for (sum, v) in totals.iter_mut().zip(worker) {
+                *sum += v;
+            }
+        }
+        totals
+    }
+
+    fn total(&self, counter: Counter) -> u64 {
+        self.counters.iter().map(|c| get(c, counter)).sum()
+    }
+
+    /// CPU seconds so far: (load generator incl. workers, servers given by --server-pid).
+    fn cpu_seconds(&self) -> (f64, f64) {
+        let own = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0)
+            + self.fleet.workers.iter().filter_map(|w| procfs::cpu_seconds(w.pid)).sum::<f64>();
+        let servers = self.args.server_pids.iter().filter_map(|&p| procfs::cpu_seconds(p)).sum();
+        (own, servers)
+    }
+
+    fn memory(&self) -> MemorySnapshot {
+        let (slab, sunreclaim) = procfs::slab_bytes();
+        MemorySnapshot {
+            server_rss: self.args.server_pids.iter().filter_map(|&p| procfs::rss_bytes(p)).sum(),
+            slab,
+            sunreclaim,
+            loadgen_rss: self.fleet.workers.iter().filter_map(|w| procfs::rss_bytes(w.pid)).sum(),
+        }
+    }
+
+    fn no_connection(&mut self) -> RunError {
+        // Collect whatever error descriptions are on their way.
+        let _ = self.pump(Duration::from_millis(300));
+        self.progress.finish();
+        let targets = self.plan.targets.iter().map(|t| t.url.as_str()).collect::<Vec<_>>().join(", ");
+        let totals = self.totals();
+        let kinds: Vec<String> = stats::ERROR_KINDS
+            .iter()
+            .filter(|(c, _)| get(&totals, *c) > 0)
+            .map(|(c, name)| format!("{name} {}", get(&totals, *c)))
+            .collect();
+        let first = self.samples.first().cloned().unwrap_or_else(|| "no error description".into());
+        RunError::NoConnection { targets, detail: format!("{first} [errors: {}]", kinds.join(", ")) }
+    }
+}
+
+/// The live progress line on stderr: indicatif on a terminal, a plain line otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    plain: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        if quiet {
+            return Self { bar: None, plain: false };
+        }
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            Self { bar: Some(bar), plain: false }
+        } else {
+            Self { bar: None, plain: true }
+        }
+    }
+
+    fn show(&self, row: &Row, totals: &[u64], errors: u64, target: u32) {
+        let p99 = row.p99_us.map_or("-".into(), |us| format!("{:.2}ms", us as f64 / 1000.0));
+        let line = format!(
+            "{:>5.0}s {:<7} conns {}/{} login {} | sent {:.0}/s deliv {:.0}/s p99 {p99} | \
+             sent {} recv {} err {errors} | cpu loadgen {:.0}% server {:.0}% | server rss {} slab {}",
+            row.t,
+            row.phase,
+            row.connections,
+            target,
+            row.logged_in,
+            row.sent_per_s,
+            row.delivered_per_s,
+            get(totals, Counter::Sent),
+            get(totals, Counter::Received),
+            row.loadgen_cpu_pct,
+            row.server_cpu_pct,
+            report::mib(row.server_rss),
+            report::mib(row.slab),
+        );
+        if let Some(bar) = &self.bar {
+            bar.set_message(line);
+            bar.tick();
+        } else if self.plain {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+    }
+}

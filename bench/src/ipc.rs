@@ -1,0 +1,74 @@
+//! What the coordinator and its worker processes say to each other: one JSON object per
+//! line, commands on the worker's stdin, reports on its stdout. Histograms travel in
+//! hdrhistogram's V2 format (base64), so merging them in the coordinator is exact.
+
+use std::io::{self, BufRead, Write};
+
+use crate::accounting::Tally;
+use crate::driver::Command;
+
+/// Coordinator to worker (the first line is a [`crate::config::WorkerSetup`] instead).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Order {
+    pub command: Command,
+}
+
+/// Worker to coordinator.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Report {
+    /// Threads are up and idle.
+    Ready { pid: u32 },
+    /// Once a second: cumulative counters, the lowest phase every thread has finished,
+    /// the chat latencies of the interval, and new error descriptions.
+    Stats { counters: Vec<u64>, done_phase: u8, latency: Option<String>, samples: Vec<String> },
+    /// After `finish`: final counters, whole-run histograms and the receipt tally.
+    Final { counters: Vec<u64>, connect: String, login: String, latency: String, tally: Tally },
+}
+
+/// Writes one value as a JSON line and flushes it.
+///
+/// # Errors
+/// The pipe is closed.
+pub fn send_line<T: serde::Serialize>(out: &mut impl Write, value: &T) -> io::Result<()> {
+    let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.flush()
+}
+
+/// Reads one JSON line; `Ok(None)` at end of input.
+///
+/// # Errors
+/// A read error or a line that is not the expected JSON.
+pub fn read_line<T: serde::de::DeserializeOwned>(input: &mut impl BufRead) -> io::Result<Option<T>> {
+    let mut line = String::new();
+    if input.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e}: {line:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip() {
+        let mut buf = Vec::new();
+        send_line(
+            &mut buf,
+            &Report::Stats { counters: vec![1, 2], done_phase: 3, latency: None, samples: vec!["x".into()] },
+        )
+        .unwrap();
+        send_line(&mut buf, &Order { command: Command::Chat }).unwrap();
+        let mut input = &buf[..];
+        let report: Report = read_line(&mut input).unwrap().unwrap();
+        assert!(matches!(report, Report::Stats { done_phase: 3, .. }));
+        let order: Order = read_line(&mut input).unwrap().unwrap();
+        assert_eq!(order.command, Command::Chat);
+        assert!(read_line::<Order>(&mut input).unwrap().is_none());
+    }
+}

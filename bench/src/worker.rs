@@ -1,0 +1,147 @@
+//! A worker process: holds up to ~19,000 connections (one RLIMIT_NOFILE's worth) on a
+//! few driver threads, obeys the coordinator's orders from stdin and reports on stdout.
+//! If the coordinator goes away (stdin closes), the worker exits at once.
+
+use std::io::{self, BufReader};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mio::Waker;
+
+use crate::accounting::Tally;
+use crate::config::WorkerSetup;
+use crate::driver::{self, lock, Command, Driver, Shared, WAKER};
+use crate::ipc::{self, Order, Report};
+use crate::stats::{self, COUNTER_COUNT};
+
+/// How often a worker reports its counters.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How often a worker checks whether its threads finished a phase.
+const PHASE_CHECK_EVERY: Duration = Duration::from_millis(20);
+
+struct Thread {
+    shared: Arc<Shared>,
+    waker: Waker,
+    handle: thread::JoinHandle<driver::Final>,
+}
+
+/// Runs the worker: returns when the coordinator says `finish` or goes away.
+///
+/// # Errors
+/// No setup line on stdin, or a driver thread cannot start.
+pub fn run() -> io::Result<()> {
+    let mut stdin = BufReader::new(io::stdin());
+    let setup: WorkerSetup =
+        ipc::read_line(&mut stdin)?.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no setup line"))?;
+    crate::procfs::raise_nofile_limit();
+    let plan = Arc::new(setup.plan);
+    let threads = setup.threads.clamp(1, setup.count.max(1));
+    let mut workers = Vec::new();
+    for t in 0..threads {
+        let from = setup.first + (setup.count as u64 * t as u64 / threads as u64) as u32;
+        let to = setup.first + (setup.count as u64 * (t as u64 + 1) / threads as u64) as u32;
+        let shared = Arc::new(Shared::default());
+        let driver = Driver::new(plan.clone(), shared.clone(), from, to - from)?;
+        let waker = Waker::new(driver.registry(), WAKER)?;
+        let handle = thread::Builder::new().name(format!("driver-{}-{t}", setup.worker)).spawn(move || driver.run())?;
+        workers.push(Thread { shared, waker, handle });
+    }
+
+    let (orders_tx, orders) = mpsc::channel::<Command>();
+    thread::spawn(move || {
+        while let Ok(Some(order)) = ipc::read_line::<Order>(&mut stdin) {
+            if orders_tx.send(order.command).is_err() {
+                break;
+            }
+        }
+        // Dropping the sender tells the main loop that the coordinator is gone.
+    });
+
+    let mut out = io::stdout().lock();
+    ipc::send_line(&mut out, &Report::Ready { pid: std::process::id() })?;
+    let mut next_report = Instant::now() + REPORT_EVERY;
+    let mut reported_phase = 0;
+    loop {
+        let wait = next_report.saturating_duration_since(Instant::now()).min(PHASE_CHECK_EVERY);
+        match orders.recv_timeout(wait) {
+            Ok(Command::Finish) => break,
+            Ok(command) => {
+                for w in &workers {
+                    lock(&w.shared.commands).push(command);
+                    let _ = w.waker.wake();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => std::process::exit(3),
+        }
+        // Report at once when a phase ends, so the coordinator moves on without waiting.
+        let phase = lowest_done_phase(&workers);
+        if Instant::now() >= next_report || phase != reported_phase {
+            ipc::send_line(&mut out, &stats_report(&workers))?;
+            reported_phase = phase;
+            if Instant::now() >= next_report {
+                next_report += REPORT_EVERY;
+            }
+        }
+    }
+
+    for w in &workers {
+        lock(&w.shared.commands).push(Command::Finish);
+        let _ = w.waker.wake();
+    }
+    // One last interval report, then the totals.
+    let last = stats_report(&workers);
+    let mut counters = vec![0; COUNTER_COUNT];
+    let (mut connect, mut login, mut latency) =
+        (stats::new_histogram(), stats::new_histogram(), stats::new_histogram());
+    let mut tally = Tally::default();
+    for w in workers {
+        let done = w.handle.join().map_err(|_| io::Error::other("driver thread panicked"))?;
+        w.shared.counters.add_to(&mut counters);
+        stats::merge(&mut connect, &done.connect);
+        stats::merge(&mut login, &done.login);
+        stats::merge(&mut latency, &done.latency);
+        tally.add(done.tally);
+    }
+    ipc::send_line(&mut out, &last)?;
+    ipc::send_line(
+        &mut out,
+        &Report::Final {
+            counters,
+            connect: stats::encode_histogram(&connect),
+            login: stats::encode_histogram(&login),
+            latency: stats::encode_histogram(&latency),
+            tally,
+        },
+    )?;
+    Ok(())
+}
+
+fn lowest_done_phase(workers: &[Thread]) -> u8 {
+    workers.iter().map(|w| w.shared.done_phase.load(Ordering::Acquire)).min().unwrap_or(0)
+}
+
+fn stats_report(workers: &[Thread]) -> Report {
+    // Phase first: a thread stores it after its last counter update of the phase, so
+    // counters read afterwards include everything the phase did.
+    let done_phase = lowest_done_phase(workers);
+    let mut counters = vec![0; COUNTER_COUNT];
+    let mut interval = stats::new_histogram();
+    let mut samples = Vec::new();
+    for w in workers {
+        w.shared.counters.add_to(&mut counters);
+        let mut h = lock(&w.shared.interval_latency);
+        stats::merge(&mut interval, &h);
+        h.reset();
+        drop(h);
+        samples.append(&mut lock(&w.shared.samples));
+    }
+    Report::Stats {
+        counters,
+        done_phase,
+        latency: (!interval.is_empty()).then(|| stats::encode_histogram(&interval)),
+        samples,
+    }
+}

@@ -166,7 +166,10 @@ impl<'a> Run<'a> {
         self.phase = "finish";
         self.tick();
         outcome.end = self.memory();
+        let servers_cpu = self.cpu_seconds().1;
         let finals = self.fleet.finish()?;
+        // The workers have exited and been waited for: getrusage now covers them exactly.
+        outcome.cpu_total = (procfs::rusage_cpu_seconds(), servers_cpu);
         self.progress.finish();
 
         let mut counters = vec![0; COUNTER_COUNT];
@@ -197,7 +200,6 @@ impl<'a> Run<'a> {
         outcome.workers = self.fleet.workers.len() as u32;
         outcome.threads = self.threads;
         outcome.wall_secs = self.started.elapsed().as_secs_f64();
-        outcome.cpu_total = self.cpu_seconds();
         if let [before, after] = cpu_marks[..] {
             outcome.chat_cpu = Some((after.0 - before.0, after.1 - before.1));
         }

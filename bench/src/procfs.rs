@@ -21,6 +21,23 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks_per_second())
 }
 
+/// CPU seconds (user + system) of this process and of its waited-for children, from
+/// getrusage: exact for worker processes once they have exited.
+pub fn rusage_cpu_seconds() -> f64 {
+    let mut total = 0.0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: rusage is plain data; getrusage fills it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a valid, writable rusage.
+        if unsafe { libc::getrusage(who, &mut usage) } == 0 {
+            for t in [usage.ru_utime, usage.ru_stime] {
+                total += t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            }
+        }
+    }
+    total
+}
+
 /// Kernel slab memory: (Slab, SUnreclaim) in bytes, from /proc/meminfo.
 pub fn slab_bytes() -> (u64, u64) {
     let text = fs::read_to_string("/proc/meminfo").unwrap_or_default();

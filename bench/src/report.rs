@@ -244,6 +244,14 @@ pub fn finish(args: &Args, plan: &Plan, o: Outcome) -> i32 {
     if o.tally.phantom(sent) > 0 {
         failures.push(format!("{} messages received that were never sent", o.tally.phantom(sent)));
     }
+    let errors_seen: Vec<String> = ERROR_KINDS
+        .iter()
+        .filter(|(counter, _)| get(c, *counter) > 0)
+        .map(|(counter, name)| format!("{name} {}", get(c, *counter)))
+        .collect();
+    if !errors_seen.is_empty() {
+        failures.push(format!("errors: {}", errors_seen.join(", ")));
+    }
     let churn_failed = get(c, Counter::ChurnFail);
     if churn_failed > 0 {
         failures.push(format!("{churn_failed} churn reconnects failed"));

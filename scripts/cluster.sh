@@ -51,7 +51,11 @@ node_binary() {
     echo "$bin"
 }
 
-alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
+# Running (a zombie, exited but not yet reaped, does not count).
+alive() {
+    [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null &&
+        [[ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]]
+}
 
 pid_of() { cat "$dir/$1.pid" 2>/dev/null || true; }
 

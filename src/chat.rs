@@ -179,20 +179,26 @@ impl Reactor {
         }
     }
 
-    /// The bus decided a login that was pending.
+    /// The bus decided a login that was pending, or (`accepted` false on a
+    /// granted login) revoked one: after a Redis outage another node proved
+    /// to hold the name, and the user here gets the seed's refusal.
     pub(crate) fn login_decided(&mut self, token: Token, accepted: bool) {
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
         if !conn.has(flag::LOGIN_PENDING) {
-            return;
+            if accepted || conn.user.is_none() {
+                return;
+            }
+            self.stats().users.fetch_sub(1, Relaxed);
         }
+        let conn = self.conn_mut(token).expect("checked above");
         conn.flags &= !flag::LOGIN_PENDING;
         if accepted {
             self.stats().users.fetch_add(1, Relaxed);
             return;
         }
-        let name = conn.user.take().expect("a pending login has a name");
+        let Some(name) = conn.user.take() else { return };
         let at = self.conn_ref(split_token(token).0);
         self.hub.directory.remove(&name, at);
         self.queue_frame(token, op::TEXT, protocol::USER_EXISTS);

@@ -18,7 +18,8 @@ pub enum Command {
     /// Write `payload` as one text message to `token`, logged in or not (replies
     /// that another thread decided, such as a refused login).
     Reply { token: Token, payload: Box<[u8]> },
-    /// The bus has decided a pending login.
+    /// The bus has decided a pending login. `accepted: false` for a login
+    /// already granted revokes it (another node proved to hold the name).
     LoginDecided { token: Token, accepted: bool },
     /// Take over a freshly accepted socket (accept mode `handoff`).
     Adopt(mio::net::TcpStream),

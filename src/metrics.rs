@@ -32,6 +32,10 @@ pub struct BusStats {
     pub received: AtomicU64,
     pub subscriptions: AtomicU64,
     pub publish_dropped: AtomicU64,
+    /// Bytes the subscriber found waiting in its last read round: how far behind it is.
+    pub subscriber_lag_bytes: AtomicU64,
+    /// The largest such round so far.
+    pub subscriber_lag_max_bytes: AtomicU64,
 }
 
 pub struct Metrics {
@@ -85,7 +89,7 @@ impl Metrics {
             ),
         ];
         let bus = &self.bus;
-        let cluster: [(&str, &str, &str, u64); 6] = [
+        let cluster: [(&str, &str, &str, u64); 8] = [
             ("switchboard_bus_connected", "gauge", "1 while the Redis link is up", bus.connected.load(Relaxed)),
             ("switchboard_bus_reconnects_total", "counter", "Redis reconnections", bus.reconnects.load(Relaxed)),
             ("switchboard_bus_published_total", "counter", "messages published to Redis", bus.published.load(Relaxed)),
@@ -96,6 +100,18 @@ impl Metrics {
                 "counter",
                 "publishes dropped while Redis was unreachable",
                 bus.publish_dropped.load(Relaxed),
+            ),
+            (
+                "switchboard_bus_subscriber_lag_bytes",
+                "gauge",
+                "bytes the subscriber found waiting in its last read round",
+                bus.subscriber_lag_bytes.load(Relaxed),
+            ),
+            (
+                "switchboard_bus_subscriber_lag_max_bytes",
+                "gauge",
+                "largest read round of the subscriber so far",
+                bus.subscriber_lag_max_bytes.load(Relaxed),
             ),
         ];
         for (name, kind, help, value) in node.iter().chain(cluster.iter()) {

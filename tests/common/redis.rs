@@ -1,2 +1,221 @@
 //! Real redis-server processes on free ports, for the cluster tests.
 //! A test that needs Redis fails (never skips) when redis-server is missing.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a fresh redis-server may take to answer PING.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One redis-server, killed (and its directory removed) when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+/// A port that was free a moment ago (and, for cluster nodes, whose bus port
+/// PORT+10000 was too).
+pub fn free_port(cluster: bool) -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind a free port").port();
+        if !cluster || (port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()) {
+            return port;
+        }
+    }
+}
+
+impl RedisServer {
+    /// Starts `redis-server --port P --save "" --appendonly no` on a free port
+    /// and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        Self::start_with(free_port(false), &[])
+    }
+
+    /// Starts a server on `port` with extra arguments.
+    pub fn start_with(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("sb-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a directory for redis-server");
+        let mut server = RedisServer { port, child: None, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): install it (Debian: apt-get install redis-server; \
+                     scripts/test.sh does) — the cluster tests need a real Redis and never skip"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not answer PING within {START_TIMEOUT:?}", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the server answers PING right now.
+    pub fn ping(&self) -> bool {
+        self.command(&["PING"]).is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// Sends one command and returns the raw first reply, or None when unreachable.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).ok()?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = s.read(&mut buf).ok()?;
+        (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// `redis-cli -p PORT ARGS`, its standard output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli (Debian package redis-tools / redis-server)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kill -9`: the server vanishes without a word, as in a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: nothing is persisted).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of masters without replicas, created with
+/// `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| {
+                RedisServer::start_with(
+                    free_port(true),
+                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok")) {
+            assert!(Instant::now() < deadline, "the Redis Cluster did not reach state ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// A cluster URL for the node's `--redis`.
+    pub fn url(&self) -> String {
+        format!("redis+cluster://127.0.0.1:{}", self.nodes[0].port)
+    }
+
+    /// The port of the master that serves `key`'s slot.
+    pub fn master_port_of(&self, key: &str) -> u16 {
+        let slot: u16 = self.nodes[0].cli(&["cluster", "keyslot", key]).trim().parse().expect("a slot number");
+        let nodes = self.nodes[0].cli(&["cluster", "nodes"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let mut ends = range.splitn(2, '-').map(|n| n.parse::<u16>());
+                match (ends.next(), ends.next()) {
+                    (Some(Ok(a)), Some(Ok(b))) => (a..=b).contains(&slot),
+                    (Some(Ok(a)), None) => a == slot,
+                    _ => false,
+                }
+            });
+            if serves {
+                let addr = fields[1].split('@').next().unwrap_or_default();
+                return addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
+            }
+        }
+        panic!("no master for slot {slot} in {nodes}");
+    }
+}
+
+/// Logs `ws` in as `name` on a clustered node and waits for the cluster's
+/// decision by probing with a message to itself. Returns false when the
+/// login was refused with the seed's `"User already exists"`.
+pub fn cluster_login(ws: &mut super::Ws, name: &str) -> bool {
+    super::login(ws, name);
+    let echo = super::chat_bytes("login-probe", name, name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        super::chat(ws, name, "login-probe");
+        let reply = super::recv_text(ws);
+        if reply == echo {
+            return true;
+        }
+        if reply == "\"User already exists\"\n" {
+            // The probe sent after the refusal gets "log in first"; read it.
+            let _ = super::recv_text(ws);
+            return false;
+        }
+        assert!(reply.contains("not confirmed yet"), "unexpected reply while logging in {name}: {reply:?}");
+        assert!(Instant::now() < deadline, "login of {name} was never decided");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,179 @@
+//! Where a key or shard channel lives: hash slots and the map of masters.
+//!
+//! A plain Redis is a "cluster" of one master that owns every slot, so the
+//! bus threads route everything the same way; only the map's source differs.
+//! In Redis Cluster the map comes from `CLUSTER SLOTS` and is fetched again
+//! whenever a reply says `MOVED`, a shard unsubscribes us (slot migrated), or
+//! a master stops answering (failover).
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use super::resp::{self, Frame};
+
+/// Hash slots in Redis Cluster.
+pub const SLOTS: usize = 16_384;
+
+/// How long one blocking `CLUSTER SLOTS` exchange may take: the node answers
+/// in microseconds, so a second means it is not going to.
+const FETCH_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The slot of a key or shard channel: CRC16 (XMODEM) of its hash tag.
+pub fn slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter().position(|&b| b == b'}').filter(|&close| close > 0).map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16(tagged) % SLOTS as u16
+}
+
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
+/// Which master serves each slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    pub masters: Vec<SocketAddr>,
+    /// Index into `masters` per slot; `u16::MAX` for a slot nobody serves.
+    owner: Box<[u16]>,
+}
+
+impl Topology {
+    /// One server for every slot (plain Redis).
+    pub fn single(addr: SocketAddr) -> Topology {
+        Topology { masters: vec![addr], owner: vec![0; SLOTS].into_boxed_slice() }
+    }
+
+    /// The index of the master that serves `slot`, if any does.
+    pub fn master_of(&self, slot: u16) -> Option<usize> {
+        let i = *self.owner.get(usize::from(slot))?;
+        (usize::from(i) < self.masters.len()).then_some(usize::from(i))
+    }
+
+    /// Builds the map from a `CLUSTER SLOTS` reply; `seed` names a master
+    /// whose address came back empty ("the node you asked").
+    pub fn from_cluster_slots(reply: &Frame<'_>, seed: SocketAddr) -> Option<Topology> {
+        let mut masters: Vec<SocketAddr> = Vec::new();
+        let mut owner = vec![u16::MAX; SLOTS].into_boxed_slice();
+        for range in reply.items()? {
+            let items = range.items()?;
+            let start = usize::try_from(items.first()?.integer()?).ok()?;
+            let end = usize::try_from(items.get(1)?.integer()?).ok()?;
+            let master = items.get(2)?.items()?;
+            let host = std::str::from_utf8(master.first()?.bytes()?).ok()?;
+            let port = u16::try_from(master.get(1)?.integer()?).ok()?;
+            let addr = if host.is_empty() || host == "?" {
+                SocketAddr::new(seed.ip(), port)
+            } else {
+                (host, port).to_socket_addrs().ok()?.next()?
+            };
+            let index = match masters.iter().position(|&m| m == addr) {
+                Some(i) => i,
+                None => {
+                    masters.push(addr);
+                    masters.len() - 1
+                }
+            };
+            for slot in owner.get_mut(start..=end)? {
+                *slot = u16::try_from(index).ok()?;
+            }
+        }
+        (!masters.is_empty()).then_some(Topology { masters, owner })
+    }
+}
+
+/// Asks each of `seeds` in turn for the slot map, with a short blocking
+/// exchange (the bus threads call this only while re-routing).
+///
+/// # Errors
+/// The last seed's error when none answers with a usable map.
+pub fn fetch(seeds: &[SocketAddr], auth: &[u8]) -> io::Result<Topology> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no Redis Cluster seed to ask");
+    for &seed in seeds {
+        match fetch_from(seed, auth) {
+            Ok(topology) => return Ok(topology),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn fetch_from(seed: SocketAddr, auth: &[u8]) -> io::Result<Topology> {
+    let mut stream = TcpStream::connect_timeout(&seed, FETCH_TIMEOUT)?;
+    stream.set_read_timeout(Some(FETCH_TIMEOUT))?;
+    stream.set_write_timeout(Some(FETCH_TIMEOUT))?;
+    let mut request = auth.to_vec();
+    resp::push_command(&mut request, &[b"CLUSTER", b"SLOTS"]);
+    stream.write_all(&request)?;
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{seed}: {what}"));
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let mut skip = usize::from(!auth.is_empty());
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(bad("closed the connection"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        loop {
+            let parsed = resp::parse(&buf[at..]).map_err(|e| bad(&e.to_string()))?;
+            let Some((frame, used)) = parsed else { break };
+            at += used;
+            if let Frame::Error(e) = frame {
+                return Err(bad(&String::from_utf8_lossy(e)));
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            return Topology::from_cluster_slots(&frame, seed)
+                .ok_or_else(|| bad("CLUSTER SLOTS reply without a usable slot map"));
+        }
+        buf.drain(..at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
+        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+        assert_eq!(slot(b"sb:u:{alice}"), slot(b"alice"));
+    }
+
+    #[test]
+    fn a_slot_map_is_read_from_cluster_slots() {
+        let reply = b"*2\r\n*3\r\n:0\r\n:8191\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nid\r\n\
+                      *3\r\n:8192\r\n:16383\r\n*2\r\n$0\r\n\r\n:7001\r\n";
+        let (frame, _) = resp::parse(reply).unwrap().unwrap();
+        let seed: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let map = Topology::from_cluster_slots(&frame, seed).unwrap();
+        assert_eq!(map.masters.len(), 2);
+        assert_eq!(map.masters[map.master_of(0).unwrap()].port(), 7000);
+        assert_eq!(map.masters[map.master_of(16383).unwrap()], seed);
+        let single = Topology::single(seed);
+        assert_eq!(single.master_of(12345), Some(0));
+    }
+}

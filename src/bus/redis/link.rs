@@ -1,0 +1,304 @@
+//! One non-blocking connection to a Redis server, driven by a bus thread's
+//! poll loop: connect without blocking, reconnect with backoff and jitter,
+//! read into a reusable buffer, write queued commands in as few `write`s as
+//! the kernel allows.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+/// First reconnect delay: short, since most outages on a LAN are a restart.
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+/// Longest reconnect delay. Small enough that delivery resumes within about a
+/// second of Redis coming back; one failed connect to a dead port costs microseconds.
+const BACKOFF_MAX: Duration = Duration::from_millis(1000);
+/// How long a TCP connect may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(2000);
+/// Read buffer to start with; it grows to hold the largest frame in flight.
+const READ_BUFFER: usize = 256 * 1024;
+/// Largest read buffer: far above any chat message (64 KiB by default), so
+/// only a broken peer reaches it.
+const READ_BUFFER_MAX: usize = 64 * 1024 * 1024;
+/// Silence after which a link is checked with PING.
+pub const IDLE_PING: Duration = Duration::from_secs(5);
+/// Silence after a PING past which the server counts as gone (half-open TCP).
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Down,
+    Connecting,
+    Up,
+}
+
+/// What one `read` call found.
+pub enum Fill {
+    /// This many new bytes are in [`Link::unparsed`].
+    Data(usize),
+    /// Nothing more to read now.
+    Drained,
+}
+
+pub struct Link {
+    pub addr: SocketAddr,
+    token: Token,
+    stream: Option<TcpStream>,
+    pub state: State,
+    /// Queued commands; `out[out_pos..]` is still to be written.
+    pub out: Vec<u8>,
+    out_pos: usize,
+    input: Vec<u8>,
+    parsed: usize,
+    filled: usize,
+    failures: u32,
+    pub retry_at: Instant,
+    connect_deadline: Instant,
+    last_read: Instant,
+    ping_sent: Option<Instant>,
+}
+
+impl Link {
+    pub fn new(addr: SocketAddr, token: Token) -> Link {
+        let now = Instant::now();
+        Link {
+            addr,
+            token,
+            stream: None,
+            state: State::Down,
+            out: Vec::new(),
+            out_pos: 0,
+            input: Vec::new(),
+            parsed: 0,
+            filled: 0,
+            failures: 0,
+            retry_at: now,
+            connect_deadline: now,
+            last_read: now,
+            ping_sent: None,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state == State::Up
+    }
+
+    /// Starts a non-blocking connect if the link is down and its retry time has come.
+    pub fn try_connect(&mut self, registry: &Registry, now: Instant) {
+        if self.state != State::Down || now < self.retry_at {
+            return;
+        }
+        let started = TcpStream::connect(self.addr).and_then(|mut stream| {
+            registry.register(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE)?;
+            Ok(stream)
+        });
+        match started {
+            Ok(stream) => {
+                self.stream = Some(stream);
+                self.state = State::Connecting;
+                self.connect_deadline = now + CONNECT_TIMEOUT;
+            }
+            Err(e) => self.fail(registry, &format!("cannot connect: {e}")),
+        }
+    }
+
+    /// After a writable event on a connecting link: whether the connect finished.
+    ///
+    /// # Errors
+    /// The connect failed (the caller passes the message to [`Link::fail`]).
+    pub fn finish_connect(&mut self) -> Result<bool, String> {
+        let Some(stream) = self.stream.as_ref() else {
+            return Ok(false);
+        };
+        if let Ok(Some(e)) | Err(e) = stream.take_error() {
+            return Err(format!("cannot connect: {e}"));
+        }
+        match stream.peer_addr() {
+            Ok(_) => {
+                let _ = stream.set_nodelay(true);
+                self.state = State::Up;
+                self.failures = 0;
+                self.last_read = Instant::now();
+                self.ping_sent = None;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(format!("cannot connect: {e}")),
+        }
+    }
+
+    /// Drops the connection and schedules a retry with exponential backoff and
+    /// jitter (so a fleet of nodes does not reconnect in lockstep).
+    pub fn fail(&mut self, registry: &Registry, why: &str) {
+        if let Some(mut stream) = self.stream.take() {
+            let _ = registry.deregister(&mut stream);
+        }
+        let was_up = self.state == State::Up;
+        self.state = State::Down;
+        self.out.clear();
+        self.out_pos = 0;
+        self.parsed = 0;
+        self.filled = 0;
+        self.failures = self.failures.saturating_add(1);
+        let exp = BACKOFF_FIRST.saturating_mul(1 << self.failures.min(10).saturating_sub(1));
+        let delay = exp.min(BACKOFF_MAX);
+        self.retry_at = Instant::now() + jitter(delay);
+        if was_up || self.failures == 1 {
+            log::warn!("redis {}: link down: {why}; reconnecting", self.addr);
+        } else {
+            log::debug!("redis {}: retry {} failed: {why}", self.addr, self.failures);
+        }
+    }
+
+    /// Times out a connect that takes too long and a server that stopped
+    /// answering PING; returns whether a PING should be sent now.
+    pub fn check_timers(&mut self, registry: &Registry, now: Instant) -> bool {
+        match self.state {
+            State::Connecting if now >= self.connect_deadline => {
+                self.fail(registry, "connect timed out");
+                false
+            }
+            State::Up => match self.ping_sent {
+                Some(sent) if now.duration_since(sent) >= PING_TIMEOUT => {
+                    self.fail(registry, "no reply to PING: the server is unreachable");
+                    false
+                }
+                None if now.duration_since(self.last_read) >= IDLE_PING => {
+                    self.ping_sent = Some(now);
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The next moment [`Link::check_timers`] or [`Link::try_connect`] has work.
+    pub fn next_timer(&self) -> Instant {
+        match self.state {
+            State::Down => self.retry_at,
+            State::Connecting => self.connect_deadline,
+            State::Up => match self.ping_sent {
+                Some(sent) => sent + PING_TIMEOUT,
+                None => self.last_read + IDLE_PING,
+            },
+        }
+    }
+
+    /// Reads once into the buffer.
+    ///
+    /// # Errors
+    /// The socket failed or the server closed it.
+    pub fn read_once(&mut self) -> io::Result<Fill> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(Fill::Drained);
+        };
+        if self.input.is_empty() {
+            self.input = vec![0; READ_BUFFER];
+        }
+        if self.filled == self.input.len() {
+            if self.parsed > 0 {
+                self.input.copy_within(self.parsed..self.filled, 0);
+                self.filled -= self.parsed;
+                self.parsed = 0;
+            } else if self.input.len() < READ_BUFFER_MAX {
+                let bigger = (self.input.len() * 2).min(READ_BUFFER_MAX);
+                self.input.resize(bigger, 0);
+            } else {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "a reply larger than the read buffer limit"));
+            }
+        }
+        loop {
+            match stream.read(&mut self.input[self.filled..]) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
+                Ok(n) => {
+                    self.filled += n;
+                    self.last_read = Instant::now();
+                    self.ping_sent = None;
+                    return Ok(Fill::Data(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Drained),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Bytes read but not yet consumed.
+    pub fn unparsed(&self) -> &[u8] {
+        &self.input[self.parsed..self.filled]
+    }
+
+    /// Marks `n` bytes of [`Link::unparsed`] as handled.
+    pub fn consume(&mut self, n: usize) {
+        self.parsed += n;
+        if self.parsed == self.filled {
+            self.parsed = 0;
+            self.filled = 0;
+        }
+    }
+
+    /// Bytes queued but not written yet.
+    pub fn unsent(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Writes queued commands until done or the kernel buffer is full.
+    ///
+    /// # Errors
+    /// The socket failed.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        if self.state != State::Up {
+            return Ok(());
+        }
+        while self.out_pos < self.out.len() {
+            match stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos > self.out.len() / 2 {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+}
+
+/// A delay between half and all of `delay`, chosen at random.
+pub fn jitter(delay: Duration) -> Duration {
+    let half = delay / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_nanos(random() % nanos)
+}
+
+/// A random number from the standard library's per-process hash seed.
+pub fn random() -> u64 {
+    RandomState::new().hash_one(Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_between_half_and_all() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_millis(800));
+            assert!(d >= Duration::from_millis(400) && d <= Duration::from_millis(800));
+        }
+    }
+}

@@ -397,16 +397,11 @@ async def chat_alice_to_bob(alice, bob, node_ports, alice_node, bob_node):
     await assert_silent(bob)
 
 
-# The Redis bus (--redis) is what lets alice and bob chat across nodes. Until it is
-# built, the nginx test runs the nodes alone and chats between two users of one node.
-REDIS_BUS = False
-
-
 def test_cluster_through_nginx_spreads_connections_and_delivers_chat(cluster):
-    """Three nodes behind nginx (joined by Redis: alice and bob on different nodes)."""
-    cluster.run("up", "3", *([] if REDIS_BUS else ["--no-redis"]))
+    """Three nodes joined by Redis behind nginx; alice and bob on different nodes."""
+    cluster.run("up", "3")
     pids = cluster.pids()
-    expected = {"node-1", "node-2", "node-3", "nginx"} | ({"redis"} if REDIS_BUS else set())
+    expected = {"redis", "node-1", "node-2", "node-3", "nginx"}
     assert set(pids) == expected
     node_ports = cluster.node_ports[:3]
     status = cluster.run("status")
@@ -420,9 +415,7 @@ def test_cluster_through_nginx_spreads_connections_and_delivers_chat(cluster):
         nodes_used = {node for _, node in placed}
         assert len(nodes_used) == 3, f"least_conn spreads 6 connections over 3 nodes: {placed}"
         alice, alice_node = placed[0]
-        bob, bob_node = next(
-            (ws, n) for ws, n in placed[1:] if (n != alice_node) == REDIS_BUS
-        )
+        bob, bob_node = next((ws, n) for ws, n in placed if n != alice_node)
         await chat_alice_to_bob(alice, bob, node_ports, alice_node, bob_node)
         for ws, _ in placed:
             await ws.close()
@@ -438,9 +431,9 @@ def test_cluster_through_nginx_spreads_connections_and_delivers_chat(cluster):
 
 def test_cluster_reuse_port_nodes_share_one_port(cluster):
     """--reuse-port: nodes share one port (no nginx); the kernel spreads connections."""
-    cluster.run("up", "2", "--reuse-port", *([] if REDIS_BUS else ["--no-redis"]))
+    cluster.run("up", "2", "--reuse-port")
     pids = cluster.pids()
-    assert set(pids) == {"node-1", "node-2"} | ({"redis"} if REDIS_BUS else set())
+    assert set(pids) == {"redis", "node-1", "node-2"}
     node_pids = [pids["node-1"], pids["node-2"]]
 
     def fds(pid):

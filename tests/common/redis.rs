@@ -219,3 +219,102 @@ pub fn cluster_login(ws: &mut super::Ws, name: &str) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The next text message within `timeout`, or None (skips pings).
+pub fn try_recv(ws: &mut super::Ws, timeout: Duration) -> Option<String> {
+    ws.get_mut().set_read_timeout(Some(timeout)).expect("set a read timeout");
+    let got = loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => break Some(t.to_string()),
+            Ok(tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_)) => {}
+            Ok(other) => panic!("expected text, got {other:?}"),
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                break None
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    };
+    ws.get_mut().set_read_timeout(Some(Duration::from_secs(5))).expect("reset the read timeout");
+    got
+}
+
+/// A seed-style Redis client: SUBSCRIBE msg on a raw socket, as the seed's Go
+/// nodes do, and PUBLISH like them.
+pub struct SeedPeer {
+    sub: TcpStream,
+    buf: Vec<u8>,
+    port: u16,
+}
+
+impl SeedPeer {
+    pub fn subscribe(redis: &RedisServer) -> SeedPeer {
+        let mut sub = TcpStream::connect(("127.0.0.1", redis.port)).expect("connect to Redis");
+        sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        sub.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$3\r\nmsg\r\n").unwrap();
+        let mut peer = SeedPeer { sub, buf: Vec::new(), port: redis.port };
+        let ack = peer.next_frame();
+        assert!(ack.contains("subscribe"), "unexpected SUBSCRIBE reply {ack:?}");
+        peer
+    }
+
+    fn next_frame(&mut self) -> String {
+        // Pub/sub frames here are arrays of 3; read until one is complete.
+        loop {
+            if let Some(len) = frame_len(&self.buf) {
+                let frame: Vec<u8> = self.buf.drain(..len).collect();
+                return String::from_utf8_lossy(&frame).into_owned();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.sub.read(&mut chunk).expect("read from Redis");
+            assert!(n > 0, "Redis closed the seed subscriber");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The payload of the next message on `msg`.
+    pub fn next_message(&mut self) -> String {
+        loop {
+            let frame = self.next_frame();
+            let parts: Vec<&str> = frame.split("\r\n").collect();
+            // *3 $7 message $3 msg $N payload
+            if parts.len() >= 7 && parts[2] == "message" {
+                return parts[6].to_string();
+            }
+        }
+    }
+
+    /// PUBLISH msg PAYLOAD, as a seed node does; returns the receiver count.
+    pub fn publish(&self, payload: &str) -> i64 {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to Redis");
+        let req = format!("*3\r\n$7\r\nPUBLISH\r\n$3\r\nmsg\r\n${}\r\n{payload}\r\n", payload.len());
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        let reply = String::from_utf8_lossy(&buf[..n]);
+        reply.trim().trim_start_matches(':').parse().expect("an integer reply")
+    }
+}
+
+/// Length of one complete array of bulk strings / integers at the start of `buf`.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let line_end = |from: usize| buf.get(from..)?.windows(2).position(|w| w == b"\r\n").map(|p| from + p);
+    let end = line_end(0)?;
+    let count: usize = std::str::from_utf8(buf.get(1..end)?).ok()?.parse().ok()?;
+    let mut at = end + 2;
+    for _ in 0..count {
+        let end = line_end(at)?;
+        let kind = buf[at];
+        let head = std::str::from_utf8(&buf[at + 1..end]).ok()?;
+        at = end + 2;
+        if kind == b'$' {
+            let len: usize = head.parse().ok()?;
+            if buf.len() < at + len + 2 {
+                return None;
+            }
+            at += len + 2;
+        }
+    }
+    Some(at)
+}

@@ -46,6 +46,10 @@ pub enum Fill {
 
 pub struct Link {
     pub addr: SocketAddr,
+    /// Which thread's link this is, for the logs.
+    role: &'static str,
+    /// When a link that was up went down (for the "back after" log line).
+    down_since: Option<Instant>,
     token: Token,
     stream: Option<TcpStream>,
     pub state: State,
@@ -63,10 +67,12 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(addr: SocketAddr, token: Token) -> Link {
+    pub fn new(addr: SocketAddr, token: Token, role: &'static str) -> Link {
         let now = Instant::now();
         Link {
             addr,
+            role,
+            down_since: None,
             token,
             stream: None,
             state: State::Down,
@@ -121,6 +127,17 @@ impl Link {
             Ok(_) => {
                 let _ = stream.set_nodelay(true);
                 self.state = State::Up;
+                if let Some(since) = self.down_since.take() {
+                    log::warn!(
+                        "redis {} ({}): link back up after {:.1?} and {} failed attempts",
+                        self.addr,
+                        self.role,
+                        since.elapsed(),
+                        self.failures.saturating_sub(1)
+                    );
+                } else {
+                    log::info!("redis {} ({}): link up", self.addr, self.role);
+                }
                 self.failures = 0;
                 self.last_read = Instant::now();
                 self.ping_sent = None;

@@ -279,7 +279,6 @@ impl Publisher {
     fn on_up(&mut self, i: usize) {
         let shared = Arc::clone(&self.shared);
         let route = &mut self.routes[i];
-        log::info!("redis {}: publisher link up", route.link.addr);
         route.link.out.extend_from_slice(&shared.settings.hello);
         for _ in 0..shared.settings.hello_replies {
             route.awaiting.push_back(Await::Hello);
@@ -446,7 +445,7 @@ impl Publisher {
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     routes.push(Route {
-                        link: Link::new(addr, token),
+                        link: Link::new(addr, token, "publisher"),
                         token,
                         awaiting: VecDeque::new(),
                         backlog: VecDeque::new(),

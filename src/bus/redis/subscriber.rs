@@ -254,11 +254,9 @@ impl Subscriber {
             VecDeque::new()
         };
         let shard = &mut self.shards[i];
-        log::info!(
-            "redis {}: subscriber link up; subscribing {} channels",
-            shard.link.addr,
-            if names.is_empty() { 1 } else { names.len() }
-        );
+        if !names.is_empty() {
+            log::info!("redis {}: subscribing {} channels again", shard.link.addr, names.len());
+        }
         shard.link.out.extend_from_slice(&settings.hello);
         shard.hello_left = settings.hello_replies;
         shard.resubscribe = names;
@@ -439,7 +437,7 @@ impl Subscriber {
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     shards.push(Shard {
-                        link: Link::new(addr, token),
+                        link: Link::new(addr, token, "subscriber"),
                         token,
                         hello_left: 0,
                         subscribed: 0,

@@ -171,8 +171,7 @@ impl Reactor {
 
     /// The live connection behind `token`, if it is still the same connection.
     pub(crate) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
-        let (key, generation) = split_token(token);
-        self.conns.get_mut(key).filter(|c| c.generation == generation && !c.has(flag::GONE))
+        live(&mut self.conns, token)
     }
 
     pub(crate) fn token_for(&self, key: usize) -> Token {
@@ -383,33 +382,37 @@ impl Reactor {
     }
 
     /// Queues one unfragmented frame to a connection and lists it for flushing.
-    /// A connection whose unsent output passes `--max-output` is closed with 1008.
+    /// A client is slow when what it has not taken yet is already over
+    /// `--max-output`: it is closed with 1008. One message may be larger than
+    /// the limit on its own (an echo of a big message), so pending output is
+    /// bounded by `--max-output` plus one message.
     pub(crate) fn queue_frame(&mut self, token: Token, opcode: u8, payload: &[u8]) {
         let max_output = self.config.max_output;
-        let spare = if self.conn_mut(token).is_some_and(|c| c.output.capacity() == 0) { self.pool.pop() } else { None };
-        let Some(conn) = self.conn_mut(token) else {
+        let Some(conn) = live(&mut self.conns, token) else {
             return;
         };
         if conn.phase == Phase::Closing {
             return;
         }
-        if let Some(buf) = spare {
-            conn.output = buf;
+        if conn.unsent() > max_output {
+            conn.output.clear();
+            conn.out_pos = 0;
+            self.stats().slow_closed.fetch_add(1, Relaxed);
+            let reason = format!("slow consumer: over {max_output} bytes of unsent output");
+            return self.begin_close(token, close::POLICY, &reason);
+        }
+        if conn.output.capacity() == 0 {
+            conn.output = self.pool.pop().unwrap_or_default();
+        } else if conn.out_pos > 0 && conn.out_pos >= conn.output.len() / 2 {
+            // Reclaim the written front rather than let a busy buffer grow.
+            conn.output.drain(..conn.out_pos);
+            conn.out_pos = 0;
         }
         codec::write_frame(&mut conn.output, opcode, payload);
-        let unsent = conn.unsent();
         if opcode == op::TEXT || opcode == op::BINARY {
             self.stats().messages_out.fetch_add(1, Relaxed);
         }
         self.mark_dirty(token);
-        if unsent > max_output {
-            self.stats().slow_closed.fetch_add(1, Relaxed);
-            let conn = self.conn_mut(token).expect("checked above");
-            conn.output.clear();
-            conn.out_pos = 0;
-            let reason = format!("slow consumer: over {max_output} bytes of unsent output");
-            self.begin_close(token, close::POLICY, &reason);
-        }
     }
 
     fn mark_dirty(&mut self, token: Token) {
@@ -610,4 +613,11 @@ impl Reactor {
         buf.clear();
         self.pool.push(buf);
     }
+}
+
+/// The live connection behind `token` in `conns` (a free function, so callers
+/// can borrow other fields of the reactor beside it).
+fn live(conns: &mut Slab<Conn>, token: Token) -> Option<&mut Conn> {
+    let (key, generation) = split_token(token);
+    conns.get_mut(key).filter(|c| c.generation == generation && !c.has(flag::GONE))
 }

@@ -1,0 +1,185 @@
+//! Memory benchmark: how much node RSS one idle, logged-in connection costs.
+//!
+//! Starts a node (or measures a running one with `--addr` and `--pid`), reads
+//! its RSS, opens N WebSocket connections that each log in and then stay idle,
+//! waits until the node reports N users, reads its RSS again, and prints one
+//! JSON summary plus a human line. Exits 1 when the cost per connection is over
+//! `--budget` bytes.
+//!
+//!     cargo run --release --example idle_memory -- --connections 19000
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// Idle logged-in connections to open.
+    #[arg(long, default_value_t = 19_000)]
+    connections: usize,
+    /// Node binary to start (default: the release build next to this example).
+    #[arg(long)]
+    node: Option<String>,
+    /// Reactor threads for the started node.
+    #[arg(long, default_value_t = 2)]
+    reactors: usize,
+    /// Measure a running node at this address instead of starting one (needs --pid).
+    #[arg(long, requires = "pid")]
+    addr: Option<SocketAddr>,
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Client threads opening connections.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Most node RSS bytes one idle connection may cost.
+    #[arg(long, default_value_t = 512)]
+    budget: u64,
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read the node's /proc status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmRSS value")
+}
+
+fn meminfo_kib(key: &str) -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![0x81, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Opens one connection, upgrades it and logs it in, in one write.
+fn open(addr: SocketAddr, name: &str) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend(masked_text(format!(r#"{{"MessageType":"loginmsg","Sender":"{name}"}}"#).as_bytes()));
+    s.write_all(&req)?;
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(std::io::Error::other("closed during the handshake"));
+        }
+        head.push(byte[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(std::io::Error::other(String::from_utf8_lossy(&head).into_owned()));
+    }
+    Ok(s)
+}
+
+fn users(addr: SocketAddr) -> u64 {
+    let Ok(mut s) = TcpStream::connect(addr) else { return 0 };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines().find_map(|l| l.strip_prefix("switchboard_users ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+fn raise_nofile() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain getrlimit/setrlimit on a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    raise_nofile();
+    let mut child: Option<Child> = None;
+    let (addr, pid) = match (args.addr, args.pid) {
+        (Some(addr), Some(pid)) => (addr, pid),
+        _ => {
+            let exe = std::env::current_exe().expect("own path");
+            let default = exe.parent().and_then(|p| p.parent()).map(|p| p.join("switchboard")).expect("target dir");
+            let node = args.node.clone().map(Into::into).unwrap_or(default);
+            let mut c = Command::new(&node)
+                .args(["--listen", "127.0.0.1:0", "--reactors", &args.reactors.to_string()])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e} (cargo build --release first)", node.display()));
+            let mut line = String::new();
+            let mut out = c.stdout.take().expect("stdout");
+            let mut b = [0u8; 1];
+            while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+                line.push(b[0] as char);
+            }
+            let addr = line.trim().rsplit(' ').next().and_then(|a| a.parse().ok()).expect("listening line");
+            let pid = c.id();
+            child = Some(c);
+            (addr, pid)
+        }
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_before = rss_kib(pid);
+    let slab_before = meminfo_kib("Slab:");
+    let started = Instant::now();
+    let per_thread = args.connections.div_ceil(args.threads);
+    let handles: Vec<_> = (0..args.threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut held = Vec::with_capacity(per_thread);
+                for i in t * per_thread..((t + 1) * per_thread).min(args.connections) {
+                    match open(addr, &format!("idle{i}")) {
+                        Ok(s) => held.push(s),
+                        Err(e) => panic!("connection {i}: {e}"),
+                    }
+                }
+                held
+            })
+        })
+        .collect();
+    let held: Vec<TcpStream> = handles.into_iter().flat_map(|h| h.join().expect("client thread")).collect();
+    let open_secs = started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while users(addr) < args.connections as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logged_in = users(addr);
+    // Let the allocator settle (jemalloc returns dirty pages on a decay timer).
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after = rss_kib(pid);
+    let slab_after = meminfo_kib("Slab:");
+    let per_conn = (rss_after.saturating_sub(rss_before) * 1024) as f64 / held.len() as f64;
+    let kernel_per_conn = (slab_after.saturating_sub(slab_before) * 1024) as f64 / held.len() as f64;
+    println!(
+        "{{\"connections\":{},\"logged_in\":{},\"open_seconds\":{:.2},\"node_rss_before_kib\":{},\"node_rss_after_kib\":{},\"node_rss_bytes_per_connection\":{:.1},\"kernel_slab_bytes_per_connection_both_ends\":{:.1},\"budget_bytes\":{}}}",
+        held.len(), logged_in, open_secs, rss_before, rss_after, per_conn, kernel_per_conn, args.budget
+    );
+    eprintln!(
+        "{} idle logged-in connections: node RSS {} -> {} KiB = {:.0} bytes per connection (budget {}); kernel slab {:.0} bytes per connection, both ends",
+        held.len(), rss_before, rss_after, per_conn, args.budget, kernel_per_conn
+    );
+    drop(held);
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if logged_in < args.connections as u64 || per_conn > args.budget as f64 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,105 @@
+//! Nodes joined through a real Redis Cluster of three masters: targeted
+//! routing over sharded pub/sub, users whose channels live on different
+//! shards, the registry across slots, and a slot that moves mid-chat.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::redis::{cluster_login, try_recv, RedisCluster};
+use common::*;
+
+/// Two names per master, so every shard carries channels.
+fn names_on_every_shard(cluster: &RedisCluster) -> Vec<String> {
+    let mut per_master: HashMap<u16, Vec<String>> = HashMap::new();
+    for i in 0.. {
+        let name = format!("user{i}");
+        let port = cluster.master_port_of(&format!("sb:u:{{{name}}}"));
+        let names = per_master.entry(port).or_default();
+        if names.len() < 2 {
+            names.push(name);
+        }
+        if per_master.len() == 3 && per_master.values().all(|n| n.len() == 2) {
+            break;
+        }
+    }
+    let mut names: Vec<String> = per_master.into_values().flatten().collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn chat_crosses_nodes_over_sharded_pubsub_and_follows_a_slot_move() {
+    let cluster = RedisCluster::start(3);
+    let nodes: Vec<NodeProc> = (0..3)
+        .map(|_| NodeProc::start(&["--redis", &cluster.url(), "--reactors", "1"]))
+        .collect();
+    let names = names_on_every_shard(&cluster);
+    let mut clients: Vec<Ws> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut ws = connect(&nodes[i % 3].url("/ws"));
+            assert!(cluster_login(&mut ws, name));
+            ws
+        })
+        .collect();
+    // Every channel is a shard channel on the master that owns its slot.
+    for name in &names {
+        let channel = format!("sb:u:{{{name}}}");
+        let port = cluster.master_port_of(&channel);
+        let master = cluster.nodes.iter().find(|n| n.port == port).unwrap();
+        let count = master.cli(&["pubsub", "shardnumsub", &channel]);
+        assert!(count.ends_with("1\n"), "{channel} on {port}: {count:?}");
+    }
+    for from in 0..names.len() {
+        let to = (from + 1) % names.len();
+        let data = format!("m{from}");
+        chat(&mut clients[from], &names[to], &data);
+        assert_eq!(
+            recv_text(&mut clients[to]),
+            chat_bytes(&data, &names[to], &names[from])
+        );
+    }
+    // The registry works across slots: a second login elsewhere is refused.
+    let mut impostor = connect(&nodes[1].url("/ws"));
+    assert!(!cluster_login(&mut impostor, &names[0]));
+
+    // Move the slot of names[1]'s channel (and registry key) to another master.
+    let moving = &names[1];
+    let channel = format!("sb:u:{{{moving}}}");
+    let slot = cluster.nodes[0].cli(&["cluster", "keyslot", &channel]).trim().to_string();
+    let src_port = cluster.master_port_of(&channel);
+    let src = cluster.nodes.iter().find(|n| n.port == src_port).unwrap();
+    let dst = cluster.nodes.iter().find(|n| n.port != src_port).unwrap();
+    let src_id = src.cli(&["cluster", "myid"]).trim().to_string();
+    let dst_id = dst.cli(&["cluster", "myid"]).trim().to_string();
+    assert!(dst.cli(&["cluster", "setslot", &slot, "importing", &src_id]).contains("OK"));
+    assert!(src.cli(&["cluster", "setslot", &slot, "migrating", &dst_id]).contains("OK"));
+    let keys = src.cli(&["cluster", "getkeysinslot", &slot, "100"]);
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        let reply = src.cli(&["migrate", "127.0.0.1", &dst.port.to_string(), key, "0", "5000"]);
+        assert!(reply.contains("OK"), "MIGRATE {key}: {reply}");
+    }
+    for node in &cluster.nodes {
+        assert!(node.cli(&["cluster", "setslot", &slot, "node", &dst_id]).contains("OK"));
+    }
+    assert_eq!(cluster.master_port_of(&channel), dst.port);
+    let moved = Instant::now();
+    let mut probe = 0;
+    loop {
+        assert!(
+            moved.elapsed() < Duration::from_secs(5),
+            "delivery to {moving} did not resume after its slot moved"
+        );
+        probe += 1;
+        chat(&mut clients[0], moving, &format!("p{probe}"));
+        if try_recv(&mut clients[1], Duration::from_millis(200)).is_some() {
+            break;
+        }
+    }
+    eprintln!("delivery followed the slot move after {:?}", moved.elapsed());
+    let count = dst.cli(&["pubsub", "shardnumsub", &channel]);
+    assert!(count.ends_with("1\n"), "{channel} not subscribed on its new master: {count:?}");
+}

@@ -26,6 +26,9 @@ struct Args {
     /// Reactor threads for the started node.
     #[arg(long, default_value_t = 2)]
     reactors: usize,
+    /// Extra flag for the started node, e.g. `--node-arg=--accept=handoff` (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    node_arg: Vec<String>,
     /// Measure a running node at this address instead of starting one (needs --pid).
     #[arg(long, requires = "pid")]
     addr: Option<SocketAddr>,
@@ -118,6 +121,7 @@ fn main() {
             let node = args.node.clone().map(Into::into).unwrap_or(default);
             let mut c = Command::new(&node)
                 .args(["--listen", "127.0.0.1:0", "--reactors", &args.reactors.to_string()])
+                .args(&args.node_arg)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::piped())
                 .spawn()

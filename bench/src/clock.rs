@@ -9,6 +9,15 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The next whole second of CLOCK_MONOTONIC as an `Instant` (which is CLOCK_MONOTONIC on
+/// Linux). Workers report on these boundaries, so that per-second figures from several
+/// processes cover the same second.
+pub fn next_second_boundary() -> std::time::Instant {
+    let now = std::time::Instant::now();
+    let wait = 1_000_000_000 - monotonic_ns() % 1_000_000_000;
+    now + std::time::Duration::from_nanos(wait)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

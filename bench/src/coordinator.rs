@@ -19,6 +19,9 @@ use crate::stats::{self, get, Counter, COUNTER_COUNT};
 /// Connect failures with no success at all after which the run stops: the target is wrong.
 const HOPELESS_FAILURES: u64 = 100;
 
+/// The timeline row is taken this long after the workers' on-the-second reports.
+const TICK_AFTER_REPORTS: Duration = Duration::from_millis(150);
+
 /// Why a run stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -72,6 +75,8 @@ struct Run<'a> {
     rows: Vec<Row>,
     phase: &'static str,
     last_tick: Instant,
+    /// Just after the workers' next once-a-second reports.
+    next_tick: Instant,
     last_cpu: (f64, f64),
     last_totals: Vec<u64>,
     progress: Progress,
@@ -94,6 +99,7 @@ impl<'a> Run<'a> {
             rows: Vec::new(),
             phase: "start",
             last_tick: now,
+            next_tick: crate::clock::next_second_boundary() + TICK_AFTER_REPORTS,
             last_cpu: (0.0, 0.0),
             last_totals: vec![0; COUNTER_COUNT],
             progress: Progress::new(args.quiet),
@@ -248,11 +254,10 @@ impl<'a> Run<'a> {
     fn pump(&mut self, wait: Duration) -> Result<(), RunError> {
         let deadline = Instant::now() + wait;
         loop {
-            let next_tick = self.last_tick + Duration::from_secs(1);
-            if Instant::now() >= next_tick {
+            if Instant::now() >= self.next_tick {
                 self.tick();
             }
-            let until = deadline.min(self.last_tick + Duration::from_secs(1));
+            let until = deadline.min(self.next_tick);
             match self.fleet.next(until)? {
                 Some((id, Report::Stats { counters, done_phase, latency, samples })) => {
                     self.counters[id] = counters;
@@ -284,6 +289,7 @@ impl<'a> Run<'a> {
         let now = Instant::now();
         let secs = now.duration_since(self.last_tick).as_secs_f64().max(1e-3);
         self.last_tick = now;
+        self.next_tick = crate::clock::next_second_boundary() + TICK_AFTER_REPORTS;
         let totals = self.totals();
         let per_second = |c: Counter| (get(&totals, c) - get(&self.last_totals, c).min(get(&totals, c))) as f64 / secs;
         let cpu = self.cpu_seconds();

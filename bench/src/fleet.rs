@@ -133,17 +133,23 @@ impl Fleet {
     pub fn finish(&mut self) -> Result<Vec<(usize, Report)>, FleetError> {
         self.order(Command::Finish);
         let deadline = Instant::now() + FINAL_TIMEOUT;
-        let mut finals = 0;
+        let mut finished = vec![false; self.workers.len()];
         let mut reports = Vec::new();
-        while finals < self.workers.len() {
-            match self.next(deadline)? {
-                Some((id, report)) => {
+        while finished.iter().any(|f| !f) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.reports.recv_timeout(wait) {
+                Ok((id, Some(report))) => {
                     if matches!(report, Report::Final { .. }) {
-                        finals += 1;
+                        finished[id] = true;
                     }
                     reports.push((id, report));
                 }
-                None => return Err(FleetError::Timeout { what: "report their totals", secs: FINAL_TIMEOUT.as_secs() }),
+                // A worker closes its output after its final report; before it, it died.
+                Ok((id, None)) if finished[id] => {}
+                Ok((id, None)) => return Err(self.died(id)),
+                Err(_) => {
+                    return Err(FleetError::Timeout { what: "report their totals", secs: FINAL_TIMEOUT.as_secs() })
+                }
             }
         }
         for w in &mut self.workers {

@@ -16,8 +16,6 @@ use crate::driver::{self, lock, Command, Driver, Shared, WAKER};
 use crate::ipc::{self, Order, Report};
 use crate::stats::{self, COUNTER_COUNT};
 
-/// How often a worker reports its counters.
-const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How often a worker checks whether its threads finished a phase.
 const PHASE_CHECK_EVERY: Duration = Duration::from_millis(20);
 
@@ -61,7 +59,7 @@ pub fn run() -> io::Result<()> {
 
     let mut out = io::stdout().lock();
     ipc::send_line(&mut out, &Report::Ready { pid: std::process::id() })?;
-    let mut next_report = Instant::now() + REPORT_EVERY;
+    let mut next_report = crate::clock::next_second_boundary();
     let mut reported_phase = 0;
     loop {
         let wait = next_report.saturating_duration_since(Instant::now()).min(PHASE_CHECK_EVERY);
@@ -81,8 +79,9 @@ pub fn run() -> io::Result<()> {
         if Instant::now() >= next_report || phase != reported_phase {
             ipc::send_line(&mut out, &stats_report(&workers))?;
             reported_phase = phase;
+            // Once a second, on the second (see clock::next_second_boundary).
             if Instant::now() >= next_report {
-                next_report += REPORT_EVERY;
+                next_report = crate::clock::next_second_boundary();
             }
         }
     }

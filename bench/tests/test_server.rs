@@ -25,6 +25,8 @@ fn counts_match_what_the_server_saw() {
         "100",
         "--grace",
         "3",
+        "--workers",
+        "3",
     ]);
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
     let s = &run.summary;
@@ -40,6 +42,7 @@ fn counts_match_what_the_server_saw() {
     assert_eq!(server.seen.chats.load(Ordering::Relaxed), sent);
     assert!(s["chat"]["latency"]["p99_us"].as_u64().unwrap() > 0);
     assert_eq!(s["ok"], true);
+    assert_eq!(s["config"]["workers"], 3);
 }
 
 #[test]

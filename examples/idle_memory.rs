@@ -70,11 +70,9 @@ fn masked_text(payload: &[u8]) -> Vec<u8> {
 fn open(addr: SocketAddr, name: &str) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    let mut req = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .into_bytes();
+        .to_vec();
     req.extend(masked_text(format!(r#"{{"MessageType":"loginmsg","Sender":"{name}"}}"#).as_bytes()));
     s.write_all(&req)?;
     let mut head = Vec::with_capacity(256);

@@ -5,7 +5,9 @@
 //!
 //! - [`config`]: every knob, its default and why that default.
 //! - [`server`]: starts a node: open-file limit, listeners, reactors, the bus.
-//! - [`reactor`]: one poll loop: accept, handshake, read, dispatch, flush, reap.
+//! - [`reactor`]: one poll loop: accept, dispatch, inbox, timers, reap.
+//! - `inbound`: the read path: edge-triggered reads, HTTP heads and frames parsed in place.
+//! - `outbound`: the write path: output queued per turn, written once, buffer pool.
 //! - `chat`: what a reactor does with frames and messages: control, echo, chat.
 //! - [`conn`]: per-connection state; buffers exist only while something is pending.
 //! - [`handshake`]: the HTTP side: WebSocket upgrade, `/healthz`, `/metrics`, errors.
@@ -24,9 +26,11 @@ pub mod config;
 pub mod conn;
 pub mod directory;
 pub mod handshake;
+mod inbound;
 pub mod inbox;
 pub mod limits;
 pub mod metrics;
+mod outbound;
 pub mod protocol;
 pub mod reactor;
 pub mod server;

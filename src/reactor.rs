@@ -4,17 +4,12 @@
 //! and dies on one reactor and nothing else touches it. Other threads reach a
 //! reactor only through its [`Inbox`](crate::inbox::Inbox).
 //!
-//! Readiness is edge-triggered: a socket is read until `WouldBlock` (or a short
-//! read), and one that used up its per-turn budget goes on a "still readable"
-//! list, since no new event will come for it. Sockets are registered for
-//! READABLE | WRITABLE once, so no `epoll_ctl` is needed when output backs up.
-//! Replies are queued during the turn and written at its end, one `write` per
-//! connection however many messages it got.
+//! The read path is in [`inbound`](crate::inbound), the write path in
+//! [`outbound`](crate::outbound), what frames and messages mean in `chat`.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::mem;
-use std::net::Shutdown;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,47 +23,37 @@ use crate::codec::{self, close, op};
 use crate::config::{AcceptMode, Config};
 use crate::conn::{flag, next_generation, split_token, token_of, Conn, Phase};
 use crate::directory::ConnRef;
-use crate::handshake::{self, Outcome, Routes};
 use crate::inbox::Command;
 use crate::metrics::ReactorStats;
 
 pub const LISTENER: Token = Token(usize::MAX);
 pub const WAKER: Token = Token(usize::MAX - 1);
 
-/// Bytes read per `read` call: one buffer per reactor, shared by all its connections.
-const SCRATCH_SIZE: usize = 64 * 1024;
-/// Bytes one connection may read per turn before others get their go.
-const READ_BUDGET: usize = 256 * 1024;
-/// Bytes one connection may write per turn before others get their go.
-const WRITE_BUDGET: usize = 1024 * 1024;
 /// How long a closing connection may take to send its EOF after our close frame.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long to stop accepting after running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Spare buffers kept for reuse, and the largest one worth keeping.
-const POOL_BUFFERS: usize = 256;
-const POOL_MAX_CAPACITY: usize = 64 * 1024;
 /// Longest sleep in poll with nothing scheduled: bounds how late timers fire.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Reactor {
     pub(crate) id: usize,
-    poll: Poll,
+    pub(crate) poll: Poll,
     listener: Option<TcpListener>,
     pub(crate) conns: Slab<Conn>,
     next_gen: u32,
     pub(crate) hub: Arc<Hub>,
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) config: Arc<Config>,
-    scratch: Vec<u8>,
+    pub(crate) scratch: Vec<u8>,
     /// Where replies are encoded before they are queued.
     pub(crate) encode: Vec<u8>,
-    dirty: Vec<Token>,
-    still_readable: Vec<(Token, bool)>,
+    pub(crate) dirty: Vec<Token>,
+    pub(crate) still_readable: Vec<(Token, bool)>,
     reap: Vec<usize>,
     handshake_deadlines: VecDeque<(Instant, Token)>,
-    closing_deadlines: VecDeque<(Instant, Token)>,
-    pool: Vec<Vec<u8>>,
+    pub(crate) closing_deadlines: VecDeque<(Instant, Token)>,
+    pub(crate) pool: Vec<Vec<u8>>,
     accept_paused_until: Option<Instant>,
     stopping: bool,
 }
@@ -94,7 +79,7 @@ impl Reactor {
             hub,
             bus,
             config,
-            scratch: vec![0; SCRATCH_SIZE],
+            scratch: vec![0; crate::inbound::SCRATCH_SIZE],
             encode: Vec::with_capacity(1024),
             dirty: Vec::new(),
             still_readable: Vec::new(),
@@ -240,190 +225,6 @@ impl Reactor {
         self.handshake_deadlines.push_back((deadline, token));
     }
 
-    /// Reads until `WouldBlock`, a short read or the budget. `to_eof` (the peer
-    /// shut its side) reads on past a short read, since the EOF's edge has
-    /// already been reported with this event.
-    fn read_from(&mut self, token: Token, to_eof: bool) {
-        let mut scratch = mem::take(&mut self.scratch);
-        let mut budget = READ_BUDGET;
-        loop {
-            let Some(conn) = self.conn_mut(token) else {
-                break;
-            };
-            match (&conn.socket).read(&mut scratch) {
-                Ok(0) => {
-                    // EOF: the peer is gone (or finished its side of a close).
-                    self.drop_conn(token);
-                    break;
-                }
-                Ok(n) => {
-                    self.stats().bytes_in.fetch_add(n as u64, Relaxed);
-                    self.ingest(token, &mut scratch[..n]);
-                    // A short read means the socket is drained: any later data
-                    // raises a new edge.
-                    if n < scratch.len() && !to_eof {
-                        break;
-                    }
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        self.still_readable.push((token, to_eof));
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.drop_conn(token);
-                    break;
-                }
-            }
-        }
-        self.scratch = scratch;
-    }
-
-    fn read_still_readable(&mut self) {
-        for (token, to_eof) in mem::take(&mut self.still_readable) {
-            self.read_from(token, to_eof);
-        }
-    }
-
-    /// Consumes freshly read bytes: straight from the scratch buffer when
-    /// nothing is pending, else appended to the connection's pending input.
-    fn ingest(&mut self, token: Token, data: &mut [u8]) {
-        let (key, _) = split_token(token);
-        if self.conns[key].input.is_empty() {
-            let consumed = self.process(token, data);
-            if consumed < data.len() {
-                let mut rest = self.take_buffer();
-                rest.extend_from_slice(&data[consumed..]);
-                if let Some(conn) = self.conn_mut(token) {
-                    conn.input = rest;
-                }
-            }
-        } else {
-            let mut input = mem::take(&mut self.conns[key].input);
-            input.extend_from_slice(data);
-            let consumed = self.process(token, &mut input);
-            input.drain(..consumed);
-            match self.conn_mut(token) {
-                Some(conn) if !input.is_empty() => conn.input = input,
-                _ => self.give_buffer(input),
-            }
-        }
-    }
-
-    /// Handles every complete unit (HTTP head or frame) at the front of `buf`;
-    /// returns how many bytes were consumed.
-    fn process(&mut self, token: Token, buf: &mut [u8]) -> usize {
-        let mut pos = 0;
-        loop {
-            let Some(conn) = self.conn_mut(token) else {
-                return buf.len();
-            };
-            match conn.phase {
-                Phase::Closing => return buf.len(),
-                Phase::Handshake => {
-                    let mut out = mem::take(&mut conn.output);
-                    let routes = Routes {
-                        ws_path: &self.config.ws_path,
-                        echo_path: self.config.echo_path.as_deref(),
-                        max_header_bytes: self.config.max_header_bytes,
-                    };
-                    let hub = &self.hub;
-                    let outcome = handshake::handle(&buf[pos..], &routes, &mut out, || hub.metrics.render());
-                    let conn = self.conn_mut(token).expect("checked above");
-                    conn.output = out;
-                    match outcome {
-                        Outcome::Incomplete => return pos,
-                        Outcome::Upgrade { endpoint, consumed } => {
-                            conn.phase = Phase::Open(endpoint);
-                            pos += consumed;
-                            self.stats().handshakes.fetch_add(1, Relaxed);
-                            self.mark_dirty(token);
-                        }
-                        Outcome::Respond { .. } => {
-                            conn.phase = Phase::Closing;
-                            conn.flags |= flag::SHUTDOWN_AFTER_FLUSH;
-                            self.mark_dirty(token);
-                            self.closing_deadlines.push_back((Instant::now() + CLOSE_GRACE, token));
-                            return buf.len();
-                        }
-                    }
-                }
-                Phase::Open(_) => {
-                    let head = match codec::parse_client_header(&buf[pos..]) {
-                        Ok(Some(head)) => head,
-                        Ok(None) => return pos,
-                        Err(e) => {
-                            self.fail(token, close::PROTOCOL, e.reason());
-                            return buf.len();
-                        }
-                    };
-                    let assembled = conn.message.as_ref().map_or(0, |m| m.data.len() as u64);
-                    if !head.is_control() && assembled + head.payload_len > self.config.max_message_size as u64 {
-                        let reason = format!("message over {} bytes", self.config.max_message_size);
-                        self.fail(token, close::TOO_BIG, &reason);
-                        return buf.len();
-                    }
-                    let total = head.header_len + head.payload_len as usize;
-                    if buf.len() - pos < total {
-                        // Make room once for the whole frame rather than growing in steps.
-                        let conn = self.conn_mut(token).expect("checked above");
-                        conn.input.reserve(total.saturating_sub(conn.input.len()));
-                        return pos;
-                    }
-                    let payload = &mut buf[pos + head.header_len..pos + total];
-                    codec::apply_mask(payload, head.mask, 0);
-                    pos += total;
-                    self.on_frame(token, head, payload);
-                }
-            }
-        }
-    }
-
-    /// Queues one unfragmented frame to a connection and lists it for flushing.
-    /// A client is slow when what it has not taken yet is already over
-    /// `--max-output`: it is closed with 1008. One message may be larger than
-    /// the limit on its own (an echo of a big message), so pending output is
-    /// bounded by `--max-output` plus one message.
-    pub(crate) fn queue_frame(&mut self, token: Token, opcode: u8, payload: &[u8]) {
-        let max_output = self.config.max_output;
-        let Some(conn) = live(&mut self.conns, token) else {
-            return;
-        };
-        if conn.phase == Phase::Closing {
-            return;
-        }
-        if conn.unsent() > max_output {
-            conn.output.clear();
-            conn.out_pos = 0;
-            self.stats().slow_closed.fetch_add(1, Relaxed);
-            let reason = format!("slow consumer: over {max_output} bytes of unsent output");
-            return self.begin_close(token, close::POLICY, &reason);
-        }
-        if conn.output.capacity() == 0 {
-            conn.output = self.pool.pop().unwrap_or_default();
-        } else if conn.out_pos > 0 && conn.out_pos >= conn.output.len() / 2 {
-            // Reclaim the written front rather than let a busy buffer grow.
-            conn.output.drain(..conn.out_pos);
-            conn.out_pos = 0;
-        }
-        codec::write_frame(&mut conn.output, opcode, payload);
-        if opcode == op::TEXT || opcode == op::BINARY {
-            self.stats().messages_out.fetch_add(1, Relaxed);
-        }
-        self.mark_dirty(token);
-    }
-
-    fn mark_dirty(&mut self, token: Token) {
-        if let Some(conn) = self.conn_mut(token) {
-            if !conn.has(flag::DIRTY) {
-                conn.flags |= flag::DIRTY;
-                self.dirty.push(token);
-            }
-        }
-    }
-
     /// Closes after a protocol error: counted, then the close handshake.
     pub(crate) fn fail(&mut self, token: Token, code: u16, reason: &str) {
         self.stats().protocol_errors.fetch_add(1, Relaxed);
@@ -479,62 +280,6 @@ impl Reactor {
         if let Some(conn) = self.conn_mut(token) {
             conn.flags |= flag::GONE;
             self.reap.push(split_token(token).0);
-        }
-    }
-
-    fn flush_dirty(&mut self) {
-        let mut dirty = mem::take(&mut self.dirty);
-        for token in dirty.drain(..) {
-            if let Some(conn) = self.conn_mut(token) {
-                conn.flags &= !flag::DIRTY;
-                self.flush(token);
-            }
-        }
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
-    }
-
-    /// Writes what a connection has queued, up to the per-turn budget.
-    fn flush(&mut self, token: Token) {
-        let mut written = 0;
-        let result = loop {
-            let Some(conn) = self.conn_mut(token) else {
-                return;
-            };
-            if conn.out_pos == conn.output.len() {
-                break Ok(true);
-            }
-            if written >= WRITE_BUDGET {
-                break Ok(false);
-            }
-            match (&conn.socket).write(&conn.output[conn.out_pos..]) {
-                Ok(0) => break Err(()),
-                Ok(n) => {
-                    conn.out_pos += n;
-                    written += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break Err(()),
-            }
-        };
-        self.stats().bytes_out.fetch_add(written as u64, Relaxed);
-        match result {
-            Err(()) => self.drop_conn(token),
-            Ok(true) => {
-                let conn = self.conn_mut(token).expect("checked in the loop");
-                let output = mem::take(&mut conn.output);
-                conn.out_pos = 0;
-                if conn.has(flag::SHUTDOWN_AFTER_FLUSH) {
-                    let _ = conn.socket.shutdown(Shutdown::Write);
-                    conn.flags &= !flag::SHUTDOWN_AFTER_FLUSH;
-                }
-                self.give_buffer(output);
-            }
-            Ok(false) if written >= WRITE_BUDGET => self.mark_dirty(token),
-            // Socket full: the WRITABLE edge brings us back.
-            Ok(false) => {}
         }
     }
 
@@ -599,25 +344,11 @@ impl Reactor {
         }
         self.flush_dirty();
     }
-
-    /// A cleared buffer from the pool (or a new empty one).
-    pub(crate) fn take_buffer(&mut self) -> Vec<u8> {
-        self.pool.pop().unwrap_or_default()
-    }
-
-    /// Returns a buffer to the pool; large ones are freed so memory goes back.
-    pub(crate) fn give_buffer(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() == 0 || buf.capacity() > POOL_MAX_CAPACITY || self.pool.len() >= POOL_BUFFERS {
-            return;
-        }
-        buf.clear();
-        self.pool.push(buf);
-    }
 }
 
 /// The live connection behind `token` in `conns` (a free function, so callers
 /// can borrow other fields of the reactor beside it).
-fn live(conns: &mut Slab<Conn>, token: Token) -> Option<&mut Conn> {
+pub(crate) fn live(conns: &mut Slab<Conn>, token: Token) -> Option<&mut Conn> {
     let (key, generation) = split_token(token);
     conns.get_mut(key).filter(|c| c.generation == generation && !c.has(flag::GONE))
 }

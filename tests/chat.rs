@@ -109,11 +109,11 @@ fn two_thousand_users_on_every_reactor_each_message_delivered_once() {
 
     // Each user sends to PER_USER others, chosen to cross reactors.
     let mut expected: HashMap<usize, Vec<String>> = HashMap::new();
-    for from in 0..USERS {
+    for (from, ws) in users.iter_mut().enumerate() {
         for j in 0..PER_USER {
             let to = (from * 7 + j * 401 + 1) % USERS;
             let data = format!("m{from}-{j}");
-            chat(&mut users[from], &format!("u{to}"), &data);
+            chat(ws, &format!("u{to}"), &data);
             expected.entry(to).or_default().push(chat_bytes(&data, &format!("u{to}"), &format!("u{from}")));
         }
     }

@@ -1,0 +1,164 @@
+//! The read path: edge-triggered reads into the reactor's scratch buffer,
+//! and the parsing of HTTP heads and frames out of what was read.
+//!
+//! A socket is read until `WouldBlock` or a short read, and one that used up
+//! its per-turn budget goes on a "still readable" list, since no new event
+//! will come for it. Complete frames are parsed and unmasked in place in the
+//! scratch buffer; only a partial frame is copied into the connection.
+
+use std::io::{self, Read};
+use std::mem;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use mio::Token;
+
+use crate::codec::{self, close};
+use crate::conn::{flag, split_token, Phase};
+use crate::handshake::{self, Outcome, Routes};
+use crate::reactor::{Reactor, CLOSE_GRACE};
+
+/// Bytes read per `read` call: one buffer per reactor, shared by all its connections.
+pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
+/// Bytes one connection may read per turn before others get their go.
+const READ_BUDGET: usize = 256 * 1024;
+
+impl Reactor {
+    /// Reads until `WouldBlock`, a short read or the budget. `to_eof` (the peer
+    /// shut its side) reads on past a short read, since the EOF's edge has
+    /// already been reported with this event.
+    pub(crate) fn read_from(&mut self, token: Token, to_eof: bool) {
+        let mut scratch = mem::take(&mut self.scratch);
+        let mut budget = READ_BUDGET;
+        while let Some(conn) = self.conn_mut(token) {
+            match (&conn.socket).read(&mut scratch) {
+                Ok(0) => {
+                    // EOF: the peer is gone (or finished its side of a close).
+                    self.drop_conn(token);
+                    break;
+                }
+                Ok(n) => {
+                    self.stats().bytes_in.fetch_add(n as u64, Relaxed);
+                    self.ingest(token, &mut scratch[..n]);
+                    // A short read means the socket is drained: any later data
+                    // raises a new edge.
+                    if n < scratch.len() && !to_eof {
+                        break;
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        self.still_readable.push((token, to_eof));
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_conn(token);
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    pub(crate) fn read_still_readable(&mut self) {
+        for (token, to_eof) in mem::take(&mut self.still_readable) {
+            self.read_from(token, to_eof);
+        }
+    }
+
+    /// Consumes freshly read bytes: straight from the scratch buffer when
+    /// nothing is pending, else appended to the connection's pending input.
+    fn ingest(&mut self, token: Token, data: &mut [u8]) {
+        let (key, _) = split_token(token);
+        if self.conns[key].input.is_empty() {
+            let consumed = self.process(token, data);
+            if consumed < data.len() {
+                let mut rest = self.take_buffer();
+                rest.extend_from_slice(&data[consumed..]);
+                if let Some(conn) = self.conn_mut(token) {
+                    conn.input = rest;
+                }
+            }
+        } else {
+            let mut input = mem::take(&mut self.conns[key].input);
+            input.extend_from_slice(data);
+            let consumed = self.process(token, &mut input);
+            input.drain(..consumed);
+            match self.conn_mut(token) {
+                Some(conn) if !input.is_empty() => conn.input = input,
+                _ => self.give_buffer(input),
+            }
+        }
+    }
+
+    /// Handles every complete unit (HTTP head or frame) at the front of `buf`;
+    /// returns how many bytes were consumed.
+    fn process(&mut self, token: Token, buf: &mut [u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            let Some(conn) = self.conn_mut(token) else {
+                return buf.len();
+            };
+            match conn.phase {
+                Phase::Closing => return buf.len(),
+                Phase::Handshake => {
+                    let mut out = mem::take(&mut conn.output);
+                    let routes = Routes {
+                        ws_path: &self.config.ws_path,
+                        echo_path: self.config.echo_path.as_deref(),
+                        max_header_bytes: self.config.max_header_bytes,
+                    };
+                    let hub = &self.hub;
+                    let outcome = handshake::handle(&buf[pos..], &routes, &mut out, || hub.metrics.render());
+                    let conn = self.conn_mut(token).expect("checked above");
+                    conn.output = out;
+                    match outcome {
+                        Outcome::Incomplete => return pos,
+                        Outcome::Upgrade { endpoint, consumed } => {
+                            conn.phase = Phase::Open(endpoint);
+                            pos += consumed;
+                            self.stats().handshakes.fetch_add(1, Relaxed);
+                            self.mark_dirty(token);
+                        }
+                        Outcome::Respond { .. } => {
+                            conn.phase = Phase::Closing;
+                            conn.flags |= flag::SHUTDOWN_AFTER_FLUSH;
+                            self.mark_dirty(token);
+                            self.closing_deadlines.push_back((Instant::now() + CLOSE_GRACE, token));
+                            return buf.len();
+                        }
+                    }
+                }
+                Phase::Open(_) => {
+                    let head = match codec::parse_client_header(&buf[pos..]) {
+                        Ok(Some(head)) => head,
+                        Ok(None) => return pos,
+                        Err(e) => {
+                            self.fail(token, close::PROTOCOL, e.reason());
+                            return buf.len();
+                        }
+                    };
+                    let assembled = conn.message.as_ref().map_or(0, |m| m.data.len() as u64);
+                    if !head.is_control() && assembled + head.payload_len > self.config.max_message_size as u64 {
+                        let reason = format!("message over {} bytes", self.config.max_message_size);
+                        self.fail(token, close::TOO_BIG, &reason);
+                        return buf.len();
+                    }
+                    let total = head.header_len + head.payload_len as usize;
+                    if buf.len() - pos < total {
+                        // Make room once for the whole frame rather than growing in steps.
+                        let conn = self.conn_mut(token).expect("checked above");
+                        conn.input.reserve(total.saturating_sub(conn.input.len()));
+                        return pos;
+                    }
+                    let payload = &mut buf[pos + head.header_len..pos + total];
+                    codec::apply_mask(payload, head.mask, 0);
+                    pos += total;
+                    self.on_frame(token, head, payload);
+                }
+            }
+        }
+    }
+}

@@ -71,6 +71,12 @@ pub struct Config {
     #[arg(long, default_value_t = 10)]
     pub handshake_timeout: u64,
 
+    /// Seconds of silence before the kernel probes a peer (TCP keepalive, then 3
+    /// probes 10 s apart; 0 = off). A peer that vanished without a FIN is dropped
+    /// after about this plus 30 s, at no cost in user space. 60 s keeps probes rare.
+    #[arg(long, default_value_t = 60)]
+    pub keepalive: u64,
+
     /// Longest user name, in bytes. Names are Redis channel names too.
     #[arg(long, default_value_t = 64)]
     pub max_name_len: usize,

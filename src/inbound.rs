@@ -34,6 +34,8 @@ impl Reactor {
             match (&conn.socket).read(&mut scratch) {
                 Ok(0) => {
                     // EOF: the peer is gone (or finished its side of a close).
+                    // What it asked for may still be sent (a half-closed HTTP client).
+                    self.flush(token);
                     self.drop_conn(token);
                     break;
                 }

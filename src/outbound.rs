@@ -79,7 +79,7 @@ impl Reactor {
     }
 
     /// Writes what a connection has queued, up to the per-turn budget.
-    fn flush(&mut self, token: Token) {
+    pub(crate) fn flush(&mut self, token: Token) {
         let mut written = 0;
         let result = loop {
             let Some(conn) = self.conn_mut(token) else {

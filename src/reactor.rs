@@ -206,8 +206,7 @@ impl Reactor {
     }
 
     fn adopt(&mut self, mut stream: TcpStream) {
-        // Chat lines are small and latency matters more than packet count.
-        let _ = stream.set_nodelay(true);
+        // TCP_NODELAY and keepalive come from the listener (see server.rs).
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if key > 0xFFFF_FFFF {

@@ -4,10 +4,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use mio::net::TcpListener;
 use mio::Poll;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use thiserror::Error;
 
 use crate::bus::local::LocalBus;
@@ -20,6 +21,10 @@ use crate::reactor::{Reactor, WAKER};
 /// Pending connections the kernel may queue per listener; the kernel caps it
 /// at `net.core.somaxconn` (4096 by default), which `scripts/tune-kernel.sh` raises.
 const LISTEN_BACKLOG: i32 = 65_535;
+
+/// TCP keepalive probes after `--keepalive` seconds of silence: 3, 10 s apart.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -140,7 +145,7 @@ fn bind_listeners(config: &Config, reactors: usize) -> Result<Vec<TcpListener>, 
     let count = if config.accept == AcceptMode::Handoff { 1 } else { reactors };
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count {
-        let listener = listen_reuseport(addr).map_err(|e| err(addr, e))?;
+        let listener = listen_reuseport(addr, config).map_err(|e| err(addr, e))?;
         // With port 0 the first bind picks the port; the others join it.
         addr = listener.local_addr().map_err(|e| err(addr, e))?;
         listeners.push(listener);
@@ -148,10 +153,21 @@ fn bind_listeners(config: &Config, reactors: usize) -> Result<Vec<TcpListener>, 
     Ok(listeners)
 }
 
-fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Options set here are inherited by every accepted socket (Linux copies them
+/// at accept), which saves a `setsockopt` per connection.
+fn listen_reuseport(addr: SocketAddr, config: &Config) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    // Chat lines are small and latency matters more than packet count.
+    socket.set_tcp_nodelay(true)?;
+    if config.keepalive > 0 {
+        let probes = TcpKeepalive::new()
+            .with_time(Duration::from_secs(config.keepalive))
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES);
+        socket.set_tcp_keepalive(&probes)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;

@@ -207,3 +207,28 @@ fn sigterm_closes_every_connection_with_1001() {
     assert!(status.success(), "{status:?}");
     assert_eq!(c.read_frame().close_code().0, 1001);
 }
+
+/// The server-side socket of a connection from `client_port`, as /proc/net/tcp shows it.
+fn server_socket_timer(node_port: u16, client_port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!(":{node_port:04X}");
+    let remote = format!(":{client_port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        (cols[1].ends_with(&local) && cols[2].ends_with(&remote)).then(|| cols[5].to_string())
+    })
+}
+
+#[test]
+fn accepted_sockets_carry_tcp_keepalive() {
+    let node = NodeProc::start(&["--keepalive", "30"]);
+    let c = RawClient::open(node.addr, "/ws");
+    let client_port = c.stream.local_addr().unwrap().port();
+    let timer = server_socket_timer(node.addr.port(), client_port).expect("the server socket in /proc/net/tcp");
+    // "02:" is the keepalive timer; its expiry is in jiffies, under 30 s.
+    assert!(timer.starts_with("02:"), "timer {timer}");
+    let off = NodeProc::start(&["--keepalive", "0"]);
+    let c = RawClient::open(off.addr, "/ws");
+    let timer = server_socket_timer(off.addr.port(), c.stream.local_addr().unwrap().port()).unwrap();
+    assert!(timer.starts_with("00:"), "timer {timer}");
+}

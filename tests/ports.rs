@@ -1,0 +1,67 @@
+//! Sharing a port: `--reuse-port` lets several node processes listen on one
+//! port (how one host holds more connections than one process may open);
+//! without it a node refuses a port that another process holds.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::raw::{text, RawClient};
+use common::NodeProc;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn nodes_with_reuse_port_share_one_port() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let a = NodeProc::start_on(&listen, &["--reuse-port", "--reactors", "2"]);
+    let b = NodeProc::start_on(&listen, &["--reuse-port", "--reactors", "2"]);
+    assert_eq!(a.addr, b.addr);
+    let clients: Vec<RawClient> = (0..200)
+        .map(|i| {
+            let mut c = RawClient::open(a.addr, "/ws");
+            c.send(&text(&format!(r#"{{"MessageType":"loginmsg","Sender":"p{i}"}}"#)));
+            c
+        })
+        .collect();
+    let users = || a.metric("switchboard_users") + b.metric("switchboard_users");
+    assert!(common::wait_until(Duration::from_secs(5), || users() == 200), "{} users", users());
+    // The kernel spread the connections over both processes.
+    let (on_a, on_b) = (a.metric("switchboard_users"), b.metric("switchboard_users"));
+    assert!(on_a > 20 && on_b > 20, "users per node: {on_a} and {on_b}");
+    drop(clients);
+}
+
+#[test]
+fn without_reuse_port_a_taken_port_is_refused_with_a_hint() {
+    let first = NodeProc::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", &first.addr.to_string()])
+        .stdout(Stdio::null())
+        .output()
+        .expect("run a second node");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot listen on") && stderr.contains("--reuse-port"), "{stderr}");
+}
+
+#[test]
+fn bad_configuration_is_refused_at_start() {
+    for (args, says) in [
+        (&["--ws-path", "ws"][..], "--ws-path must be an absolute path"),
+        (&["--routing", "broadcast"][..], "need --redis"),
+        (&["--max-output", "10"][..], "--max-output must be at least"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .expect("run the node");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

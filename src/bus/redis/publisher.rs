@@ -50,6 +50,9 @@ struct Route {
     token: Token,
     awaiting: VecDeque<Await>,
     backlog: VecDeque<Job>,
+    /// Logins and logouts in `backlog` (so a long backlog of publishes is not
+    /// scanned on every turn while the link is down).
+    parked_registry: usize,
 }
 
 struct Publisher {
@@ -142,6 +145,17 @@ impl Publisher {
     /// Everything after reading: new jobs, registry chores, writes, timers.
     fn turn(&mut self) {
         self.shared.pub_bell.answer();
+        for i in 0..self.routes.len() {
+            let route = &self.routes[i];
+            if route.link.is_up() && !route.backlog.is_empty() && route.link.unsent() < OUT_HIGH_WATER {
+                // Parked behind a full buffer; in order, before newer jobs.
+                self.routes[i].parked_registry = 0;
+                let parked = std::mem::take(&mut self.routes[i].backlog);
+                for job in parked {
+                    self.dispatch(job);
+                }
+            }
+        }
         while let Some(job) = self.shared.pub_jobs.pop() {
             self.dispatch(job);
         }
@@ -170,13 +184,17 @@ impl Publisher {
                 resp::push_command(&mut route.link.out, &[b"PING"]);
                 route.awaiting.push_back(Await::Ping);
             }
-            if route.link.state == link::State::Down && !route.backlog.is_empty() {
+            if route.link.state == link::State::Down && route.parked_registry > 0 {
                 // Logins and logouts cannot wait for a link that is down.
                 self.settle_backlog_while_down(i);
             }
         }
         if self.refresh_at.is_some_and(|at| now >= at) {
             self.refresh();
+        }
+        if self.shared.dropping.load(Relaxed) && self.shared.queued_bytes.load(Relaxed) < super::MAX_QUEUED_BYTES / 2 {
+            self.shared.dropping.store(false, Relaxed);
+            log::warn!("cross-node messages are accepted again (the Redis backlog drained)");
         }
         let connected = self.routes.iter().all(|r| r.link.is_up());
         self.shared.set_up(false, connected);
@@ -186,6 +204,9 @@ impl Publisher {
         let now = Instant::now();
         if !self.shared.pub_jobs.is_empty() || self.registry.reassert_pending() {
             return Duration::ZERO;
+        }
+        if self.routes.iter().any(|r| r.link.is_up() && !r.backlog.is_empty()) {
+            return Duration::from_millis(1);
         }
         let mut next = now + Duration::from_secs(1);
         for route in &self.routes {
@@ -237,7 +258,12 @@ impl Publisher {
                 let up = route.link.is_up();
                 self.registry.release(name, at, up);
             }
-            job => route.backlog.push_back(job),
+            job => {
+                if !matches!(job, Job::Publish { .. }) {
+                    route.parked_registry += 1;
+                }
+                route.backlog.push_back(job);
+            }
         }
     }
 
@@ -266,6 +292,7 @@ impl Publisher {
     /// A link is down: logins and logouts parked for it are settled now (the
     /// outage rules of the registry); publishes stay parked, within the bound.
     fn settle_backlog_while_down(&mut self, i: usize) {
+        self.routes[i].parked_registry = 0;
         let parked = std::mem::take(&mut self.routes[i].backlog);
         for job in parked {
             match job {
@@ -287,6 +314,7 @@ impl Publisher {
         let serves = |slot: u16| topology.master_of(slot) == Some(i);
         self.registry.on_link_up(&serves);
         self.send_registry_commands();
+        self.routes[i].parked_registry = 0;
         let parked = std::mem::take(&mut self.routes[i].backlog);
         for job in parked {
             self.dispatch(job);
@@ -371,6 +399,8 @@ impl Publisher {
                         }
                         Frame::Error(e) if is_redirect(e) => {
                             redirected = true;
+                            // Queued again: counted again until it is re-sent.
+                            shared.queued_bytes.fetch_add(command.len(), Relaxed);
                             rerouted.push(Job::Publish { slot, command, from });
                         }
                         Frame::Error(e) => {
@@ -449,6 +479,7 @@ impl Publisher {
                         token,
                         awaiting: VecDeque::new(),
                         backlog: VecDeque::new(),
+                        parked_registry: 0,
                     });
                 }
             }

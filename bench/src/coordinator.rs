@@ -181,15 +181,16 @@ impl<'a> Run<'a> {
         let mut counters = vec![0; COUNTER_COUNT];
         let mut connect = stats::new_histogram();
         let mut login = stats::new_histogram();
+        let mut churn = stats::new_histogram();
         let mut latency = stats::new_histogram();
         let mut tally = Tally::default();
         for (_, report) in finals {
             match report {
-                Report::Final { counters: c, connect: hc, login: hl, latency: ht, tally: t } => {
+                Report::Final { counters: c, connect: hc, login: hl, churn: hch, latency: ht, tally: t } => {
                     for (sum, v) in counters.iter_mut().zip(c) {
                         *sum += v;
                     }
-                    for (into, text) in [(&mut connect, hc), (&mut login, hl), (&mut latency, ht)] {
+                    for (into, text) in [(&mut connect, hc), (&mut login, hl), (&mut churn, hch), (&mut latency, ht)] {
                         let h = stats::decode_histogram(&text).map_err(RunError::Invalid)?;
                         stats::merge(into, &h);
                     }
@@ -201,7 +202,7 @@ impl<'a> Run<'a> {
         }
         outcome.counters = counters;
         outcome.tally = tally;
-        outcome.hists = report::Histograms { connect, login, latency };
+        outcome.hists = report::Histograms { connect, login, churn, latency };
         outcome.samples = std::mem::take(&mut self.samples);
         outcome.workers = self.fleet.workers.len() as u32;
         outcome.threads = self.threads;

@@ -90,6 +90,7 @@ impl Default for Shared {
 pub struct Final {
     pub connect: Histogram<u64>,
     pub login: Histogram<u64>,
+    pub churn: Histogram<u64>,
     pub latency: Histogram<u64>,
     pub tally: Tally,
 }
@@ -102,13 +103,15 @@ enum State {
     Open,
     LoginPending,
     Ready,
+    /// Churn: our close frame is sent, waiting for the server's close (or EOF).
+    Closing,
     Closed,
 }
 
 impl State {
     /// Waiting for the peer, under a deadline.
     fn is_pending(self) -> bool {
-        matches!(self, State::Connecting | State::Handshaking | State::LoginPending)
+        matches!(self, State::Connecting | State::Handshaking | State::LoginPending | State::Closing)
     }
 
     /// WebSocket open.
@@ -153,6 +156,8 @@ pub struct Driver {
     share: f64,
     /// Connections in a pending state (connecting, handshaking, awaiting login).
     pending: u32,
+    /// Churned connections whose close is done, to reconnect at the end of the turn.
+    reconnects: Vec<u32>,
     deadlines: VecDeque<(u64, u32, u16)>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
@@ -161,6 +166,8 @@ pub struct Driver {
     rng: u64,
     connect_hist: Histogram<u64>,
     login_hist: Histogram<u64>,
+    /// Churn reconnects: TCP connect to re-login confirmed.
+    churn_hist: Histogram<u64>,
     latency_hist: Histogram<u64>,
     interval_hist: Histogram<u64>,
     receipts: Receipts,
@@ -197,6 +204,7 @@ impl Driver {
             activity: Activity::Idle,
             share,
             pending: 0,
+            reconnects: Vec::new(),
             deadlines: VecDeque::new(),
             rbuf: vec![0; READ_CHUNK],
             wbuf: Vec::with_capacity(4096),
@@ -205,6 +213,7 @@ impl Driver {
             rng,
             connect_hist: stats::new_histogram(),
             login_hist: stats::new_histogram(),
+            churn_hist: stats::new_histogram(),
             latency_hist: stats::new_histogram(),
             interval_hist: stats::new_histogram(),
             receipts: Receipts::default(),
@@ -242,6 +251,7 @@ impl Driver {
                 break;
             }
             self.expire_deadlines(now);
+            self.reconnect_closed(now);
             self.advance(now);
             if now.saturating_sub(self.last_publish_ns) >= PUBLISH_EVERY_NS {
                 self.publish(now);
@@ -251,6 +261,7 @@ impl Driver {
         Final {
             connect: self.connect_hist,
             login: self.login_hist,
+            churn: self.churn_hist,
             latency: self.latency_hist,
             tally: self.receipts.tally(),
         }
@@ -408,7 +419,10 @@ impl Driver {
         message::write_chat(&mut self.json, prefix, index, index, message::LOGIN_MARKER.as_bytes());
         let mask = self.next_mask();
         codec::encode_client_frame(&mut self.wbuf, codec::OP_TEXT, &self.json, mask);
-        self.conns[slot as usize].started_ns = now;
+        // A churn reconnect is timed as a whole, from its connect.
+        if !self.conns[slot as usize].churning {
+            self.conns[slot as usize].started_ns = now;
+        }
         self.set_state(slot, State::LoginPending);
         let generation = self.conns[slot as usize].generation;
         self.deadlines.push_back((now + self.plan.connect_timeout_ns, slot, generation));
@@ -463,10 +477,24 @@ impl Driver {
             self.shared.counters.add(Counter::SendSkipped, 1);
             return;
         };
-        self.send_close(slot, 1000);
-        self.drop_conn(slot);
+        // A polite client: close, wait for the server's close (it has logged the user
+        // out by then), reconnect and log in again under the same name.
         self.conns[slot as usize].churning = true;
-        self.start_connect(slot, now);
+        self.conns[slot as usize].started_ns = now;
+        self.set_state(slot, State::Closing);
+        let generation = self.conns[slot as usize].generation;
+        self.deadlines.push_back((now + self.plan.connect_timeout_ns, slot, generation));
+        self.send_close(slot, 1000);
+    }
+
+    /// Reconnects the connections whose churn close completed during this turn.
+    fn reconnect_closed(&mut self, now: u64) {
+        for slot in std::mem::take(&mut self.reconnects) {
+            let conn = &self.conns[slot as usize];
+            if conn.state == State::Closed && conn.churning {
+                self.start_connect(slot, now);
+            }
+        }
     }
 
     fn on_event(&mut self, event: &Event) {
@@ -488,7 +516,8 @@ impl Driver {
             self.flush(slot);
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.read(slot);
+            // After a FIN or an error no new edge will come: read until EOF/WouldBlock.
+            self.read(slot, event.is_read_closed() || event.is_error());
         }
     }
 
@@ -582,7 +611,7 @@ impl Driver {
         }
     }
 
-    fn read(&mut self, slot: u32) {
+    fn read(&mut self, slot: u32, until_would_block: bool) {
         let mut rbuf = std::mem::take(&mut self.rbuf);
         while let Some(stream) = self.conns[slot as usize].stream.as_mut() {
             match stream.read(&mut rbuf) {
@@ -592,7 +621,15 @@ impl Driver {
                     self.fail(slot, Counter::ErrReset, detail);
                     break;
                 }
-                Ok(n) => self.take_input(slot, &rbuf[..n]),
+                Ok(n) => {
+                    self.take_input(slot, &rbuf[..n]);
+                    // A short read emptied the socket's receive queue. Linux re-arms an
+                    // edge-triggered EPOLLIN on every arrival after this, so the read that
+                    // would only say WouldBlock is skipped: one syscall less per message.
+                    if n < rbuf.len() && !until_would_block {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -643,7 +680,10 @@ impl Driver {
                 }
             }
         }
-        while self.conns[slot as usize].state.is_open() {
+        while matches!(
+            self.conns[slot as usize].state,
+            State::Open | State::LoginPending | State::Ready | State::Closing
+        ) {
             match codec::decode_server_frame(&bytes[used..]) {
                 Ok(None) => break,
                 Ok(Some((frame, n))) => {
@@ -662,8 +702,10 @@ impl Driver {
     fn on_handshake(&mut self, slot: u32) {
         let now = monotonic_ns();
         let conn = &self.conns[slot as usize];
-        stats::record_nanos(&mut self.connect_hist, now.saturating_sub(conn.started_ns));
         let churning = conn.churning;
+        if !churning {
+            stats::record_nanos(&mut self.connect_hist, now.saturating_sub(conn.started_ns));
+        }
         self.set_state(slot, State::Open);
         if churning {
             self.start_login(slot, now);
@@ -679,6 +721,7 @@ impl Driver {
             return;
         }
         match frame.opcode {
+            codec::OP_TEXT if self.conns[slot as usize].state == State::Closing => {}
             codec::OP_TEXT => self.on_text(slot, frame.payload),
             codec::OP_PING => {
                 self.wbuf.clear();
@@ -691,6 +734,7 @@ impl Driver {
                 let detail = format!("{} sent a binary frame", self.describe(slot));
                 self.fail(slot, Counter::ErrProtocol, detail);
             }
+            codec::OP_CLOSE if self.conns[slot as usize].state == State::Closing => self.close_done(slot),
             codec::OP_CLOSE => {
                 let code = frame.payload.get(..2).map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
                 let reason = String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default());
@@ -774,7 +818,8 @@ impl Driver {
             return;
         }
         let elapsed = monotonic_ns().saturating_sub(conn.started_ns);
-        stats::record_nanos(&mut self.login_hist, elapsed);
+        let histogram = if conn.churning { &mut self.churn_hist } else { &mut self.login_hist };
+        stats::record_nanos(histogram, elapsed);
         let counter = if conn.churning {
             conn.churning = false;
             Counter::ChurnOk
@@ -812,6 +857,7 @@ impl Driver {
             let what = match conn.state {
                 State::Connecting => "TCP connect",
                 State::Handshaking => "WebSocket handshake answer",
+                State::Closing => "close answer",
                 _ => "login confirmation",
             };
             let detail = format!(
@@ -828,11 +874,19 @@ impl Driver {
         self.fail(slot, Counter::ErrProtocol, detail);
     }
 
+    /// A churn close is over (close answer, EOF, reset or timeout): reconnect soon.
+    fn close_done(&mut self, slot: u32) {
+        self.drop_conn(slot);
+        self.reconnects.push(slot);
+    }
+
     /// Closes a connection because of an error, counting the error and the failed step.
     fn fail(&mut self, slot: u32, kind: Counter, detail: String) {
         let conn = &self.conns[slot as usize];
         match conn.state {
             State::Idle | State::Closed => return,
+            // The end of a close we asked for is not an error.
+            State::Closing => return self.close_done(slot),
             State::Connecting | State::Handshaking => {
                 let counter = if conn.churning { Counter::ChurnFail } else { Counter::ConnectFail };
                 self.shared.counters.add(counter, 1);
@@ -861,11 +915,7 @@ impl Driver {
         self.wbuf.clear();
         let mask = self.next_mask();
         codec::encode_client_frame(&mut self.wbuf, codec::OP_CLOSE, &code.to_be_bytes(), mask);
-        let conn = &mut self.conns[slot as usize];
-        if let Some(stream) = conn.stream.as_mut() {
-            // Best effort: the socket is closed right after.
-            let _ = stream.write(&self.wbuf);
-        }
+        self.send_wbuf(slot);
     }
 
     fn set_state(&mut self, slot: u32, state: State) {

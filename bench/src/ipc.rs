@@ -23,7 +23,7 @@ pub enum Report {
     /// the chat latencies of the interval, and new error descriptions.
     Stats { counters: Vec<u64>, done_phase: u8, latency: Option<String>, samples: Vec<String> },
     /// After `finish`: final counters, whole-run histograms and the receipt tally.
-    Final { counters: Vec<u64>, connect: String, login: String, latency: String, tally: Tally },
+    Final { counters: Vec<u64>, connect: String, login: String, churn: String, latency: String, tally: Tally },
 }
 
 /// Writes one value as a JSON line and flushes it.

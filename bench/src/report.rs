@@ -45,6 +45,7 @@ pub struct Row {
 pub struct Histograms {
     pub connect: Histogram<u64>,
     pub login: Histogram<u64>,
+    pub churn: Histogram<u64>,
     pub latency: Histogram<u64>,
 }
 
@@ -53,6 +54,7 @@ impl Default for Histograms {
         Self {
             connect: crate::stats::new_histogram(),
             login: crate::stats::new_histogram(),
+            churn: crate::stats::new_histogram(),
             latency: crate::stats::new_histogram(),
         }
     }
@@ -185,6 +187,8 @@ struct ChurnSummary {
     seconds: f64,
     ok: u64,
     failed: u64,
+    /// A churned connection's TCP connect until its re-login was confirmed.
+    reconnect_latency: Percentiles,
 }
 
 #[derive(Serialize)]
@@ -338,6 +342,7 @@ pub fn finish(args: &Args, plan: &Plan, o: Outcome) -> i32 {
             seconds: round3(o.churn_secs),
             ok: get(c, Counter::ChurnOk),
             failed: churn_failed,
+            reconnect_latency: Percentiles::of(&o.hists.churn),
         },
         errors,
         error_samples: &o.samples,
@@ -470,8 +475,14 @@ fn human(s: &Summary<'_>) -> String {
     if s.churn.rate > 0 {
         let _ = writeln!(
             out,
-            "churn:   {} reconnects ok, {} failed in {:.1} s",
-            s.churn.ok, s.churn.failed, s.churn.seconds
+            "churn:   {} reconnects ok, {} failed in {:.1} s; reconnect+login p50 {:.2} ms p99 {:.2} ms \
+             max {:.2} ms",
+            s.churn.ok,
+            s.churn.failed,
+            s.churn.seconds,
+            ms(s.churn.reconnect_latency.p50_us),
+            ms(s.churn.reconnect_latency.p99_us),
+            ms(s.churn.reconnect_latency.max_us)
         );
     }
     let errors: Vec<String> = s

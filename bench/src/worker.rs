@@ -93,14 +93,15 @@ pub fn run() -> io::Result<()> {
     // One last interval report, then the totals.
     let last = stats_report(&workers);
     let mut counters = vec![0; COUNTER_COUNT];
-    let (mut connect, mut login, mut latency) =
-        (stats::new_histogram(), stats::new_histogram(), stats::new_histogram());
+    let (mut connect, mut login, mut churn, mut latency) =
+        (stats::new_histogram(), stats::new_histogram(), stats::new_histogram(), stats::new_histogram());
     let mut tally = Tally::default();
     for w in workers {
         let done = w.handle.join().map_err(|_| io::Error::other("driver thread panicked"))?;
         w.shared.counters.add_to(&mut counters);
         stats::merge(&mut connect, &done.connect);
         stats::merge(&mut login, &done.login);
+        stats::merge(&mut churn, &done.churn);
         stats::merge(&mut latency, &done.latency);
         tally.add(done.tally);
     }
@@ -111,6 +112,7 @@ pub fn run() -> io::Result<()> {
             counters,
             connect: stats::encode_histogram(&connect),
             login: stats::encode_histogram(&login),
+            churn: stats::encode_histogram(&churn),
             latency: stats::encode_histogram(&latency),
             tally,
         },

@@ -103,3 +103,18 @@ fn a_server_that_never_answers_times_out() {
     assert!(run.elapsed < Duration::from_secs(10), "took {:?}", run.elapsed);
     drop(listener);
 }
+
+#[test]
+fn churn_reconnects_and_logs_in_again() {
+    let server = TestServer::start(0);
+    let url = server.url("/ws");
+    let run = run_loadgen(&["--url", &url, "--connections", "200", "--churn-rate", "300", "--churn-duration", "1"]);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let churned = run.summary["churn"]["ok"].as_u64().unwrap();
+    assert!(churned >= 200, "churned {churned}");
+    assert_eq!(run.summary["churn"]["failed"], 0);
+    assert_eq!(run.summary["connect"]["open_at_end"], 200);
+    // Every churn is one more upgrade and one more login.
+    assert_eq!(server.seen.upgrades.load(Ordering::Relaxed), 200 + churned);
+    assert_eq!(server.seen.logins.load(Ordering::Relaxed), 200 + churned);
+}

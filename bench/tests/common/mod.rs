@@ -149,6 +149,10 @@ fn serve(stream: TcpStream, seen: &Seen, directory: &Directory, counter: &Atomic
                 }
             }
             0x8 => {
+                // Log the user out before answering, as a server should.
+                if let Some(name) = me.take() {
+                    directory.lock().unwrap().remove(&name);
+                }
                 let mut w = writer.lock().unwrap();
                 let _ = w.write_all(&[0x88, 0]);
                 let _ = w.shutdown(Shutdown::Both);

@@ -11,7 +11,7 @@
 # Defaults (flag, or environment): TARGET=1000000 connections, HOLD=10 s, PER_NODE=19000
 # sockets per node, NODES=ceil(TARGET/PER_NODE), PORT=9300, REACTORS=1 per node,
 # REDIS_PORT=6391. Binaries: SWITCHBOARD_BIN and LOADGEN_BIN (default target/release/
-# switchboard and target/release/loadgen, built with cargo when missing).
+# switchboard and target/release/loadgen, brought up to date with cargo build).
 # Example (what docs/operations.md quotes): scripts/capacity.sh --target 40000 --nodes 3
 #
 # A million needs ~8 GB of kernel memory with both ends on this host (DESIGN.md) and
@@ -45,7 +45,7 @@ while (($#)); do
         --reactors) reactors=$2; shift ;;
         --standalone) standalone=1 ;;
         --) shift; extra=("$@"); break ;;
-        -h | --help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "capacity: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -54,13 +54,19 @@ done
 
 die() { echo "capacity: $*" >&2; exit 1; }
 
+# A binary: $VAR as given, else target/release/NAME brought up to date by cargo (a no-op
+# when fresh; an old binary is used, with a warning, if the build fails).
 binary() {
     local var=$1 name=$2 bin
-    bin=${!var:-$root/target/release/$name}
-    if [[ ! -x "$bin" ]]; then
-        [[ -z "${!var:-}" ]] || die "$var=$bin is not an executable"
-        echo "building $bin (cargo build --release -p $name)" >&2
-        (cd "$root" && cargo build --release -p "$name" >&2)
+    if [[ -n "${!var:-}" ]]; then
+        [[ -x "${!var}" ]] || die "$var=${!var} is not an executable"
+        echo "${!var}"
+        return
+    fi
+    bin=$root/target/release/$name
+    if ! (cd "$root" && cargo build --release -q -p "$name" >&2); then
+        [[ -x "$bin" ]] || die "cannot build $bin"
+        echo "warning: cargo build failed; using the existing $bin" >&2
     fi
     echo "$bin"
 }

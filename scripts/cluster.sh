@@ -24,7 +24,7 @@
 #   CLUSTER_REDIS_PORT  redis-server port                         (6390)
 #   CLUSTER_REACTORS    reactor threads per node                  (1)
 #   CLUSTER_NODE_ARGS   extra node flags, e.g. "--routing broadcast"
-#   SWITCHBOARD_BIN     node binary (default target/release/switchboard, built if missing)
+#   SWITCHBOARD_BIN     node binary (default target/release/switchboard, cargo-built)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,15 +38,20 @@ template="$root/deploy/nginx.conf"
 
 die() { echo "cluster: $*" >&2; exit 1; }
 
-usage() { sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
 
-# The node binary, built in release mode when absent.
+# The node binary: SWITCHBOARD_BIN as given, else target/release/switchboard brought up to
+# date by cargo (a no-op when fresh; an old binary is used, with a warning, if the build fails).
 node_binary() {
-    local bin=${SWITCHBOARD_BIN:-$root/target/release/switchboard}
-    if [[ ! -x "$bin" ]]; then
-        [[ -z "${SWITCHBOARD_BIN:-}" ]] || die "SWITCHBOARD_BIN=$bin is not an executable"
-        echo "building $bin (cargo build --release -p switchboard)" >&2
-        (cd "$root" && cargo build --release -p switchboard >&2)
+    if [[ -n "${SWITCHBOARD_BIN:-}" ]]; then
+        [[ -x "$SWITCHBOARD_BIN" ]] || die "SWITCHBOARD_BIN=$SWITCHBOARD_BIN is not an executable"
+        echo "$SWITCHBOARD_BIN"
+        return
+    fi
+    local bin=$root/target/release/switchboard
+    if ! (cd "$root" && cargo build --release -q -p switchboard >&2); then
+        [[ -x "$bin" ]] || die "cannot build $bin"
+        echo "warning: cargo build failed; using the existing $bin" >&2
     fi
     echo "$bin"
 }

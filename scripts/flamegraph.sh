@@ -4,9 +4,10 @@
 #   scripts/flamegraph.sh [--pid PID] [--seconds N] [--freq HZ] [--name NAME] [-- LOAD...]
 #
 # Without --pid it starts a node of its own (SWITCHBOARD_BIN, default
-# target/release/switchboard, built if missing) on a free loopback port, and stops it at
-# the end. LOAD, if given, is a command run while perf records: it starts first, gets
-# WARMUP seconds (default 1) to ramp up, and is stopped when recording ends. In LOAD,
+# target/release/switchboard, brought up to date with cargo build) on a free loopback
+# port, and stops it at the end. LOAD, if given, is a command run while perf records:
+# it starts first, gets WARMUP seconds (default 1) to ramp up, and is stopped when
+# recording ends. In LOAD,
 # {url} is replaced by the node's ws:// URL (also exported as SWITCHBOARD_URL, with
 # SWITCHBOARD_PID), e.g.
 #   scripts/flamegraph.sh --seconds 10 -- target/release/loadgen --url {url} \
@@ -35,7 +36,7 @@ while (($#)); do
         --freq) freq=$2; shift ;;
         --name) name=$2; shift ;;
         --) shift; load=("$@"); break ;;
-        -h | --help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "flamegraph: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -70,9 +71,9 @@ data="$results/perf-$name-$stamp.data"
 
 if [[ -z "$pid" ]]; then
     bin=${SWITCHBOARD_BIN:-$root/target/release/switchboard}
-    if [[ ! -x "$bin" ]]; then
-        echo "building $bin (cargo build --release -p switchboard)" >&2
-        (cd "$root" && cargo build --release -p switchboard >&2)
+    if [[ -z "${SWITCHBOARD_BIN:-}" ]] && ! (cd "$root" && cargo build --release -q -p switchboard >&2); then
+        [[ -x "$bin" ]] || { echo "flamegraph: cannot build $bin" >&2; exit 1; }
+        echo "warning: cargo build failed; using the existing $bin" >&2
     fi
     log="$base.node.log"
     "$bin" --listen 127.0.0.1:0 >"$log" 2>&1 &

@@ -24,7 +24,7 @@ conf="$here/../sysctl.conf"
 state="${TUNE_KERNEL_STATE:-/var/lib/switchboard/sysctl.before}"
 mode=apply
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
 
 while (($#)); do
     case "$1" in

@@ -1,0 +1,43 @@
+//! A seed client logs in and chats at once, without waiting for anything:
+//! on a Redis-joined node the login is decided by the cluster registry, and
+//! what the client sends meanwhile waits for that decision instead of failing.
+
+mod common;
+
+use common::raw::{text, upgrade_request, RawClient};
+use common::redis::RedisServer;
+use common::{chat_bytes, NodeProc};
+
+#[test]
+fn chat_sent_in_the_same_packet_as_the_login_is_delivered() {
+    let redis = RedisServer::start();
+    let a = NodeProc::start(&["--redis", &redis.url()]);
+    let b = NodeProc::start(&["--redis", &redis.url()]);
+
+    let mut bob = RawClient::connect(b.addr);
+    let mut bytes = upgrade_request("/ws").into_bytes();
+    bytes.extend(text(r#"{"MessageType":"loginmsg","Sender":"bob"}"#));
+    bytes.extend(text(r#"{"MessageType":"chatmsg","Data":"me first","Reciever":"bob"}"#));
+    bob.send(&bytes);
+    bob.read_http_head();
+    assert_eq!(bob.read_text(), chat_bytes("me first", "bob", "bob"));
+
+    let mut alice = RawClient::connect(a.addr);
+    let mut bytes = upgrade_request("/ws").into_bytes();
+    bytes.extend(text(r#"{"MessageType":"loginmsg","Sender":"alice"}"#));
+    bytes.extend(text(r#"{"MessageType":"chatmsg","Data":"hi across","Reciever":"bob"}"#));
+    alice.send(&bytes);
+    alice.read_http_head();
+    assert_eq!(bob.read_text(), chat_bytes("hi across", "bob", "alice"));
+
+    // A refused login answers the seed's way, and what followed it is then
+    // treated as coming from a client that is not logged in.
+    let mut second = RawClient::connect(a.addr);
+    let mut bytes = upgrade_request("/ws").into_bytes();
+    bytes.extend(text(r#"{"MessageType":"loginmsg","Sender":"bob"}"#));
+    bytes.extend(text(r#"{"MessageType":"chatmsg","Data":"as bob?","Reciever":"alice"}"#));
+    second.send(&bytes);
+    second.read_http_head();
+    assert_eq!(second.read_text(), "\"User already exists\"\n");
+    assert!(second.read_text().contains("log in first"));
+}

@@ -132,14 +132,9 @@ impl Reactor {
         match request {
             Request::Login { name } => self.login(token, &name),
             Request::Chat { to, data } => {
+                // Never a pending login here: input waits until the bus decides.
                 let Some(from) = self.conn_mut(token).and_then(|c| c.speaker().map(CompactString::from)) else {
-                    let pending = self.conn_mut(token).is_some_and(|c| c.user.is_some());
-                    let why = if pending {
-                        "your login is not confirmed yet"
-                    } else {
-                        "log in first: {\"MessageType\":\"loginmsg\",\"Sender\":\"NAME\"}"
-                    };
-                    return self.reply_error(token, why);
+                    return self.reply_error(token, "log in first: {\"MessageType\":\"loginmsg\",\"Sender\":\"NAME\"}");
                 };
                 let mut encoded = mem::take(&mut self.encode);
                 encoded.clear();
@@ -193,15 +188,18 @@ impl Reactor {
             self.stats().users.fetch_sub(1, Relaxed);
         }
         let conn = self.conn_mut(token).expect("checked above");
+        let was_pending = conn.has(flag::LOGIN_PENDING);
         conn.flags &= !flag::LOGIN_PENDING;
         if accepted {
             self.stats().users.fetch_add(1, Relaxed);
-            return;
+        } else if let Some(name) = conn.user.take() {
+            let at = self.conn_ref(split_token(token).0);
+            self.hub.directory.remove(&name, at);
+            self.queue_frame(token, op::TEXT, protocol::USER_EXISTS);
         }
-        let Some(name) = conn.user.take() else { return };
-        let at = self.conn_ref(split_token(token).0);
-        self.hub.directory.remove(&name, at);
-        self.queue_frame(token, op::TEXT, protocol::USER_EXISTS);
+        if was_pending {
+            self.resume_input(token);
+        }
     }
 
     /// Sends an encoded chat message to `to`: on this reactor directly, on

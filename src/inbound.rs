@@ -31,6 +31,10 @@ impl Reactor {
         let mut scratch = mem::take(&mut self.scratch);
         let mut budget = READ_BUDGET;
         while let Some(conn) = self.conn_mut(token) {
+            if conn.has(flag::LOGIN_PENDING) {
+                // Read on once the bus has decided (see `resume_input`).
+                break;
+            }
             match (&conn.socket).read(&mut scratch) {
                 Ok(0) => {
                     // EOF: the peer is gone (or finished its side of a close).
@@ -62,6 +66,14 @@ impl Reactor {
             }
         }
         self.scratch = scratch;
+    }
+
+    /// Picks up input held back while a login was pending: what is buffered is
+    /// processed now, and the socket is read again, since its edges may have
+    /// passed meanwhile.
+    pub(crate) fn resume_input(&mut self, token: Token) {
+        self.ingest(token, &mut []);
+        self.still_readable.push((token, true));
     }
 
     pub(crate) fn read_still_readable(&mut self) {
@@ -133,6 +145,9 @@ impl Reactor {
                         }
                     }
                 }
+                // What follows a login waits for its decision, so a client may
+                // chat right after logging in, as seed clients do.
+                Phase::Open(_) if conn.has(flag::LOGIN_PENDING) => return pos,
                 Phase::Open(_) => {
                     let head = match codec::parse_client_header(&buf[pos..]) {
                         Ok(Some(head)) => head,

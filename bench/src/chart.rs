@@ -53,6 +53,7 @@ pub fn draw(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
                 ("p99 ms", RED, Box::new(|r: &Row| r.p99_us.map(|v| v as f64 / 1000.0))),
                 ("loadgen cpu %/10", CYAN, Box::new(|r: &Row| Some(r.loadgen_cpu_pct / 10.0))),
                 ("server cpu %/10", MAGENTA, Box::new(|r: &Row| Some(r.server_cpu_pct / 10.0))),
+                ("machine cpu %/10", BLACK, Box::new(|r: &Row| Some(r.machine_cpu_pct / 10.0))),
             ],
         ),
     ];
@@ -107,6 +108,7 @@ mod tests {
                 loadgen_rss: 1 << 20,
                 loadgen_cpu_pct: 30.0,
                 server_cpu_pct: 20.0,
+                machine_cpu_pct: 60.0,
             })
             .collect();
         let path = std::env::temp_dir().join(format!("loadgen-chart-{}.svg", std::process::id()));

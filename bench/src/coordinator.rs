@@ -77,7 +77,7 @@ struct Run<'a> {
     last_tick: Instant,
     /// Just after the workers' next once-a-second reports.
     next_tick: Instant,
-    last_cpu: (f64, f64),
+    last_cpu: (f64, f64, f64),
     last_totals: Vec<u64>,
     progress: Progress,
 }
@@ -100,7 +100,7 @@ impl<'a> Run<'a> {
             phase: "start",
             last_tick: now,
             next_tick: crate::clock::next_second_boundary() + TICK_AFTER_REPORTS,
-            last_cpu: (0.0, 0.0),
+            last_cpu: (0.0, 0.0, 0.0),
             last_totals: vec![0; COUNTER_COUNT],
             progress: Progress::new(args.quiet),
         };
@@ -208,7 +208,7 @@ impl<'a> Run<'a> {
         outcome.threads = self.threads;
         outcome.wall_secs = self.started.elapsed().as_secs_f64();
         if let [before, after] = cpu_marks[..] {
-            outcome.chat_cpu = Some((after.0 - before.0, after.1 - before.1));
+            outcome.chat_cpu = Some((after.0 - before.0, after.1 - before.1, after.2 - before.2));
         }
         outcome.rows = std::mem::take(&mut self.rows);
         Ok(report::finish(self.args, &self.plan, outcome))
@@ -309,6 +309,7 @@ impl<'a> Run<'a> {
             loadgen_rss: memory.loadgen_rss,
             loadgen_cpu_pct: (cpu.0 - self.last_cpu.0) / secs * 100.0,
             server_cpu_pct: (cpu.1 - self.last_cpu.1) / secs * 100.0,
+            machine_cpu_pct: (cpu.2 - self.last_cpu.2) / secs * 100.0,
         };
         self.interval.reset();
         self.last_cpu = cpu;
@@ -332,12 +333,13 @@ impl<'a> Run<'a> {
         self.counters.iter().map(|c| get(c, counter)).sum()
     }
 
-    /// CPU seconds so far: (load generator incl. workers, servers given by --server-pid).
-    fn cpu_seconds(&self) -> (f64, f64) {
+    /// CPU seconds so far: (load generator incl. workers, servers given by --server-pid,
+    /// the whole machine).
+    fn cpu_seconds(&self) -> (f64, f64, f64) {
         let own = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0)
             + self.fleet.workers.iter().filter_map(|w| procfs::cpu_seconds(w.pid)).sum::<f64>();
         let servers = self.args.server_pids.iter().filter_map(|&p| procfs::cpu_seconds(p)).sum();
-        (own, servers)
+        (own, servers, procfs::machine_busy_seconds())
     }
 
     fn memory(&self) -> MemorySnapshot {
@@ -390,7 +392,7 @@ impl Progress {
         let p99 = row.p99_us.map_or("-".into(), |us| format!("{:.2}ms", us as f64 / 1000.0));
         let line = format!(
             "{:>5.0}s {:<7} conns {}/{} login {} | sent {:.0}/s deliv {:.0}/s p99 {p99} | \
-             sent {} recv {} err {errors} | cpu loadgen {:.0}% server {:.0}% | server rss {} slab {}",
+             sent {} recv {} err {errors} | cpu loadgen {:.0}% server {:.0}% machine {:.0}% | server rss {} slab {}",
             row.t,
             row.phase,
             row.connections,
@@ -402,6 +404,7 @@ impl Progress {
             get(totals, Counter::Received),
             row.loadgen_cpu_pct,
             row.server_cpu_pct,
+            row.machine_cpu_pct,
             report::mib(row.server_rss),
             report::mib(row.slab),
         );

@@ -38,6 +38,19 @@ pub fn rusage_cpu_seconds() -> f64 {
     total
 }
 
+/// Busy CPU seconds of the whole machine, all cores (from the `cpu` line of /proc/stat):
+/// shows how much CPU went to processes other than the load generator and the servers.
+pub fn machine_busy_seconds() -> f64 {
+    let text = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let ticks: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy: f64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    busy / clock_ticks_per_second()
+}
+
 /// Kernel slab memory: (Slab, SUnreclaim) in bytes, from /proc/meminfo.
 pub fn slab_bytes() -> (u64, u64) {
     let text = fs::read_to_string("/proc/meminfo").unwrap_or_default();

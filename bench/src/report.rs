@@ -39,6 +39,8 @@ pub struct Row {
     pub loadgen_rss: u64,
     pub loadgen_cpu_pct: f64,
     pub server_cpu_pct: f64,
+    /// All processes on the machine (200 = two cores busy).
+    pub machine_cpu_pct: f64,
 }
 
 /// The merged whole-run histograms (microseconds).
@@ -83,7 +85,7 @@ pub struct Outcome {
     /// (load generator, servers) CPU seconds over the whole run.
     pub cpu_total: (f64, f64),
     /// (load generator, servers) CPU seconds during the chat phase.
-    pub chat_cpu: Option<(f64, f64)>,
+    pub chat_cpu: Option<(f64, f64, f64)>,
     pub workers: u32,
     pub threads: u32,
     pub rows: Vec<Row>,
@@ -215,6 +217,8 @@ struct CpuSummary {
     /// Percent of one core during the chat phase (200 = two cores busy).
     chat_loadgen_pct: Option<f64>,
     chat_server_pct: Option<f64>,
+    /// Whole machine during chat: what exceeds load generator + servers went elsewhere.
+    chat_machine_pct: Option<f64>,
 }
 
 /// Writes every output and returns the exit status.
@@ -363,8 +367,9 @@ pub fn finish(args: &Args, plan: &Plan, o: Outcome) -> i32 {
             wall_s: round3(o.wall_secs),
             loadgen_cpu_s: round3(o.cpu_total.0),
             server_cpu_s: round3(o.cpu_total.1),
-            chat_loadgen_pct: o.chat_cpu.map(|(l, _)| round1(l / o.chat_secs.max(1e-9) * 100.0)),
-            chat_server_pct: o.chat_cpu.map(|(_, s)| round1(s / o.chat_secs.max(1e-9) * 100.0)),
+            chat_loadgen_pct: o.chat_cpu.map(|(l, _, _)| round1(l / o.chat_secs.max(1e-9) * 100.0)),
+            chat_server_pct: o.chat_cpu.map(|(_, s, _)| round1(s / o.chat_secs.max(1e-9) * 100.0)),
+            chat_machine_pct: o.chat_cpu.map(|(_, _, m)| round1(m / o.chat_secs.max(1e-9) * 100.0)),
         },
         timeline: &o.rows,
     };
@@ -395,12 +400,12 @@ pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
         "time_s,phase,connections,logged_in,sent_per_s,delivered_per_s,p99_latency_us,\
          server_rss_bytes,slab_bytes,sunreclaim_bytes,loadgen_rss_bytes,loadgen_cpu_pct,\
-         server_cpu_pct\n",
+         server_cpu_pct,machine_cpu_pct\n",
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:.1},{},{},{},{:.0},{:.0},{},{},{},{},{},{:.1},{:.1}",
+            "{:.1},{},{},{},{:.0},{:.0},{},{},{},{},{},{:.1},{:.1},{:.1}",
             r.t,
             r.phase,
             r.connections,
@@ -413,7 +418,8 @@ pub fn csv(rows: &[Row]) -> String {
             r.sunreclaim,
             r.loadgen_rss,
             r.loadgen_cpu_pct,
-            r.server_cpu_pct
+            r.server_cpu_pct,
+            r.machine_cpu_pct
         );
     }
     out
@@ -510,13 +516,14 @@ fn human(s: &Summary<'_>) -> String {
     let _ = writeln!(
         out,
         "cpu:     load generator {:.1} s, servers {:.1} s over {:.1} s wall ({} cores); \
-         during chat: load generator {}, servers {}",
+         during chat: load generator {}, servers {}, whole machine {}",
         s.cpu.loadgen_cpu_s,
         s.cpu.server_cpu_s,
         s.cpu.wall_s,
         s.machine.cpus,
         pct(s.cpu.chat_loadgen_pct),
-        pct(s.cpu.chat_server_pct)
+        pct(s.cpu.chat_server_pct),
+        pct(s.cpu.chat_machine_pct)
     );
     if s.ok {
         let _ = writeln!(out, "result:  OK");
@@ -583,11 +590,12 @@ mod tests {
             loadgen_rss: 4,
             loadgen_cpu_pct: 50.0,
             server_cpu_pct: 25.0,
+            machine_cpu_pct: 90.0,
         };
         let text = csv(&[row.clone(), row]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[1], "1.0,chat,10,10,5,5,250,1,2,3,4,50.0,25.0");
+        assert_eq!(lines[1], "1.0,chat,10,10,5,5,250,1,2,3,4,50.0,25.0,90.0");
         assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
     }
 }

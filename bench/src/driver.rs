@@ -149,7 +149,10 @@ pub struct Driver {
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     first: u32,
+    /// Connection state, pushed in slot order as the connect phase starts each one.
     conns: Vec<Conn>,
+    /// Connections this thread is responsible for.
+    count: u32,
     poll: Poll,
     activity: Activity,
     /// Fraction of all connections this thread holds: its share of every rate.
@@ -181,18 +184,9 @@ impl Driver {
     /// # Errors
     /// The poll instance cannot be created.
     pub fn new(plan: Arc<Plan>, shared: Arc<Shared>, first: u32, count: u32) -> io::Result<Self> {
-        let conns = (0..count)
-            .map(|_| Conn {
-                stream: None,
-                out: Vec::new(),
-                inp: Vec::new(),
-                started_ns: 0,
-                seq: 0,
-                generation: 0,
-                state: State::Idle,
-                churning: false,
-            })
-            .collect();
+        // Reserved, not touched: pages become resident as connections are started, so the
+        // RSS growth the coordinator reports per connection includes this state.
+        let conns = Vec::with_capacity(count as usize);
         let share = count as f64 / plan.connections.max(1) as f64;
         let rng = codec::splitmix64(plan.seed ^ (first as u64).wrapping_mul(0x9E37));
         Ok(Self {
@@ -200,6 +194,7 @@ impl Driver {
             shared,
             first,
             conns,
+            count,
             poll: Poll::new()?,
             activity: Activity::Idle,
             share,
@@ -285,7 +280,7 @@ impl Driver {
 
     /// Starts whatever the current activity has due by `now`.
     fn advance(&mut self, now: u64) {
-        let count = self.conns.len() as u32;
+        let count = self.count;
         match self.activity {
             Activity::Idle => {}
             Activity::Connect { start_ns, next } => {
@@ -303,7 +298,7 @@ impl Driver {
                 let due = self.due(start_ns, now, self.plan.login_rate, count as u64) as u32;
                 let end = due.min(next + START_BATCH);
                 for slot in next..end {
-                    if self.conns[slot as usize].state == State::Open {
+                    if self.conns.get(slot as usize).is_some_and(|c| c.state == State::Open) {
                         self.start_login(slot, now);
                     }
                 }
@@ -382,6 +377,18 @@ impl Driver {
         let index = self.first + slot;
         let target = self.plan.target_of(index).addr;
         let source = self.plan.source_of(index);
+        if slot as usize == self.conns.len() {
+            self.conns.push(Conn {
+                stream: None,
+                out: Vec::new(),
+                inp: Vec::new(),
+                started_ns: 0,
+                seq: 0,
+                generation: 0,
+                state: State::Idle,
+                churning: false,
+            });
+        }
         let conn = &mut self.conns[slot as usize];
         conn.generation = conn.generation.wrapping_add(1);
         let generation = conn.generation;
@@ -431,6 +438,9 @@ impl Driver {
 
     fn send_chat(&mut self) {
         let count = self.conns.len() as u64;
+        if count == 0 {
+            return;
+        }
         let mut chosen = None;
         for _ in 0..8 {
             let slot = (self.next_random() % count) as usize;
@@ -465,6 +475,9 @@ impl Driver {
     /// Closes one logged-in connection (close frame, then the socket) and reconnects it.
     fn churn_one(&mut self, now: u64) {
         let count = self.conns.len() as u64;
+        if count == 0 {
+            return;
+        }
         let mut chosen = None;
         for _ in 0..8 {
             let slot = (self.next_random() % count) as u32;
@@ -842,6 +855,10 @@ impl Driver {
     }
 
     fn expire_deadlines(&mut self, now: u64) {
+        // Give back the queue's memory once a connect or login wave has passed.
+        if self.deadlines.is_empty() && self.deadlines.capacity() > 1024 {
+            self.deadlines = VecDeque::new();
+        }
         while let Some(&(deadline, slot, generation)) = self.deadlines.front() {
             if deadline > now {
                 break;

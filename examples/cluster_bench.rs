@@ -131,6 +131,7 @@ fn main() -> io::Result<()> {
     for i in 0..args.users {
         let (addr, path) = &args.urls[i % args.urls.len()];
         let mut stream = TcpStream::connect(*addr)?;
+        stream.set_nodelay(true)?;
         poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         let mut output = Vec::new();
         write!(

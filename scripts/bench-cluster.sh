@@ -33,6 +33,14 @@ cargo build --release --quiet --bin switchboard --example cluster_bench
 BIN=target/release/switchboard
 BENCH=target/release/examples/cluster_bench
 
+# CPU seconds (user + system) used so far by Redis, and by a list of pids.
+redis_cpu() { redis-cli -p "$REDIS_PORT" info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.2f", s}'; }
+pids_cpu() {
+    local ticks=0 pid
+    for pid in "$@"; do ticks=$(( ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) )); done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 REDIS_PORT=$(free_port)
@@ -58,8 +66,13 @@ for routing in $ROUTINGS; do
             urls+=(--url "ws://$(sed -n 's/^switchboard listening on //p' "$WORK/node$i.out")/ws")
         done
         users=$(( USERS > n ? USERS : n ))
+        redis0=$(redis_cpu); nodes0=$(pids_cpu "${node_pids[@]}"); t0=$(date +%s.%N)
         "$BENCH" "${urls[@]}" --users "$users" --window "$WINDOW" --seconds "$SECONDS_MEASURED" \
             --label "$routing" | tee -a "$OUT"
+        t1=$(date +%s.%N)
+        echo "cpu over the whole run ($(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s wall, 2 cores):" \
+            "redis $(awk -v a="$redis0" -v b="$(redis_cpu)" 'BEGIN {printf "%.1f", b - a}') s," \
+            "nodes $(awk -v a="$nodes0" -v b="$(pids_cpu "${node_pids[@]}")" 'BEGIN {printf "%.1f", b - a}') s" >&2
         kill "${node_pids[@]}" 2>/dev/null || true
         wait "${node_pids[@]}" 2>/dev/null || true
         redis-cli -p "$REDIS_PORT" flushall >/dev/null

@@ -32,9 +32,8 @@ fn names_on_every_shard(cluster: &RedisCluster) -> Vec<String> {
 #[test]
 fn chat_crosses_nodes_over_sharded_pubsub_and_follows_a_slot_move() {
     let cluster = RedisCluster::start(3);
-    let nodes: Vec<NodeProc> = (0..3)
-        .map(|_| NodeProc::start(&["--redis", &cluster.url(), "--reactors", "1"]))
-        .collect();
+    let nodes: Vec<NodeProc> =
+        (0..3).map(|_| NodeProc::start(&["--redis", &cluster.url(), "--reactors", "1"])).collect();
     let names = names_on_every_shard(&cluster);
     let mut clients: Vec<Ws> = names
         .iter()
@@ -57,10 +56,7 @@ fn chat_crosses_nodes_over_sharded_pubsub_and_follows_a_slot_move() {
         let to = (from + 1) % names.len();
         let data = format!("m{from}");
         chat(&mut clients[from], &names[to], &data);
-        assert_eq!(
-            recv_text(&mut clients[to]),
-            chat_bytes(&data, &names[to], &names[from])
-        );
+        assert_eq!(recv_text(&mut clients[to]), chat_bytes(&data, &names[to], &names[from]));
     }
     // The registry works across slots: a second login elsewhere is refused.
     let mut impostor = connect(&nodes[1].url("/ws"));
@@ -89,10 +85,7 @@ fn chat_crosses_nodes_over_sharded_pubsub_and_follows_a_slot_move() {
     let moved = Instant::now();
     let mut probe = 0;
     loop {
-        assert!(
-            moved.elapsed() < Duration::from_secs(5),
-            "delivery to {moving} did not resume after its slot moved"
-        );
+        assert!(moved.elapsed() < Duration::from_secs(5), "delivery to {moving} did not resume after its slot moved");
         probe += 1;
         chat(&mut clients[0], moving, &format!("p{probe}"));
         if try_recv(&mut clients[1], Duration::from_millis(200)).is_some() {

@@ -197,27 +197,20 @@ impl RedisCluster {
 }
 
 /// Logs `ws` in as `name` on a clustered node and waits for the cluster's
-/// decision by probing with a message to itself. Returns false when the
-/// login was refused with the seed's `"User already exists"`.
+/// decision with a message to itself, sent at once: the node holds it until
+/// the login is decided. Returns false when the login was refused with the
+/// seed's `"User already exists"`.
 pub fn cluster_login(ws: &mut super::Ws, name: &str) -> bool {
     super::login(ws, name);
-    let echo = super::chat_bytes("login-probe", name, name);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        super::chat(ws, name, "login-probe");
-        let reply = super::recv_text(ws);
-        if reply == echo {
-            return true;
-        }
-        if reply == "\"User already exists\"\n" {
-            // The probe sent after the refusal gets "log in first"; read it.
-            let _ = super::recv_text(ws);
-            return false;
-        }
-        assert!(reply.contains("not confirmed yet"), "unexpected reply while logging in {name}: {reply:?}");
-        assert!(Instant::now() < deadline, "login of {name} was never decided");
-        std::thread::sleep(Duration::from_millis(10));
+    super::chat(ws, name, "login-probe");
+    let reply = super::recv_text(ws);
+    if reply == super::chat_bytes("login-probe", name, name) {
+        return true;
     }
+    assert_eq!(reply, "\"User already exists\"\n", "unexpected reply while logging in {name}");
+    // The probe, processed after the refusal, gets "log in first".
+    assert!(super::recv_text(ws).contains("log in first"));
+    false
 }
 
 /// The next text message within `timeout`, or None (skips pings).

@@ -24,9 +24,15 @@ for i in $(seq 1 "$nodes"); do
 done
 for i in $(seq 1 "$nodes"); do
   port=$((9100 + i))
+  up=no
   for _ in $(seq 1 50); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then up=yes; break; fi
     sleep 0.1
   done
+  if [[ $up == no ]]; then
+    echo "node on port $port did not start; its log (/tmp/switchboard-$port.log):" >&2
+    cat "/tmp/switchboard-$port.log" >&2
+    exit 1
+  fi
 done
 "$loadgen_bin" "${urls[@]}" "${server_pids[@]}" "$@"

@@ -252,6 +252,13 @@ pub fn finish(args: &Args, plan: &Plan, o: Outcome) -> i32 {
     if o.tally.phantom(sent) > 0 {
         failures.push(format!("{} messages received that were never sent", o.tally.phantom(sent)));
     }
+    let (skipped, behind) = (get(c, Counter::SendSkipped), get(c, Counter::SendBehind));
+    if chat_ran && skipped + behind > 0 {
+        failures.push(format!(
+            "asked load not generated: {behind} messages dropped behind schedule (load generator \
+             saturated), {skipped} skipped (no ready sender or its output full)"
+        ));
+    }
     let errors_seen: Vec<String> = ERROR_KINDS
         .iter()
         .filter(|(counter, _)| get(c, *counter) > 0)

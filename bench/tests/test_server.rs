@@ -118,3 +118,40 @@ fn churn_reconnects_and_logs_in_again() {
     assert_eq!(server.seen.upgrades.load(Ordering::Relaxed), 200 + churned);
     assert_eq!(server.seen.logins.load(Ordering::Relaxed), 200 + churned);
 }
+
+#[test]
+fn cross_node_pattern_over_two_urls() {
+    // Two URLs that reach the same server: every message crosses "nodes" and still arrives.
+    let server = TestServer::start(0);
+    let url = server.url("/ws");
+    let run = run_loadgen(&[
+        "--url",
+        &url,
+        "--url",
+        &url,
+        "--connections",
+        "200",
+        "--pattern",
+        "cross-node",
+        "--rate",
+        "1000",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_eq!(run.summary["config"]["urls"].as_array().unwrap().len(), 2);
+    assert_eq!(run.summary["chat"]["lost"], 0);
+    assert_eq!(run.summary["chat"]["delivered"], run.summary["chat"]["sent"]);
+}
+
+#[test]
+fn connect_and_hold_without_login() {
+    let server = TestServer::start(0);
+    let url = server.url("/ws");
+    let run = run_loadgen(&["--url", &url, "--connections", "100", "--no-login", "--hold", "1"]);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_eq!(run.summary["connect"]["established"], 100);
+    assert_eq!(run.summary["login"]["ok"], 0);
+    assert_eq!(run.summary["chat"]["ran"], false);
+    assert_eq!(server.seen.logins.load(Ordering::Relaxed), 0);
+}

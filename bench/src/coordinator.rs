@@ -78,6 +78,8 @@ struct Run<'a> {
     /// Just after the workers' next once-a-second reports.
     next_tick: Instant,
     last_cpu: (f64, f64, f64),
+    /// Server CPU seconds when the run started (they may have run before).
+    servers_cpu_at_start: f64,
     last_totals: Vec<u64>,
     progress: Progress,
 }
@@ -101,10 +103,12 @@ impl<'a> Run<'a> {
             last_tick: now,
             next_tick: crate::clock::next_second_boundary() + TICK_AFTER_REPORTS,
             last_cpu: (0.0, 0.0, 0.0),
+            servers_cpu_at_start: 0.0,
             last_totals: vec![0; COUNTER_COUNT],
             progress: Progress::new(args.quiet),
         };
         run.last_cpu = run.cpu_seconds();
+        run.servers_cpu_at_start = run.last_cpu.1;
         run
     }
 
@@ -172,7 +176,7 @@ impl<'a> Run<'a> {
         self.phase = "finish";
         self.tick();
         outcome.end = self.memory();
-        let servers_cpu = self.cpu_seconds().1;
+        let servers_cpu = self.cpu_seconds().1 - self.servers_cpu_at_start;
         let finals = self.fleet.finish()?;
         // The workers have exited and been waited for: getrusage now covers them exactly.
         outcome.cpu_total = (procfs::rusage_cpu_seconds(), servers_cpu);

@@ -373,7 +373,7 @@ pub fn finish(args: &Args, plan: &Plan, o: Outcome) -> i32 {
         cpu: CpuSummary {
             wall_s: round3(o.wall_secs),
             loadgen_cpu_s: round3(o.cpu_total.0),
-            server_cpu_s: round3(o.cpu_total.1),
+            server_cpu_s: round3(o.cpu_total.1.max(0.0)),
             chat_loadgen_pct: o.chat_cpu.map(|(l, _, _)| round1(l / o.chat_secs.max(1e-9) * 100.0)),
             chat_server_pct: o.chat_cpu.map(|(_, s, _)| round1(s / o.chat_secs.max(1e-9) * 100.0)),
             chat_machine_pct: o.chat_cpu.map(|(_, _, m)| round1(m / o.chat_secs.max(1e-9) * 100.0)),
@@ -519,17 +519,18 @@ fn human(s: &Summary<'_>) -> String {
         bytes(m.slab_per_connection),
         bytes(m.loadgen_rss_per_connection)
     );
+    let sampled_servers = !s.memory.server_pids.is_empty();
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |p| format!("{p:.0}%"));
     let _ = writeln!(
         out,
-        "cpu:     load generator {:.1} s, servers {:.1} s over {:.1} s wall ({} cores); \
+        "cpu:     load generator {:.1} s, servers {} over {:.1} s wall ({} cores); \
          during chat: load generator {}, servers {}, whole machine {}",
         s.cpu.loadgen_cpu_s,
-        s.cpu.server_cpu_s,
+        if sampled_servers { format!("{:.1} s", s.cpu.server_cpu_s) } else { "- (no --server-pid)".into() },
         s.cpu.wall_s,
         s.machine.cpus,
         pct(s.cpu.chat_loadgen_pct),
-        pct(s.cpu.chat_server_pct),
+        if sampled_servers { pct(s.cpu.chat_server_pct) } else { "-".into() },
         pct(s.cpu.chat_machine_pct)
     );
     if s.ok {

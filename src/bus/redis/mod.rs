@@ -61,7 +61,6 @@ mod registry;
 mod resp;
 mod subscriber;
 
-use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,13 +68,14 @@ use std::thread::JoinHandle;
 
 use compact_str::CompactString;
 use crossbeam_queue::SegQueue;
-use mio::{Poll, Token, Waker};
+use mio::{Poll, Token};
 use parking_lot::Mutex;
 use redis::{ConnectionAddr, IntoConnectionInfo};
 
 use crate::bus::{Bus, Claim, Hub, Published};
 use crate::config::{Config, Routing};
 use crate::directory::ConnRef;
+use crate::inbox::Doorbell;
 use crate::protocol;
 
 use self::logins::PendingLogins;
@@ -94,30 +94,6 @@ const USER_CHANNEL_SUFFIX: &[u8] = b"}";
 
 /// The poll token of a bus thread's waker.
 const WAKER: Token = Token(usize::MAX);
-
-/// How a bus thread is told that its queue has work: one `wake()` per burst.
-pub(crate) struct Doorbell {
-    rung: AtomicBool,
-    waker: Waker,
-}
-
-impl Doorbell {
-    fn new(poll: &Poll) -> io::Result<Doorbell> {
-        Ok(Doorbell { rung: AtomicBool::new(false), waker: Waker::new(poll.registry(), WAKER)? })
-    }
-
-    pub(crate) fn ring(&self) {
-        if !self.rung.swap(true, Ordering::AcqRel) {
-            // A failed wake leaves the work queued; the thread polls with a timeout.
-            let _ = self.waker.wake();
-        }
-    }
-
-    /// Called by the thread before it drains its queue.
-    pub(crate) fn answer(&self) {
-        self.rung.store(false, Ordering::Release);
-    }
-}
 
 /// Work for the subscriber thread, in the order reactors asked for it.
 pub(crate) enum SubJob {
@@ -283,8 +259,8 @@ pub fn start(hub: Arc<Hub>, config: &Config) -> Result<Arc<dyn Bus>, String> {
     let settings = Settings::from_config(config)?;
     let sub_poll = Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?;
     let pub_poll = Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?;
-    let sub_bell = Doorbell::new(&sub_poll).map_err(|e| format!("cannot create a waker: {e}"))?;
-    let pub_bell = Doorbell::new(&pub_poll).map_err(|e| format!("cannot create a waker: {e}"))?;
+    let sub_bell = Doorbell::new(sub_poll.registry(), WAKER).map_err(|e| format!("cannot create a waker: {e}"))?;
+    let pub_bell = Doorbell::new(pub_poll.registry(), WAKER).map_err(|e| format!("cannot create a waker: {e}"))?;
     log::info!(
         "joining the cluster through Redis {:?} as node {:?}: routing {:?}{}, name lease {:?}",
         settings.seeds,
@@ -393,8 +369,8 @@ impl Bus for RedisBus {
 
     fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Release);
-        let _ = self.shared.sub_bell.waker.wake();
-        let _ = self.shared.pub_bell.waker.wake();
+        self.shared.sub_bell.wake_now();
+        self.shared.pub_bell.wake_now();
         for thread in self.threads.lock().drain(..) {
             if thread.join().is_err() {
                 log::error!("a bus thread panicked");

@@ -127,19 +127,35 @@ impl Drop for RedisServer {
     }
 }
 
-/// A Redis Cluster of masters without replicas, created with
-/// `redis-cli --cluster create`.
+/// A Redis Cluster created with `redis-cli --cluster create`.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
+    /// `masters` masters without replicas.
     pub fn start(masters: usize) -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..masters)
+        Self::start_with(masters, 0, 2000)
+    }
+
+    /// `masters` masters with `replicas` replicas each. A master silent for
+    /// `node_timeout_ms` (`cluster-node-timeout`) counts as failed, and one of
+    /// its replicas is promoted about a second later.
+    pub fn start_with(masters: usize, replicas: usize, node_timeout_ms: u64) -> RedisCluster {
+        let timeout = node_timeout_ms.to_string();
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(
                     free_port(true),
-                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-node-timeout",
+                        &timeout,
+                        // A replica takes over however long ago it heard from its master.
+                        "--cluster-replica-validity-factor",
+                        "0",
+                    ],
                 )
             })
             .collect();
@@ -147,7 +163,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("run redis-cli --cluster create");
         assert!(
@@ -162,7 +178,66 @@ impl RedisCluster {
             assert!(Instant::now() < deadline, "the Redis Cluster did not reach state ok");
             std::thread::sleep(Duration::from_millis(100));
         }
+        // A replica can take over only once it has synced with its master.
+        let synced = |n: &RedisServer| {
+            let info = n.cli(&["info", "replication"]);
+            !info.contains("role:slave") || info.contains("master_link_status:up")
+        };
+        while !cluster.nodes.iter().all(synced) {
+            assert!(Instant::now() < deadline, "the Redis Cluster's replicas did not sync");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         cluster
+    }
+
+    /// A node that answers PING (the cluster's view from there).
+    pub fn live_node(&self) -> &RedisServer {
+        self.nodes.iter().find(|n| n.ping()).expect("no Redis Cluster node answers")
+    }
+
+    /// The server on `port`.
+    pub fn node(&self, port: u16) -> &RedisServer {
+        self.nodes.iter().find(|n| n.port == port).expect("a node of this cluster")
+    }
+
+    /// `kill -9` on the server at `port`.
+    pub fn kill9(&mut self, port: u16) {
+        self.nodes.iter_mut().find(|n| n.port == port).expect("a node of this cluster").kill9();
+    }
+
+    /// Ports of the replicas of the master at `port`.
+    pub fn replica_ports_of(&self, port: u16) -> Vec<u16> {
+        let nodes = self.live_node().cli(&["cluster", "nodes"]);
+        let lines: Vec<Vec<&str>> = nodes.lines().map(|l| l.split_whitespace().collect()).collect();
+        let port_of = |f: &[&str]| f[1].split('@').next().and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok());
+        let Some(id) = lines.iter().find(|f| f.len() > 3 && port_of(f) == Some(port)).map(|f| f[0]) else {
+            return Vec::new();
+        };
+        lines.iter().filter(|f| f.len() > 3 && f[3] == id).filter_map(|f| port_of(f)).collect()
+    }
+
+    /// Whether every live node reports `cluster_state:ok`.
+    pub fn state_ok(&self) -> bool {
+        self.nodes.iter().filter(|n| n.ping()).all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+    }
+
+    /// `per_master` user names whose channels `sb:u:{NAME}` live on each master, sorted.
+    pub fn names_on_every_master(&self, per_master: usize) -> Vec<String> {
+        let masters = self.live_node().cli(&["cluster", "nodes"]).lines().filter(|l| l.contains("master")).count();
+        let mut by_master: std::collections::HashMap<u16, Vec<String>> = Default::default();
+        for i in 0.. {
+            let name = format!("user{i}");
+            let names = by_master.entry(self.master_port_of(&format!("sb:u:{{{name}}}"))).or_default();
+            if names.len() < per_master {
+                names.push(name);
+            }
+            if by_master.len() == masters && by_master.values().all(|n| n.len() == per_master) {
+                break;
+            }
+        }
+        let mut names: Vec<String> = by_master.into_values().flatten().collect();
+        names.sort();
+        names
     }
 
     /// A cluster URL for the node's `--redis`.
@@ -172,8 +247,9 @@ impl RedisCluster {
 
     /// The port of the master that serves `key`'s slot.
     pub fn master_port_of(&self, key: &str) -> u16 {
-        let slot: u16 = self.nodes[0].cli(&["cluster", "keyslot", key]).trim().parse().expect("a slot number");
-        let nodes = self.nodes[0].cli(&["cluster", "nodes"]);
+        let node = self.live_node();
+        let slot: u16 = node.cli(&["cluster", "keyslot", key]).trim().parse().expect("a slot number");
+        let nodes = node.cli(&["cluster", "nodes"]);
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if fields.len() < 9 || !fields[2].contains("master") {

@@ -95,6 +95,17 @@ impl Topology {
     }
 }
 
+/// Whom to ask for the slot map, best first: masters whose link is up, then
+/// the configured seeds, then masters that are down (a dead host may take the
+/// whole connect timeout to refuse, and the asking thread waits meanwhile).
+pub fn seeds_to_ask(masters: &[SocketAddr], up: &[bool], seeds: &[SocketAddr]) -> Vec<SocketAddr> {
+    let is_up = |i: usize| up.get(i).copied().unwrap_or(false);
+    let mut ask: Vec<SocketAddr> = (0..masters.len()).filter(|&i| is_up(i)).map(|i| masters[i]).collect();
+    ask.extend(seeds.iter().filter(|s| !ask.contains(s)).copied().collect::<Vec<_>>());
+    ask.extend((0..masters.len()).filter(|&i| !is_up(i)).map(|i| masters[i]).filter(|m| !seeds.contains(m)));
+    ask
+}
+
 /// Asks each of `seeds` in turn for the slot map, with a short blocking
 /// exchange (the bus threads call this only while re-routing).
 ///
@@ -161,6 +172,13 @@ mod tests {
         assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
         assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
         assert_eq!(slot(b"sb:u:{alice}"), slot(b"alice"));
+    }
+
+    #[test]
+    fn live_masters_are_asked_first() {
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let ask = seeds_to_ask(&[addr(1), addr(2), addr(3)], &[false, true, true], &[addr(1), addr(9)]);
+        assert_eq!(ask, vec![addr(2), addr(3), addr(1), addr(9)]);
     }
 
     #[test]

@@ -97,7 +97,7 @@ const WAKER: Token = Token(usize::MAX);
 
 /// Work for the subscriber thread, in the order reactors asked for it.
 pub(crate) enum SubJob {
-    Subscribe { name: CompactString, at: ConnRef },
+    Subscribe { name: CompactString },
     Unsubscribe { name: CompactString, at: ConnRef },
 }
 
@@ -321,7 +321,7 @@ impl Bus for RedisBus {
         let targeted = self.targeted();
         self.shared.logins.begin(name, at, !targeted);
         if targeted {
-            self.push_sub(SubJob::Subscribe { name: name.into(), at });
+            self.push_sub(SubJob::Subscribe { name: name.into() });
         }
         self.push_job(Job::Claim { name: name.into(), at });
         Claim::Pending

@@ -189,6 +189,10 @@ impl Publisher {
                 self.settle_backlog_while_down(i);
             }
         }
+        if self.shared.settings.cluster && self.refresh_at.is_none() && self.routes.iter().any(|r| !r.link.is_up()) {
+            // A master that stays down is replaced by its replica: only a new map names it.
+            self.refresh_at = Some(self.last_refresh + super::subscriber::REFRESH_WHILE_DOWN);
+        }
         if self.refresh_at.is_some_and(|at| now >= at) {
             self.refresh();
         }
@@ -429,7 +433,7 @@ impl Publisher {
     }
 
     fn schedule_refresh(&mut self) {
-        if self.shared.settings.cluster && self.refresh_at.is_none() {
+        if self.shared.settings.cluster && self.refresh_at.is_none_or(|at| at > self.last_refresh + REFRESH_PAUSE) {
             let earliest = self.last_refresh + REFRESH_PAUSE;
             self.refresh_at = Some(earliest.max(Instant::now()));
         }
@@ -439,8 +443,7 @@ impl Publisher {
     fn refresh(&mut self) {
         self.refresh_at = None;
         self.last_refresh = Instant::now();
-        let mut seeds = self.topology.masters.clone();
-        seeds.extend_from_slice(&self.shared.settings.seeds);
+        let seeds = cluster::seeds_to_ask(&self.topology.masters, &self.ups(), &self.shared.settings.seeds);
         match cluster::fetch(&seeds, &self.shared.settings.hello) {
             Ok(topology) => {
                 if topology != self.topology {
@@ -457,8 +460,7 @@ impl Publisher {
             }
             Err(e) => {
                 log::warn!("cannot fetch the Redis Cluster slot map: {e}");
-                self.schedule_refresh();
-                self.refresh_at = Some(Instant::now() + REFRESH_PAUSE * 5);
+                self.refresh_at = Some(Instant::now() + super::subscriber::REFRESH_WHILE_DOWN);
             }
         }
     }

@@ -8,10 +8,18 @@
 //! inboxes (lock-free, one wake per burst); the bytes found waiting per round
 //! are the lag gauge (`switchboard_bus_subscriber_lag_bytes`).
 //!
-//! With targeted routing it keeps the set of channels this node wants
-//! (`sb:u:{NAME}` per logged-in user) and mirrors it in Redis: one
-//! (S)SUBSCRIBE per login, one (S)UNSUBSCRIBE per logout, and after every
-//! reconnect the whole set again, in chunks of [`CHUNK`] channels.
+//! With targeted routing it mirrors the node's [`Directory`] in Redis: the
+//! channel `sb:u:{NAME}` is wanted while NAME is in it (logged in or logging
+//! in). One (S)SUBSCRIBE per login, one (S)UNSUBSCRIBE per logout, and after
+//! every reconnect the whole directory again, in chunks of [`CHUNK`] channels.
+//! The directory is the only per-user set: a copy here would cost about 70
+//! bytes per user for nothing (both change together, under the reactors).
+//!
+//! In Redis Cluster the slot map is fetched again when a shard says a slot
+//! moved, and every [`REFRESH_WHILE_DOWN`] while a master's link is down: its
+//! replica takes over after `cluster-node-timeout`, and only a new map names it.
+//!
+//! [`Directory`]: crate::directory::Directory
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
@@ -37,6 +45,11 @@ const CHUNK: usize = 512;
 const OUT_HIGH_WATER: usize = 1024 * 1024;
 /// Shortest pause between two fetches of the cluster's slot map.
 const REFRESH_PAUSE: Duration = Duration::from_millis(100);
+/// Pause between fetches of the slot map while a master is unreachable: a
+/// replica is promoted after `cluster-node-timeout` (15 s by default) plus an
+/// election of about a second, so twice a second finds it promptly, and costs
+/// one `CLUSTER SLOTS` per half second only while a master is down.
+pub(crate) const REFRESH_WHILE_DOWN: Duration = Duration::from_millis(500);
 
 struct Shard {
     link: Link,
@@ -54,13 +67,14 @@ struct Subscriber {
     topology: Topology,
     shards: Vec<Shard>,
     next_token: usize,
-    /// The channels this node wants, by user name, with the connection that holds the user.
-    wanted: HashMap<CompactString, ConnRef>,
     /// Unsubscribe acks still to come, by name: any other unsubscribe is a
     /// shard telling us its slot moved.
     unsubscribing: HashMap<CompactString, u32>,
     reencoded: Vec<u8>,
     refresh_at: Option<Instant>,
+    /// The scheduled refresh answers a shard's signal (MOVED, an unasked
+    /// unsubscribe): subscribe every channel again where it lives.
+    refresh_all: bool,
     last_refresh: Instant,
     ever_up: bool,
 }
@@ -73,10 +87,10 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
         topology: topology.clone(),
         shards: Vec::new(),
         next_token: 0,
-        wanted: HashMap::new(),
         unsubscribing: HashMap::new(),
         reencoded: Vec::with_capacity(1024),
         refresh_at: None,
+        refresh_all: false,
         last_refresh: Instant::now(),
         ever_up: false,
     };
@@ -130,7 +144,7 @@ impl Subscriber {
         self.shared.sub_bell.answer();
         while let Some(job) = self.shared.sub_jobs.pop() {
             match job {
-                SubJob::Subscribe { name, at } => self.subscribe(name, at),
+                SubJob::Subscribe { name } => self.subscribe(name),
                 SubJob::Unsubscribe { name, at } => self.unsubscribe(name, at),
             }
         }
@@ -146,6 +160,9 @@ impl Subscriber {
             if let Err(e) = shard.link.flush() {
                 self.on_down(i, &format!("write failed: {e}"));
             }
+        }
+        if self.cluster() && self.refresh_at.is_none() && self.shards.iter().any(|s| !s.link.is_up()) {
+            self.refresh_at = Some(self.last_refresh + REFRESH_WHILE_DOWN);
         }
         if self.refresh_at.is_some_and(|at| now >= at) {
             self.refresh();
@@ -179,8 +196,7 @@ impl Subscriber {
         self.topology.master_of(slot)
     }
 
-    fn subscribe(&mut self, name: CompactString, at: ConnRef) {
-        self.wanted.insert(name.clone(), at);
+    fn subscribe(&mut self, name: CompactString) {
         let cluster = self.cluster();
         match self.shard_of(&name) {
             Some(i) if self.shards[i].link.is_up() => {
@@ -195,10 +211,11 @@ impl Subscriber {
     }
 
     fn unsubscribe(&mut self, name: CompactString, at: ConnRef) {
-        if self.wanted.get(&name) != Some(&at) {
-            return; // A later login of the same name holds the channel now.
+        // `at` left the directory before asking, or (refused login) leaves
+        // it next; another holder is a later login that wants the channel.
+        if self.shared.hub.directory.lookup(&name).is_some_and(|holder| holder != at) {
+            return;
         }
-        self.wanted.remove(&name);
         let cluster = self.cluster();
         if let Some(i) = self.shard_of(&name) {
             if self.shards[i].link.is_up() {
@@ -223,7 +240,7 @@ impl Subscriber {
                     break;
                 };
                 // Skip names that left meanwhile or that another shard serves now.
-                if self.wanted.contains_key(&name) && self.shard_of(&name) == Some(i) {
+                if self.wanted(&name) && self.shard_of(&name) == Some(i) {
                     channels.push(super::user_channel(name.as_bytes()));
                 }
             }
@@ -249,7 +266,7 @@ impl Subscriber {
         self.ever_up = true;
         let settings = &self.shared.settings;
         let names: VecDeque<CompactString> = if self.targeted() {
-            self.wanted.keys().filter(|n| self.shard_of(n) == Some(i)).cloned().collect()
+            self.shared.hub.directory.names().into_iter().filter(|n| self.shard_of(n) == Some(i)).collect()
         } else {
             VecDeque::new()
         };
@@ -286,7 +303,7 @@ impl Subscriber {
         let mut failure: Option<String> = None;
         let mut moved = false;
         let mut round = 0u64;
-        let Subscriber { shared, shards, wanted, unsubscribing, reencoded, .. } = self;
+        let Subscriber { shared, shards, unsubscribing, reencoded, .. } = self;
         let shard = &mut shards[i];
         let bus = &shared.hub.metrics.bus;
         let mut received = 0u64;
@@ -369,7 +386,7 @@ impl Subscriber {
                             Some(_) => {
                                 unsubscribing.remove(name);
                             }
-                            None if wanted.contains_key(name) => {
+                            None if shared.hub.directory.lookup(name).is_some() => {
                                 // Unasked: the slot moved to another shard.
                                 moved = true;
                             }
@@ -388,41 +405,66 @@ impl Subscriber {
             self.on_down(i, &why);
         }
         if moved {
+            self.refresh_all = true;
             self.schedule_refresh();
         }
     }
 
+    /// Whether `name`'s channel is wanted: the user is on this node.
+    fn wanted(&self, name: &str) -> bool {
+        self.shared.hub.directory.lookup(name).is_some()
+    }
+
     fn schedule_refresh(&mut self) {
-        if self.cluster() && self.refresh_at.is_none() {
+        if self.cluster() && self.refresh_at.is_none_or(|at| at > self.last_refresh + REFRESH_PAUSE) {
             let earliest = self.last_refresh + REFRESH_PAUSE;
             self.refresh_at = Some(earliest.max(Instant::now()));
         }
     }
 
-    /// Fetches the slot map again and subscribes every wanted channel where
-    /// it lives now (Redis ignores a subscription it already has).
+    /// Fetches the slot map again and subscribes channels where they live
+    /// now: every channel after a shard's signal (Redis ignores a subscription
+    /// it already has), else those whose master changed. A master that is new
+    /// gets its channels when its link comes up.
     fn refresh(&mut self) {
         self.refresh_at = None;
         self.last_refresh = Instant::now();
-        let mut seeds = self.topology.masters.clone();
-        seeds.extend_from_slice(&self.shared.settings.seeds);
+        let all = std::mem::take(&mut self.refresh_all);
+        let ups: Vec<bool> = self.shards.iter().map(|s| s.link.is_up()).collect();
+        let seeds = cluster::seeds_to_ask(&self.topology.masters, &ups, &self.shared.settings.seeds);
         match cluster::fetch(&seeds, &self.shared.settings.hello) {
             Ok(topology) => {
+                if topology == self.topology && !all {
+                    return;
+                }
                 if topology != self.topology {
                     log::info!("Redis Cluster slot map changed: masters {:?}", topology.masters);
                 }
+                let old = std::mem::replace(&mut self.topology, topology.clone());
+                let master_before = |name: &str| {
+                    let slot = cluster::slot(&super::user_channel(name.as_bytes()));
+                    old.master_of(slot).map(|i| old.masters[i])
+                };
+                let mut moved: Vec<Vec<CompactString>> = vec![Vec::new(); topology.masters.len()];
+                if self.targeted() {
+                    for name in self.shared.hub.directory.names() {
+                        let Some(i) = self.shard_of(&name) else { continue };
+                        if all || master_before(&name) != Some(topology.masters[i]) {
+                            moved[i].push(name);
+                        }
+                    }
+                }
                 self.rebuild_shards(topology);
-                for i in 0..self.shards.len() {
-                    if self.shards[i].link.is_up() {
-                        let names: VecDeque<CompactString> =
-                            self.wanted.keys().filter(|n| self.shard_of(n) == Some(i)).cloned().collect();
-                        self.shards[i].resubscribe = names;
+                for (shard, names) in self.shards.iter_mut().zip(moved) {
+                    if shard.link.is_up() && !names.is_empty() {
+                        shard.resubscribe.extend(names);
                     }
                 }
             }
             Err(e) => {
                 log::warn!("cannot fetch the Redis Cluster slot map: {e}");
-                self.refresh_at = Some(Instant::now() + REFRESH_PAUSE * 5);
+                self.refresh_all |= all;
+                self.refresh_at = Some(Instant::now() + REFRESH_WHILE_DOWN);
             }
         }
     }

@@ -5,7 +5,6 @@
 use std::mem;
 use std::sync::atomic::Ordering::Relaxed;
 
-use compact_str::CompactString;
 use mio::Token;
 
 use crate::bus::{Claim, Published};
@@ -30,7 +29,7 @@ impl Reactor {
                 if conn.message.is_some() {
                     self.fail(token, close::PROTOCOL, "new message before the fragmented one finished");
                 } else if head.fin {
-                    self.on_message(token, head.opcode, payload, false);
+                    self.on_message(token, head.opcode, payload);
                 } else {
                     let mut data = self.take_buffer();
                     data.extend_from_slice(payload);
@@ -58,7 +57,7 @@ impl Reactor {
                     self.give_buffer(data);
                     return self.fail(token, close::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence");
                 }
-                self.on_message(token, opcode, &data, true);
+                self.on_message(token, opcode, &data);
                 self.give_buffer(data);
             }
         }
@@ -103,8 +102,8 @@ impl Reactor {
         self.begin_close(token, code, reason);
     }
 
-    /// A whole message. `utf8_checked` says whether fragments were checked already.
-    fn on_message(&mut self, token: Token, opcode: u8, payload: &[u8], utf8_checked: bool) {
+    /// A whole message.
+    fn on_message(&mut self, token: Token, opcode: u8, payload: &[u8]) {
         self.stats().messages_in.fetch_add(1, Relaxed);
         let Some(conn) = self.conn_mut(token) else {
             return;
@@ -112,19 +111,26 @@ impl Reactor {
         let Phase::Open(endpoint) = conn.phase else {
             return;
         };
-        if opcode == op::TEXT && !utf8_checked && std::str::from_utf8(payload).is_err() {
-            return self.fail(token, close::INVALID_PAYLOAD, "text message is not valid UTF-8");
+        if opcode == op::BINARY {
+            return match endpoint {
+                Endpoint::Echo => self.queue_frame(token, opcode, payload),
+                Endpoint::Chat => {
+                    self.fail(token, close::UNSUPPORTED_DATA, "binary messages are not accepted: send JSON text")
+                }
+            };
         }
+        // Checked whole even when its fragments were (rare): one check, then
+        // the JSON parser takes it as `&str` and checks no string again.
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return self.fail(token, close::INVALID_PAYLOAD, "text message is not valid UTF-8");
+        };
         match endpoint {
             Endpoint::Echo => self.queue_frame(token, opcode, payload),
-            Endpoint::Chat if opcode == op::BINARY => {
-                self.fail(token, close::UNSUPPORTED_DATA, "binary messages are not accepted: send JSON text")
-            }
-            Endpoint::Chat => self.on_chat(token, payload),
+            Endpoint::Chat => self.on_chat(token, text),
         }
     }
 
-    fn on_chat(&mut self, token: Token, text: &[u8]) {
+    fn on_chat(&mut self, token: Token, text: &str) {
         let request = match protocol::parse(text, self.config.max_name_len) {
             Ok(request) => request,
             Err(e) => return self.reply_error(token, &e.to_string()),
@@ -133,14 +139,19 @@ impl Reactor {
             Request::Login { name } => self.login(token, &name),
             Request::Chat { to, data } => {
                 // Never a pending login here: input waits until the bus decides.
-                let Some(from) = self.conn_mut(token).and_then(|c| c.speaker().map(CompactString::from)) else {
-                    return self.reply_error(token, "log in first: {\"MessageType\":\"loginmsg\",\"Sender\":\"NAME\"}");
-                };
+                // The sender's name is encoded straight from the connection.
                 let mut encoded = mem::take(&mut self.encode);
                 encoded.clear();
-                protocol::encode_chat(&mut encoded, &data, &to, &from);
-                self.route(token, &to, &encoded);
+                let speaker = self.conn(token).and_then(|c| c.speaker());
+                if let Some(from) = speaker {
+                    protocol::encode_chat(&mut encoded, &data, &to, from);
+                    self.route(token, &to, &encoded);
+                }
+                let logged_in = !encoded.is_empty();
                 self.encode = encoded;
+                if !logged_in {
+                    self.reply_error(token, "log in first: {\"MessageType\":\"loginmsg\",\"Sender\":\"NAME\"}");
+                }
             }
         }
     }

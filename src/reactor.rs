@@ -159,6 +159,12 @@ impl Reactor {
         live(&mut self.conns, token)
     }
 
+    /// Shared access to the live connection behind `token`.
+    pub(crate) fn conn(&self, token: Token) -> Option<&Conn> {
+        let (key, generation) = split_token(token);
+        self.conns.get(key).filter(|c| c.generation == generation && !c.has(flag::GONE))
+    }
+
     pub(crate) fn token_for(&self, key: usize) -> Token {
         token_of(key, self.conns[key].generation)
     }

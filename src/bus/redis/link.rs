@@ -24,6 +24,10 @@ const READ_BUFFER: usize = 256 * 1024;
 /// Largest read buffer: far above any chat message (64 KiB by default), so
 /// only a broken peer reaches it.
 const READ_BUFFER_MAX: usize = 64 * 1024 * 1024;
+/// Output buffer capacity kept by an idle link: a turn's worth of ordinary
+/// traffic. A login burst grows it to megabytes (about 250 bytes of EVAL per
+/// login), which an idle link hands back rather than keeping for good.
+const OUT_KEEP: usize = 64 * 1024;
 /// Silence after which a link is checked with PING.
 pub const IDLE_PING: Duration = Duration::from_secs(5);
 /// Silence after a PING past which the server counts as gone (half-open TCP).
@@ -256,6 +260,13 @@ impl Link {
         if self.parsed == self.filled {
             self.parsed = 0;
             self.filled = 0;
+        }
+    }
+
+    /// Hands back an output buffer grown by a burst, once all of it is written.
+    pub fn trim_idle(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > OUT_KEEP {
+            self.out = Vec::new();
         }
     }
 

@@ -47,6 +47,14 @@ impl PendingLogins {
         }
     }
 
+    /// Hands back what a burst of logins grew, once none waits.
+    pub fn trim_idle(&self) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            let mut map = self.map.lock();
+            super::trim_if_empty!(map);
+        }
+    }
+
     /// The registry decided. Returns false when this login is no longer
     /// waiting (its user left, or a later login of the name replaced it).
     pub fn decided(&self, hub: &Hub, name: &str, at: ConnRef, accepted: bool) -> bool {

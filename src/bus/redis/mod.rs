@@ -92,6 +92,25 @@ const BROADCAST_CHANNEL: &[u8] = b"msg";
 const USER_CHANNEL_PREFIX: &[u8] = b"sb:u:{";
 const USER_CHANNEL_SUFFIX: &[u8] = b"}";
 
+/// Entries an idle bus thread's empty queue or map may keep allocated; a
+/// login burst grows them to its peak in flight (tens of bytes per entry),
+/// which steady state does not need.
+const IDLE_KEEP: usize = 1024;
+
+/// A poll that waited this long and got nothing finds its thread idle: the
+/// time to trim, never on a busy path.
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Shrinks an empty collection that a burst grew past [`IDLE_KEEP`].
+macro_rules! trim_if_empty {
+    ($($c:expr),+ $(,)?) => {$(
+        if $c.is_empty() && $c.capacity() > $crate::bus::redis::IDLE_KEEP {
+            $c.shrink_to_fit();
+        }
+    )+};
+}
+pub(crate) use trim_if_empty;
+
 /// The poll token of a bus thread's waker.
 const WAKER: Token = Token(usize::MAX);
 

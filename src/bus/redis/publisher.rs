@@ -139,6 +139,9 @@ impl Publisher {
                 return self.shut_down();
             }
             self.turn();
+            if events.is_empty() && timeout >= super::IDLE_WAIT {
+                self.trim_idle();
+            }
         }
     }
 
@@ -202,6 +205,16 @@ impl Publisher {
         }
         let connected = self.routes.iter().all(|r| r.link.is_up());
         self.shared.set_up(false, connected);
+    }
+
+    /// A turn without events: hand back what the last burst grew.
+    fn trim_idle(&mut self) {
+        for route in &mut self.routes {
+            route.link.trim_idle();
+            super::trim_if_empty!(route.awaiting, route.backlog);
+        }
+        super::trim_if_empty!(self.rerouted, self.rerouted_registry);
+        self.registry.trim_idle();
     }
 
     fn poll_timeout(&self) -> Duration {

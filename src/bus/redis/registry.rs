@@ -390,6 +390,11 @@ impl Registry {
         }
     }
 
+    /// Hands back what a burst of logins grew (the claims in flight).
+    pub fn trim_idle(&mut self) {
+        super::trim_if_empty!(self.claims, self.out, self.to_reassert);
+    }
+
     /// Names waiting to be re-asserted.
     pub fn reassert_pending(&self) -> bool {
         !self.to_reassert.is_empty()

@@ -137,7 +137,20 @@ impl Subscriber {
                 }
             }
             self.turn();
+            if events.is_empty() && timeout >= super::IDLE_WAIT {
+                self.trim_idle();
+            }
         }
+    }
+
+    /// A turn without events: hand back what the last burst grew.
+    fn trim_idle(&mut self) {
+        for shard in &mut self.shards {
+            shard.link.trim_idle();
+            super::trim_if_empty!(shard.resubscribe);
+        }
+        super::trim_if_empty!(self.unsubscribing);
+        self.shared.logins.trim_idle();
     }
 
     fn turn(&mut self) {

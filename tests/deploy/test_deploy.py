@@ -75,11 +75,19 @@ def switchboard_bin() -> str:
 
 def free_ports(count: int) -> list[int]:
     """`count` consecutive free TCP ports on loopback (cluster.sh numbers nodes from a base)."""
-    for base in range(21000 + os.getpid() % 5000, 60000, 7):
+    # Outgoing connections take their ports from the ephemeral range and leave
+    # them in TIME-WAIT, where they block a listener's bind: look below it first.
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    below = range(max(1100, low - 8000) + os.getpid() % 3000, low - count, 7)
+    for base in [*below, *range(21000 + os.getpid() % 5000, 60000, 7)]:
         socks = []
         try:
             for port in range(base, base + count):
                 s = socket.socket()
+                # As the servers themselves bind (redis, nginx and switchboard all
+                # set SO_REUSEADDR): a port whose old connections linger in
+                # TIME-WAIT is free for them, and would not be without this.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("127.0.0.1", port))
                 socks.append(s)
             return list(range(base, base + count))

@@ -32,6 +32,8 @@ pub struct BusStats {
     pub received: AtomicU64,
     pub subscriptions: AtomicU64,
     pub publish_dropped: AtomicU64,
+    /// Publishes written to a Redis link that dropped before it confirmed them.
+    pub publish_lost: AtomicU64,
     /// Bytes the subscriber found waiting in its last read round: how far behind it is.
     pub subscriber_lag_bytes: AtomicU64,
     /// The largest such round so far.
@@ -89,7 +91,7 @@ impl Metrics {
             ),
         ];
         let bus = &self.bus;
-        let cluster: [(&str, &str, &str, u64); 8] = [
+        let cluster: [(&str, &str, &str, u64); 9] = [
             ("switchboard_bus_connected", "gauge", "1 while the Redis link is up", bus.connected.load(Relaxed)),
             ("switchboard_bus_reconnects_total", "counter", "Redis reconnections", bus.reconnects.load(Relaxed)),
             ("switchboard_bus_published_total", "counter", "messages published to Redis", bus.published.load(Relaxed)),
@@ -100,6 +102,12 @@ impl Metrics {
                 "counter",
                 "publishes dropped while Redis was unreachable",
                 bus.publish_dropped.load(Relaxed),
+            ),
+            (
+                "switchboard_bus_publish_lost_total",
+                "counter",
+                "publishes unconfirmed when their Redis link dropped (lost unless Redis had read them)",
+                bus.publish_lost.load(Relaxed),
             ),
             (
                 "switchboard_bus_subscriber_lag_bytes",

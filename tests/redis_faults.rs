@@ -87,3 +87,56 @@ fn delivery_resumes_for_every_user_after_redis_restarts() {
     assert!(nodes[0].metric("switchboard_bus_reconnects_total") >= 1);
     assert_eq!(nodes[0].metric("switchboard_bus_subscriptions"), 2 * PER_NODE as u64 + 2);
 }
+
+/// A login on a clustered node, decided within `bound`: whether it was accepted.
+fn login_within(ws: &mut common::Ws, name: &str, bound: Duration) -> bool {
+    let started = Instant::now();
+    let accepted = cluster_login(ws, name);
+    assert!(started.elapsed() < bound, "the login of {name} took {:?}", started.elapsed());
+    accepted
+}
+
+/// Redis hangs (SIGSTOP) past the PING timeout, so every link gives it up
+/// with commands unanswered, then goes on (SIGCONT): logins after that are
+/// decided at once and correctly, and cross-node chat works. `--lease-secs 3`
+/// makes the PING timeout 2 s after 1 s of silence (`PingTimers::for_lease`).
+#[test]
+fn logins_are_decided_after_redis_hangs_and_resumes() {
+    let redis = RedisServer::start();
+    let args = ["--redis", &redis.url(), "--lease-secs", "3"];
+    let a = NodeProc::start(&args);
+    let b = NodeProc::start(&args);
+    let mut alice = connect(&a.url("/ws"));
+    let mut dave = connect(&b.url("/ws"));
+    assert!(cluster_login(&mut alice, "alice"));
+    assert!(cluster_login(&mut dave, "dave"));
+    chat(&mut alice, "dave", "before");
+    assert_eq!(recv_text(&mut dave), chat_bytes("before", "dave", "alice"));
+
+    redis.pause();
+    // Written to a Redis that answers nothing: unconfirmed when the link is given up.
+    chat(&mut alice, "dave", "while hung");
+    let mut eve = connect(&a.url("/ws"));
+    assert!(login_within(&mut eve, "eve", Duration::from_secs(6)), "a login while Redis hangs is granted locally");
+    assert!(
+        wait_until(Duration::from_secs(10), || a.metric("switchboard_bus_publish_lost_total") >= 1),
+        "the PING timeout did not give up the hung Redis"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    redis.resume();
+    assert!(wait_until(Duration::from_secs(10), || [&a, &b]
+        .iter()
+        .all(|n| n.metric("switchboard_bus_connected") == 1)));
+
+    let bound = Duration::from_secs(3);
+    let mut bob = connect(&a.url("/ws"));
+    let mut carol = connect(&b.url("/ws"));
+    assert!(login_within(&mut bob, "bob", bound));
+    assert!(login_within(&mut carol, "carol", bound));
+    assert!(!login_within(&mut connect(&b.url("/ws")), "bob", bound), "a second bob was accepted");
+    assert!(!login_within(&mut connect(&a.url("/ws")), "carol", bound), "a second carol was accepted");
+    chat(&mut bob, "carol", "after");
+    assert_eq!(recv_text(&mut carol), chat_bytes("after", "carol", "bob"));
+    chat(&mut carol, "bob", "back");
+    assert_eq!(recv_text(&mut bob), chat_bytes("back", "bob", "carol"));
+}

@@ -113,6 +113,24 @@ impl RedisServer {
         }
     }
 
+    /// `kill -STOP`: the server hangs with its connections open, answering
+    /// nothing, as a Redis stuck on a slow disk or a frozen VM does.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// `kill -CONT`: the hung server goes on where it stopped.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        let child = self.child.as_ref().expect("a running redis-server");
+        // SAFETY: kill(2) on our own child's pid, which has not been waited for.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "cannot signal redis-server");
+    }
+
     /// Starts the server again on the same port (empty: nothing is persisted).
     pub fn restart(&mut self) {
         self.kill9();

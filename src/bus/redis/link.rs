@@ -28,10 +28,28 @@ const READ_BUFFER_MAX: usize = 64 * 1024 * 1024;
 /// traffic. A login burst grows it to megabytes (about 250 bytes of EVAL per
 /// login), which an idle link hands back rather than keeping for good.
 const OUT_KEEP: usize = 64 * 1024;
-/// Silence after which a link is checked with PING.
-pub const IDLE_PING: Duration = Duration::from_secs(5);
-/// Silence after a PING past which the server counts as gone (half-open TCP).
-const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence after which a link is checked with PING, at most.
+const IDLE_PING_MAX: Duration = Duration::from_secs(5);
+/// Silence after a PING past which the server counts as gone (half-open TCP,
+/// or a server that hangs), at most.
+const PING_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+
+/// When a silent server is checked, and when it counts as gone.
+#[derive(Clone, Copy, Debug)]
+pub struct PingTimers {
+    pub idle: Duration,
+    pub timeout: Duration,
+}
+
+impl PingTimers {
+    /// A third and two thirds of the name lease, capped at 5 s and 10 s (the
+    /// default 15 s lease gives exactly those): a server silent for most of a
+    /// lease is given up before the names this node holds could lapse there,
+    /// and a short `--lease-secs` (tests use 3) detects a hung Redis quickly.
+    pub fn for_lease(lease: Duration) -> PingTimers {
+        PingTimers { idle: (lease / 3).min(IDLE_PING_MAX), timeout: (lease * 2 / 3).min(PING_TIMEOUT_MAX) }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -46,6 +64,16 @@ pub enum Fill {
     Data(usize),
     /// Nothing more to read now.
     Drained,
+}
+
+/// What [`Link::check_timers`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Timer {
+    Quiet,
+    /// The server has been silent for a while: send it a PING now.
+    Ping,
+    /// The connect or the PING took too long: the link must be given up.
+    TimedOut(&'static str),
 }
 
 pub struct Link {
@@ -68,10 +96,11 @@ pub struct Link {
     connect_deadline: Instant,
     last_read: Instant,
     ping_sent: Option<Instant>,
+    ping: PingTimers,
 }
 
 impl Link {
-    pub fn new(addr: SocketAddr, token: Token, role: &'static str) -> Link {
+    pub fn new(addr: SocketAddr, token: Token, role: &'static str, ping: PingTimers) -> Link {
         let now = Instant::now();
         Link {
             addr,
@@ -90,6 +119,7 @@ impl Link {
             connect_deadline: now,
             last_read: now,
             ping_sent: None,
+            ping,
         }
     }
 
@@ -98,22 +128,22 @@ impl Link {
     }
 
     /// Starts a non-blocking connect if the link is down and its retry time has come.
-    pub fn try_connect(&mut self, registry: &Registry, now: Instant) {
+    ///
+    /// # Errors
+    /// The connect failed at once (the caller runs its on-down path, which
+    /// calls [`Link::fail`]).
+    pub fn try_connect(&mut self, registry: &Registry, now: Instant) -> Result<(), String> {
         if self.state != State::Down || now < self.retry_at {
-            return;
+            return Ok(());
         }
-        let started = TcpStream::connect(self.addr).and_then(|mut stream| {
-            registry.register(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE)?;
-            Ok(stream)
-        });
-        match started {
-            Ok(stream) => {
-                self.stream = Some(stream);
-                self.state = State::Connecting;
-                self.connect_deadline = now + CONNECT_TIMEOUT;
-            }
-            Err(e) => self.fail(registry, &format!("cannot connect: {e}")),
-        }
+        let mut stream = TcpStream::connect(self.addr).map_err(|e| format!("cannot connect: {e}"))?;
+        registry
+            .register(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| format!("cannot register the connection: {e}"))?;
+        self.stream = Some(stream);
+        self.state = State::Connecting;
+        self.connect_deadline = now + CONNECT_TIMEOUT;
+        Ok(())
     }
 
     /// After a writable event on a connecting link: whether the connect finished.
@@ -176,25 +206,23 @@ impl Link {
     }
 
     /// Times out a connect that takes too long and a server that stopped
-    /// answering PING; returns whether a PING should be sent now.
-    pub fn check_timers(&mut self, registry: &Registry, now: Instant) -> bool {
+    /// answering PING. Never drops the link itself: the caller owns what
+    /// was sent on it (replies awaited, claims in flight) and must run its
+    /// whole on-down path on [`Timer::TimedOut`].
+    pub fn check_timers(&mut self, now: Instant) -> Timer {
         match self.state {
-            State::Connecting if now >= self.connect_deadline => {
-                self.fail(registry, "connect timed out");
-                false
-            }
+            State::Connecting if now >= self.connect_deadline => Timer::TimedOut("connect timed out"),
             State::Up => match self.ping_sent {
-                Some(sent) if now.duration_since(sent) >= PING_TIMEOUT => {
-                    self.fail(registry, "no reply to PING: the server is unreachable");
-                    false
+                Some(sent) if now.duration_since(sent) >= self.ping.timeout => {
+                    Timer::TimedOut("no reply to PING: the server is unreachable or hung")
                 }
-                None if now.duration_since(self.last_read) >= IDLE_PING => {
+                None if now.duration_since(self.last_read) >= self.ping.idle => {
                     self.ping_sent = Some(now);
-                    true
+                    Timer::Ping
                 }
-                _ => false,
+                _ => Timer::Quiet,
             },
-            _ => false,
+            _ => Timer::Quiet,
         }
     }
 
@@ -204,8 +232,8 @@ impl Link {
             State::Down => self.retry_at,
             State::Connecting => self.connect_deadline,
             State::Up => match self.ping_sent {
-                Some(sent) => sent + PING_TIMEOUT,
-                None => self.last_read + IDLE_PING,
+                Some(sent) => sent + self.ping.timeout,
+                None => self.last_read + self.ping.idle,
             },
         }
     }

@@ -49,6 +49,19 @@
 //! taken from the local user, who gets the seed's `"User already exists"` and
 //! may log in under another name: the first node to re-assert wins.
 //!
+//! A Redis that hangs instead of dying (a stopped process, a frozen VM)
+//! is found by PING: after a third of the lease of silence (5 s at most) a
+//! link sends PING, and a PING unanswered for two thirds of the lease (10 s
+//! at most) drops the link through the same path as a failed read, so the
+//! claims it carried follow the outage rules and nothing awaited from the
+//! dead connection is paired with replies on the next one.
+//!
+//! Delivery between nodes is **at most once**: a PUBLISH written to a link
+//! that drops before Redis confirms it is not sent again (Redis may or may
+//! not have run it); such messages are counted in
+//! `switchboard_bus_publish_lost_total` and logged, and their senders are
+//! not told.
+//!
 //! If Redis cannot be reached when the node starts, it starts anyway, logs
 //! loudly, and keeps retrying: a cluster member that boots before Redis is a
 //! working single node until Redis comes up.
@@ -148,6 +161,8 @@ pub(crate) struct Settings {
     pub hello_replies: usize,
     pub node_id: CompactString,
     pub lease: std::time::Duration,
+    /// Derived from the lease: see [`link::PingTimers::for_lease`].
+    pub ping: link::PingTimers,
 }
 
 impl Settings {
@@ -212,6 +227,7 @@ impl Settings {
             hello_replies,
             node_id,
             lease: std::time::Duration::from_secs(config.lease_secs),
+            ping: link::PingTimers::for_lease(std::time::Duration::from_secs(config.lease_secs)),
         })
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 
 use super::cluster::{self, Topology};
-use super::link::{self, Fill, Link};
+use super::link::{self, Fill, Link, Timer};
 use super::registry::{Awaiting, Outgoing, Registry};
 use super::resp::{self, Frame};
 use super::{Job, Shared, WAKER};
@@ -149,15 +149,8 @@ impl Publisher {
     fn turn(&mut self) {
         self.shared.pub_bell.answer();
         for i in 0..self.routes.len() {
-            let route = &self.routes[i];
-            if route.link.is_up() && !route.backlog.is_empty() && route.link.unsent() < OUT_HIGH_WATER {
-                // Parked behind a full buffer; in order, before newer jobs.
-                self.routes[i].parked_registry = 0;
-                let parked = std::mem::take(&mut self.routes[i].backlog);
-                for job in parked {
-                    self.dispatch(job);
-                }
-            }
+            // Parked behind a full buffer; in order, before newer jobs.
+            self.drain_backlog(i);
         }
         while let Some(job) = self.shared.pub_jobs.pop() {
             self.dispatch(job);
@@ -180,13 +173,20 @@ impl Publisher {
             }
         }
         for i in 0..self.routes.len() {
-            let registry = self.poll.registry();
-            let route = &mut self.routes[i];
-            route.link.try_connect(registry, now);
-            if route.link.check_timers(registry, now) {
-                resp::push_command(&mut route.link.out, &[b"PING"]);
-                route.awaiting.push_back(Await::Ping);
+            if let Err(why) = self.routes[i].link.try_connect(self.poll.registry(), now) {
+                self.on_down(i, &why);
             }
+            match self.routes[i].link.check_timers(now) {
+                Timer::Quiet => {}
+                Timer::Ping => {
+                    let route = &mut self.routes[i];
+                    resp::push_command(&mut route.link.out, &[b"PING"]);
+                    route.awaiting.push_back(Await::Ping);
+                }
+                // The whole on-down path: what the dead connection awaited is settled.
+                Timer::TimedOut(why) => self.on_down(i, why),
+            }
+            let route = &self.routes[i];
             if route.link.state == link::State::Down && route.parked_registry > 0 {
                 // Logins and logouts cannot wait for a link that is down.
                 self.settle_backlog_while_down(i);
@@ -250,17 +250,43 @@ impl Publisher {
 
     /// Sends a job to the master that serves it, or parks it in that master's backlog.
     fn dispatch(&mut self, job: Job) {
-        let slot = match &job {
-            Job::Publish { slot, .. } => *slot,
-            Job::Claim { name, .. } | Job::Release { name, .. } => Registry::slot_of_name(name),
-        };
-        let Some(i) = self.topology.master_of(slot) else {
+        let Some(i) = self.topology.master_of(slot_of_job(&job)) else {
             self.rerouted.push(job);
             self.schedule_refresh();
             return;
         };
+        let ready = self.routes[i].backlog.is_empty() && self.has_room(i);
+        self.place(i, job, ready);
+    }
+
+    /// Whether route `i` takes more output now.
+    fn has_room(&self, i: usize) -> bool {
+        let link = &self.routes[i].link;
+        link.is_up() && link.unsent() < OUT_HIGH_WATER
+    }
+
+    /// Moves route `i`'s parked jobs on, oldest first, while its link has
+    /// room: a turn costs what it sends, not the length of the backlog.
+    fn drain_backlog(&mut self, i: usize) {
+        while self.has_room(i) {
+            let Some(job) = self.routes[i].backlog.pop_front() else {
+                break;
+            };
+            if !matches!(job, Job::Publish { .. }) {
+                self.routes[i].parked_registry = self.routes[i].parked_registry.saturating_sub(1);
+            }
+            if self.topology.master_of(slot_of_job(&job)) == Some(i) {
+                self.place(i, job, true);
+            } else {
+                // Its slot moved to another master meanwhile.
+                self.dispatch(job);
+            }
+        }
+    }
+
+    /// Sends `job` on route `i` when `ready`, else parks it at the back of its backlog.
+    fn place(&mut self, i: usize, job: Job, ready: bool) {
         let route = &mut self.routes[i];
-        let ready = route.link.is_up() && route.backlog.is_empty() && route.link.unsent() < OUT_HIGH_WATER;
         match job {
             Job::Publish { slot, command, from } if ready => {
                 self.shared.queued_bytes.fetch_sub(command.len(), Relaxed);
@@ -321,6 +347,10 @@ impl Publisher {
     }
 
     fn on_up(&mut self, i: usize) {
+        // Every path that drops a link settles what it awaited (`on_down`):
+        // a stale entry here would pair every reply with the wrong command.
+        debug_assert!(self.routes[i].awaiting.is_empty(), "replies awaited from a dropped connection");
+        self.lose_awaiting(i);
         let shared = Arc::clone(&self.shared);
         let route = &mut self.routes[i];
         route.link.out.extend_from_slice(&shared.settings.hello);
@@ -331,18 +361,27 @@ impl Publisher {
         let serves = |slot: u16| topology.master_of(slot) == Some(i);
         self.registry.on_link_up(&serves);
         self.send_registry_commands();
-        self.routes[i].parked_registry = 0;
-        let parked = std::mem::take(&mut self.routes[i].backlog);
-        for job in parked {
-            self.dispatch(job);
+        self.drain_backlog(i);
+    }
+
+    /// The one way a link is given up (a failed read or write, a timeout, a
+    /// failed connect): settles everything sent on it, then what waits for it.
+    fn on_down(&mut self, i: usize, why: &str) {
+        self.routes[i].link.fail(self.poll.registry(), why);
+        self.lose_awaiting(i);
+        self.settle_backlog_while_down(i);
+        self.send_registry_commands();
+        if self.shared.settings.cluster {
+            self.schedule_refresh();
         }
     }
 
-    fn on_down(&mut self, i: usize, why: &str) {
-        let route = &mut self.routes[i];
-        route.link.fail(self.poll.registry(), why);
-        let lost = std::mem::take(&mut route.awaiting);
-        let mut publishes = 0usize;
+    /// Route `i`'s connection is gone with commands unanswered: claims in
+    /// flight follow the outage rules, publishes count as lost (Redis may
+    /// have run some of them; nobody will tell).
+    fn lose_awaiting(&mut self, i: usize) {
+        let lost = std::mem::take(&mut self.routes[i].awaiting);
+        let mut publishes = 0u64;
         for awaiting in lost {
             match awaiting {
                 Await::Registry { awaiting, .. } => {
@@ -356,12 +395,8 @@ impl Publisher {
             }
         }
         if publishes > 0 {
-            log::warn!("{publishes} published messages were unconfirmed when the link went down");
-        }
-        self.settle_backlog_while_down(i);
-        self.send_registry_commands();
-        if self.shared.settings.cluster {
-            self.schedule_refresh();
+            self.shared.hub.metrics.bus.publish_lost.fetch_add(publishes, Relaxed);
+            log::warn!("{publishes} published messages were unconfirmed when the link went down: possibly lost");
         }
     }
 
@@ -490,7 +525,7 @@ impl Publisher {
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     routes.push(Route {
-                        link: Link::new(addr, token, "publisher"),
+                        link: Link::new(addr, token, "publisher", self.shared.settings.ping),
                         token,
                         awaiting: VecDeque::new(),
                         backlog: VecDeque::new(),
@@ -504,8 +539,14 @@ impl Publisher {
         for mut gone in old {
             gone.link.fail(self.poll.registry(), "no longer a master");
             for awaiting in gone.awaiting.drain(..) {
-                if let Await::Registry { slot, command, awaiting } = awaiting {
-                    self.registry.out.push(Outgoing { slot, command, awaiting });
+                match awaiting {
+                    Await::Registry { slot, command, awaiting } => {
+                        self.registry.out.push(Outgoing { slot, command, awaiting });
+                    }
+                    Await::Publish { .. } => {
+                        self.shared.hub.metrics.bus.publish_lost.fetch_add(1, Relaxed);
+                    }
+                    Await::Hello | Await::Ping => {}
                 }
             }
             self.rerouted.extend(gone.backlog.drain(..));
@@ -537,6 +578,14 @@ impl Publisher {
             }
             let _ = self.poll.poll(&mut events, Some(Duration::from_millis(10)));
         }
+    }
+}
+
+/// The slot a job's command lives in.
+fn slot_of_job(job: &Job) -> u16 {
+    match job {
+        Job::Publish { slot, .. } => *slot,
+        Job::Claim { name, .. } | Job::Release { name, .. } => Registry::slot_of_name(name),
     }
 }
 

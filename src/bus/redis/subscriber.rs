@@ -30,7 +30,7 @@ use compact_str::CompactString;
 use mio::{Events, Poll, Token};
 
 use super::cluster::{self, Topology};
-use super::link::{self, Fill, Link};
+use super::link::{self, Fill, Link, Timer};
 use super::resp::{self, Frame};
 use super::{Shared, SubJob, BROADCAST_CHANNEL, WAKER};
 use crate::config::Routing;
@@ -164,13 +164,16 @@ impl Subscriber {
         let now = Instant::now();
         for i in 0..self.shards.len() {
             self.pump_resubscribe(i);
-            let registry = self.poll.registry();
-            let shard = &mut self.shards[i];
-            shard.link.try_connect(registry, now);
-            if shard.link.check_timers(registry, now) {
-                resp::push_command(&mut shard.link.out, &[b"PING"]);
+            if let Err(why) = self.shards[i].link.try_connect(self.poll.registry(), now) {
+                self.on_down(i, &why);
             }
-            if let Err(e) = shard.link.flush() {
+            match self.shards[i].link.check_timers(now) {
+                Timer::Quiet => {}
+                Timer::Ping => resp::push_command(&mut self.shards[i].link.out, &[b"PING"]),
+                // The whole on-down path: logins stop waiting for acks of the dead connection.
+                Timer::TimedOut(why) => self.on_down(i, why),
+            }
+            if let Err(e) = self.shards[i].link.flush() {
                 self.on_down(i, &format!("write failed: {e}"));
             }
         }
@@ -492,7 +495,7 @@ impl Subscriber {
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     shards.push(Shard {
-                        link: Link::new(addr, token, "subscriber"),
+                        link: Link::new(addr, token, "subscriber", self.shared.settings.ping),
                         token,
                         hello_left: 0,
                         subscribed: 0,

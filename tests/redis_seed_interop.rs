@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::{cluster_login, try_recv, RedisServer, SeedPeer};
+use common::redis::{cluster_login, try_recv, RedisServer, SeedPeer, SlowSubscribeProxy};
 use common::*;
 
 const SEED_CHAT: &str = r#"{"MessageType":"chatmsg","Data":"hi from go","Reciever":"bob","Sender":"gopher"}"#;
@@ -20,6 +20,21 @@ fn a_seed_nodes_message_reaches_a_switchboard_user() {
     let seed = SeedPeer::subscribe(&redis);
     assert!(seed.publish(SEED_CHAT) >= 2, "the node is not subscribed to msg");
     // What gorilla's WriteJSON sends: the seed's bytes plus a newline.
+    assert_eq!(recv_text(&mut bob), format!("{SEED_CHAT}\n"));
+}
+
+/// A login is decided only once the node's `msg` subscription is confirmed,
+/// so the next message published reaches the user, however late Redis
+/// confirms the subscription (here 500 ms, behind a proxy).
+#[test]
+fn a_login_waits_for_the_msg_subscription() {
+    let redis = RedisServer::start();
+    let proxy = SlowSubscribeProxy::start(&redis, Duration::from_millis(500));
+    let node = NodeProc::start(&["--redis", &proxy.url(), "--routing", "broadcast"]);
+    let mut bob = connect(&node.url("/ws"));
+    assert!(cluster_login(&mut bob, "bob"));
+    let seed = SeedPeer::subscribe(&redis);
+    assert!(seed.publish(SEED_CHAT) >= 2, "bob's login was decided before the node subscribed to msg");
     assert_eq!(recv_text(&mut bob), format!("{SEED_CHAT}\n"));
 }
 

@@ -327,6 +327,52 @@ pub fn try_recv(ws: &mut super::Ws, timeout: Duration) -> Option<String> {
     got
 }
 
+/// A TCP proxy in front of a Redis that holds back every write carrying a
+/// SUBSCRIBE for `delay` and passes everything else at once: a subscriber
+/// connection slower than the publisher's, deterministically.
+pub struct SlowSubscribeProxy {
+    pub port: u16,
+}
+
+impl SlowSubscribeProxy {
+    pub fn start(redis: &RedisServer, delay: Duration) -> SlowSubscribeProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().expect("the proxy's address").port();
+        let upstream = redis.port;
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                let (Ok(mut client_in), Ok(mut server_out)) = (client.try_clone(), server.try_clone()) else { return };
+                std::thread::spawn(move || {
+                    let (mut server, mut client) = (server, client);
+                    let _ = std::io::copy(&mut server, &mut client);
+                });
+                std::thread::spawn(move || {
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match client_in.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if chunk[..n].windows(9).any(|w| w == b"SUBSCRIBE") {
+                            std::thread::sleep(delay);
+                        }
+                        if server_out.write_all(&chunk[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowSubscribeProxy { port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
 /// A seed-style Redis client: SUBSCRIBE msg on a raw socket, as the seed's Go
 /// nodes do, and PUBLISH like them.
 pub struct SeedPeer {

@@ -26,7 +26,9 @@
 //! - **broadcast** (`--routing broadcast`): the seed's scheme, for
 //!   compatibility with its Go nodes: every chat message is published to
 //!   channel `msg` as the seed's `json.Marshal` bytes (no newline); every node
-//!   receives all of them and delivers those whose recipient it holds.
+//!   receives all of them and delivers those whose recipient it holds. A
+//!   login is decided only once Redis has confirmed the node's `msg`
+//!   subscription, as a targeted login waits for its user's channel.
 //! - **Redis Cluster** (`--redis-cluster` or a `redis+cluster://` URL):
 //!   targeted routing uses sharded pub/sub (SSUBSCRIBE/SPUBLISH) so channels
 //!   spread over the shards; the slot map is fetched again on MOVED, when a
@@ -304,6 +306,7 @@ pub fn start(hub: Arc<Hub>, config: &Config) -> Result<Arc<dyn Bus>, String> {
         if settings.cluster { ", Redis Cluster (sharded pub/sub)" } else { "" },
         settings.lease,
     );
+    let settings_broadcast = settings.routing == Routing::Broadcast;
     let shared = Arc::new(Shared {
         hub,
         settings,
@@ -313,7 +316,7 @@ pub fn start(hub: Arc<Hub>, config: &Config) -> Result<Arc<dyn Bus>, String> {
         pub_bell,
         queued_bytes: AtomicUsize::new(0),
         dropping: AtomicBool::new(false),
-        logins: PendingLogins::default(),
+        logins: PendingLogins::new(settings_broadcast),
         stop: AtomicBool::new(false),
         publisher_up: AtomicBool::new(false),
         subscriber_up: AtomicBool::new(false),
@@ -354,7 +357,7 @@ impl RedisBus {
 impl Bus for RedisBus {
     fn claim(&self, name: &str, at: ConnRef) -> Claim {
         let targeted = self.targeted();
-        self.shared.logins.begin(name, at, !targeted);
+        self.shared.logins.begin(name, at, targeted);
         if targeted {
             self.push_sub(SubJob::Subscribe { name: name.into() });
         }

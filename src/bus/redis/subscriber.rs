@@ -207,6 +207,14 @@ impl Subscriber {
         next.saturating_duration_since(now)
     }
 
+    /// Broadcast routing: the shard that holds the `msg` subscription.
+    fn broadcast_shard(&self) -> Option<usize> {
+        if self.targeted() {
+            return None;
+        }
+        self.topology.master_of(if self.cluster() { cluster::slot(BROADCAST_CHANNEL) } else { 0 })
+    }
+
     fn shard_of(&self, name: &str) -> Option<usize> {
         let slot = if self.cluster() { cluster::slot(&super::user_channel(name.as_bytes())) } else { 0 };
         self.topology.master_of(slot)
@@ -286,6 +294,7 @@ impl Subscriber {
         } else {
             VecDeque::new()
         };
+        let broadcast_here = self.broadcast_shard() == Some(i);
         let shard = &mut self.shards[i];
         if !names.is_empty() {
             log::info!("redis {}: subscribing {} channels again", shard.link.addr, names.len());
@@ -293,9 +302,8 @@ impl Subscriber {
         shard.link.out.extend_from_slice(&settings.hello);
         shard.hello_left = settings.hello_replies;
         shard.resubscribe = names;
-        let broadcast_here = settings.routing == Routing::Broadcast
-            && self.topology.master_of(if settings.cluster { cluster::slot(BROADCAST_CHANNEL) } else { 0 }) == Some(i);
         if broadcast_here {
+            self.shared.logins.msg_subscribing();
             resp::push_command(&mut shard.link.out, &[b"SUBSCRIBE", BROADCAST_CHANNEL]);
         }
         self.pump_resubscribe(i);
@@ -308,6 +316,9 @@ impl Subscriber {
         shard.resubscribe.clear();
         self.unsubscribing.clear();
         self.shared.logins.stop_waiting_for_subscriptions(&self.shared.hub);
+        if self.broadcast_shard() == Some(i) {
+            self.shared.logins.msg_settled(&self.shared.hub);
+        }
         if self.cluster() {
             self.schedule_refresh();
         }
@@ -389,6 +400,8 @@ impl Subscriber {
                         shard.subscribed = items.get(2).and_then(Frame::integer).unwrap_or(0) as u64;
                         if let Some(name) = super::user_of_channel(channel).and_then(|n| std::str::from_utf8(n).ok()) {
                             shared.logins.subscribed(&shared.hub, name);
+                        } else if !targeted && channel == BROADCAST_CHANNEL {
+                            shared.logins.msg_settled(&shared.hub);
                         }
                     }
                     b"unsubscribe" | b"sunsubscribe" => {

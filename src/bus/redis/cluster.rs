@@ -8,16 +8,23 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::resp::{self, Frame};
 
 /// Hash slots in Redis Cluster.
 pub const SLOTS: usize = 16_384;
 
-/// How long one blocking `CLUSTER SLOTS` exchange may take: the node answers
-/// in microseconds, so a second means it is not going to.
-const FETCH_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long one blocking `CLUSTER SLOTS` exchange may take: a live node
+/// answers in well under a millisecond, even on a loaded machine far under
+/// this, so 200 ms means it is not going to.
+const FETCH_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long one [`fetch`] may block its thread, over all the seeds it asks:
+/// the bus thread delivers nothing meanwhile. Live masters are asked first and
+/// answer at once, so the budget is spent only when none of them answers.
+pub const FETCH_BUDGET: Duration = Duration::from_millis(300);
+/// A seed is not asked with less time than this left (it could not answer).
+const FETCH_MIN: Duration = Duration::from_millis(10);
 
 /// The slot of a key or shard channel: CRC16 (XMODEM) of its hash tag.
 pub fn slot(key: &[u8]) -> u16 {
@@ -107,14 +114,20 @@ pub fn seeds_to_ask(masters: &[SocketAddr], up: &[bool], seeds: &[SocketAddr]) -
 }
 
 /// Asks each of `seeds` in turn for the slot map, with a short blocking
-/// exchange (the bus threads call this only while re-routing).
+/// exchange (the bus threads call this only while re-routing), within
+/// [`FETCH_BUDGET`] in all; seeds left when it is spent are not asked.
 ///
 /// # Errors
-/// The last seed's error when none answers with a usable map.
+/// The last seed's error when none answers with a usable map in time.
 pub fn fetch(seeds: &[SocketAddr], auth: &[u8]) -> io::Result<Topology> {
+    let deadline = Instant::now() + FETCH_BUDGET;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no Redis Cluster seed to ask");
     for &seed in seeds {
-        match fetch_from(seed, auth) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < FETCH_MIN {
+            break;
+        }
+        match fetch_from(seed, auth, left.min(FETCH_TIMEOUT)) {
             Ok(topology) => return Ok(topology),
             Err(e) => last = e,
         }
@@ -122,10 +135,10 @@ pub fn fetch(seeds: &[SocketAddr], auth: &[u8]) -> io::Result<Topology> {
     Err(last)
 }
 
-fn fetch_from(seed: SocketAddr, auth: &[u8]) -> io::Result<Topology> {
-    let mut stream = TcpStream::connect_timeout(&seed, FETCH_TIMEOUT)?;
-    stream.set_read_timeout(Some(FETCH_TIMEOUT))?;
-    stream.set_write_timeout(Some(FETCH_TIMEOUT))?;
+fn fetch_from(seed: SocketAddr, auth: &[u8], timeout: Duration) -> io::Result<Topology> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&seed, timeout)?;
+    stream.set_write_timeout(Some(timeout))?;
     let mut request = auth.to_vec();
     resp::push_command(&mut request, &[b"CLUSTER", b"SLOTS"]);
     stream.write_all(&request)?;
@@ -134,6 +147,12 @@ fn fetch_from(seed: SocketAddr, auth: &[u8]) -> io::Result<Topology> {
     let mut chunk = [0u8; 4096];
     let mut skip = usize::from(!auth.is_empty());
     loop {
+        // The whole exchange within `timeout`, however the reply is split.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("{seed}: no CLUSTER SLOTS reply in time")));
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Err(bad("closed the connection"));
@@ -172,6 +191,19 @@ mod tests {
         assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
         assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
         assert_eq!(slot(b"sb:u:{alice}"), slot(b"alice"));
+    }
+
+    #[test]
+    fn a_fetch_from_silent_seeds_blocks_at_most_its_budget() {
+        // Listeners that never accept: the connect succeeds (the kernel's
+        // backlog), the reply never comes, as from a hung Redis.
+        let silent: Vec<std::net::TcpListener> =
+            (0..4).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let seeds: Vec<SocketAddr> = silent.iter().map(|l| l.local_addr().unwrap()).collect();
+        let started = Instant::now();
+        assert!(fetch(&seeds, b"").is_err());
+        let took = started.elapsed();
+        assert!(took < FETCH_BUDGET + Duration::from_millis(100), "fetch blocked for {took:?}");
     }
 
     #[test]

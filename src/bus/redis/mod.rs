@@ -15,6 +15,16 @@
 //! Reactors reach both through lock-free queues with a coalesced wake (the
 //! pattern of [`crate::inbox`]).
 //!
+//! One exception blocks a bus thread: in Redis Cluster, fetching the slot map
+//! again (`CLUSTER SLOTS`, on MOVED, a migrated slot, or every 500 ms while a
+//! master is down) is a short blocking exchange, bounded by
+//! [`cluster::FETCH_BUDGET`] (300 ms in all, 200 ms per node asked). Live
+//! masters are asked first and answer in well under a millisecond, so healthy
+//! shards see a pause of that order; the whole budget is spent only when no
+//! live master answers, and then delivery waits at most that long per fetch.
+//! A non-blocking fetch on the poll loop would remove even that; it is not
+//! worth its state machine while failovers are rare.
+//!
 //! # Routing
 //!
 //! - **targeted** (default): a node subscribes `sb:u:{NAME}` while `NAME` is

@@ -21,27 +21,45 @@ const WRITE_BUDGET: usize = 1024 * 1024;
 const POOL_BUFFERS: usize = 256;
 const POOL_MAX_CAPACITY: usize = 64 * 1024;
 
+/// What one [`Reactor::flush`] achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Everything queued was written.
+    Drained,
+    /// The socket is full; the WRITABLE edge resumes the write.
+    Blocked,
+    /// The per-turn budget ran out; the connection is listed for the next turn.
+    Budget,
+    /// The connection is gone (write error or it was closed already).
+    Gone,
+}
+
 impl Reactor {
     /// Queues one unfragmented frame to a connection and lists it for flushing.
-    /// A client is slow when what it has not taken yet is already over
-    /// `--max-output`: it is closed with 1008. One message may be larger than
-    /// the limit on its own (an echo of a big message), so pending output is
-    /// bounded by `--max-output` plus one message.
+    ///
+    /// A client is slow when its socket is full and what it has not taken yet
+    /// is over `--max-output`: it is closed with 1008, after what was already
+    /// queued for it (so the close frame never lands inside a half-written
+    /// frame), and dropped at its EOF or after the close grace period. One
+    /// message may be larger than the limit on its own (an echo of a big
+    /// message), so pending output is bounded by `--max-output` plus one message.
     pub(crate) fn queue_frame(&mut self, token: Token, opcode: u8, payload: &[u8]) {
         let max_output = self.config.max_output;
-        let Some(conn) = live(&mut self.conns, token) else {
-            return;
+        let over = match live(&mut self.conns, token) {
+            Some(conn) if conn.phase != Phase::Closing => conn.unsent() > max_output,
+            _ => return,
         };
-        if conn.phase == Phase::Closing {
-            return;
-        }
-        if conn.unsent() > max_output {
-            conn.output.clear();
-            conn.out_pos = 0;
+        // Output is written at the end of a turn, so a burst within one turn
+        // can pass the limit for a client that reads at once: write now, and
+        // call the client slow only if that leaves it over the limit.
+        if over && self.write_until_blocked(token) && self.conn_mut(token).is_some_and(|c| c.unsent() > max_output) {
             self.stats().slow_closed.fetch_add(1, Relaxed);
             let reason = format!("slow consumer: over {max_output} bytes of unsent output");
             return self.begin_close(token, close::POLICY, &reason);
         }
+        let Some(conn) = live(&mut self.conns, token) else {
+            return;
+        };
         if conn.output.capacity() == 0 {
             conn.output = self.pool.pop().unwrap_or_default();
         } else if conn.out_pos > 0 && conn.out_pos >= conn.output.len() / 2 {
@@ -54,6 +72,18 @@ impl Reactor {
             self.stats().messages_out.fetch_add(1, Relaxed);
         }
         self.mark_dirty(token);
+    }
+
+    /// Writes until the socket is full; false when the output drained (or
+    /// the connection went away) first.
+    fn write_until_blocked(&mut self, token: Token) -> bool {
+        loop {
+            match self.flush(token) {
+                Flushed::Budget => {}
+                Flushed::Blocked => return true,
+                Flushed::Drained | Flushed::Gone => return false,
+            }
+        }
     }
 
     pub(crate) fn mark_dirty(&mut self, token: Token) {
@@ -79,33 +109,33 @@ impl Reactor {
     }
 
     /// Writes what a connection has queued, up to the per-turn budget.
-    pub(crate) fn flush(&mut self, token: Token) {
+    pub(crate) fn flush(&mut self, token: Token) -> Flushed {
         let mut written = 0;
         let result = loop {
             let Some(conn) = self.conn_mut(token) else {
-                return;
+                return Flushed::Gone;
             };
             if conn.out_pos == conn.output.len() {
-                break Ok(true);
+                break Flushed::Drained;
             }
             if written >= WRITE_BUDGET {
-                break Ok(false);
+                break Flushed::Budget;
             }
             match (&conn.socket).write(&conn.output[conn.out_pos..]) {
-                Ok(0) => break Err(()),
+                Ok(0) => break Flushed::Gone,
                 Ok(n) => {
                     conn.out_pos += n;
                     written += n;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Flushed::Blocked,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break Err(()),
+                Err(_) => break Flushed::Gone,
             }
         };
         self.stats().bytes_out.fetch_add(written as u64, Relaxed);
         match result {
-            Err(()) => self.drop_conn(token),
-            Ok(true) => {
+            Flushed::Gone => self.drop_conn(token),
+            Flushed::Drained => {
                 let conn = self.conn_mut(token).expect("checked in the loop");
                 let output = mem::take(&mut conn.output);
                 conn.out_pos = 0;
@@ -115,10 +145,11 @@ impl Reactor {
                 }
                 self.give_buffer(output);
             }
-            Ok(false) if written >= WRITE_BUDGET => self.mark_dirty(token),
+            Flushed::Budget => self.mark_dirty(token),
             // Socket full: the WRITABLE edge brings us back.
-            Ok(false) => {}
+            Flushed::Blocked => {}
         }
+        result
     }
 
     /// A cleared buffer from the pool (or a new empty one).

@@ -70,14 +70,24 @@ impl NodeProc {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        self.signal(libc::SIGTERM);
         self.child.wait().expect("wait for the node")
     }
-}
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+    /// Freezes the node (SIGSTOP): what clients send piles up in the kernel,
+    /// so that the node meets it all in one turn when resumed.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
 }
 
 impl Drop for NodeProc {

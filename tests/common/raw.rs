@@ -70,7 +70,11 @@ impl RawClient {
     }
 
     pub fn connect(addr: SocketAddr) -> RawClient {
-        let stream = TcpStream::connect(addr).expect("connect");
+        RawClient::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Wraps a connected stream (set up by the test, e.g. with a small buffer).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         stream.set_nodelay(true).unwrap();
         RawClient { stream, buf: Vec::new() }

@@ -71,6 +71,13 @@ pub struct Config {
     #[arg(long, default_value_t = 10)]
     pub handshake_timeout: u64,
 
+    /// Seconds a client may take to finish a message it started (a frame cut
+    /// short, or fragments without the final one): such input is held in
+    /// memory, up to --max-message-size each. Past it (checked at most one more
+    /// such period later) the client is closed with 1008.
+    #[arg(long, default_value_t = 30)]
+    pub message_timeout: u64,
+
     /// Seconds of silence before the kernel probes a peer (TCP keepalive, then 3
     /// probes 10 s apart; 0 = off). A peer that vanished without a FIN is dropped
     /// after about this plus 30 s, at no cost in user space. 60 s keeps probes rare.
@@ -126,6 +133,9 @@ impl Config {
         }
         if self.max_header_bytes < 512 {
             return Err("--max-header-bytes must be at least 512".into());
+        }
+        if self.message_timeout == 0 {
+            return Err("--message-timeout must be at least 1 second".into());
         }
         if self.handshake_timeout == 0 {
             return Err("--handshake-timeout must be at least 1 second".into());

@@ -29,8 +29,10 @@ pub mod flag {
     pub const SHUTDOWN_AFTER_FLUSH: u8 = 4;
     /// Removed at the end of this turn; ignore from now on.
     pub const GONE: u8 = 8;
-    /// `message` holds a text message: check UTF-8 as fragments arrive.
-    pub const FRAGMENTED_TEXT: u8 = 16;
+    /// Holds a partial frame or an unfinished fragmented message.
+    pub const STALLED: u8 = 16;
+    /// Has an entry in the reactor's stalled-message timer queue.
+    pub const STALL_TIMER: u8 = 32;
 }
 
 /// A message arriving in fragments.
@@ -46,6 +48,9 @@ pub struct Conn {
     pub generation: u32,
     pub phase: Phase,
     pub flags: u8,
+    /// When the connection started holding an unfinished message (milliseconds
+    /// on the reactor's wrapping clock; meaningful while `STALLED`).
+    pub stalled_since: u32,
     /// The logged-in user (or the one whose login is pending).
     pub user: Option<CompactString>,
     /// Received bytes not yet consumed: a partial HTTP head or frame.
@@ -63,6 +68,7 @@ impl Conn {
             generation,
             phase: Phase::Handshake,
             flags: 0,
+            stalled_since: 0,
             user: None,
             input: Vec::new(),
             output: Vec::new(),

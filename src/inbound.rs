@@ -9,7 +9,7 @@
 use std::io::{self, Read};
 use std::mem;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 
@@ -32,7 +32,11 @@ impl Reactor {
         let mut budget = READ_BUDGET;
         while let Some(conn) = self.conn_mut(token) {
             if conn.has(flag::LOGIN_PENDING) {
-                // Read on once the bus has decided (see `resume_input`).
+                // Read on once the bus has decided (see `resume_input`); a peer
+                // that hung up meanwhile is dropped now, its claim released.
+                if to_eof {
+                    self.drop_conn(token);
+                }
                 break;
             }
             match (&conn.socket).read(&mut scratch) {
@@ -87,9 +91,11 @@ impl Reactor {
     fn ingest(&mut self, token: Token, data: &mut [u8]) {
         let (key, _) = split_token(token);
         if self.conns[key].input.is_empty() {
-            let consumed = self.process(token, data);
+            let (consumed, need) = self.process(token, data);
             if consumed < data.len() {
                 let mut rest = self.take_buffer();
+                // Room once for the whole unit rather than growing in steps.
+                rest.reserve(need.max(data.len() - consumed));
                 rest.extend_from_slice(&data[consumed..]);
                 if let Some(conn) = self.conn_mut(token) {
                     conn.input = rest;
@@ -98,25 +104,77 @@ impl Reactor {
         } else {
             let mut input = mem::take(&mut self.conns[key].input);
             input.extend_from_slice(data);
-            let consumed = self.process(token, &mut input);
+            let (consumed, need) = self.process(token, &mut input);
             input.drain(..consumed);
+            input.reserve(need.saturating_sub(input.len()));
             match self.conn_mut(token) {
                 Some(conn) if !input.is_empty() => conn.input = input,
                 _ => self.give_buffer(input),
             }
         }
+        self.note_stalled(token);
+    }
+
+    /// Starts the clock on a connection that now holds an unfinished message
+    /// (a partial frame, or fragments without the final one), or stops it.
+    fn note_stalled(&mut self, token: Token) {
+        let now = self.clock_ms();
+        let timeout = self.config.message_timeout;
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        let stalled = matches!(conn.phase, Phase::Open(_)) && (!conn.input.is_empty() || conn.message.is_some());
+        if !stalled {
+            conn.flags &= !flag::STALLED;
+        } else if !conn.has(flag::STALLED) {
+            conn.flags |= flag::STALLED;
+            conn.stalled_since = now;
+            if !conn.has(flag::STALL_TIMER) {
+                conn.flags |= flag::STALL_TIMER;
+                self.stalled_deadlines.push_back((Instant::now() + Duration::from_secs(timeout), token));
+            }
+        }
+    }
+
+    /// A stalled-message timer fired: close the connection if it has held the
+    /// same unfinished message for `--message-timeout`, else wait for its turn.
+    pub(crate) fn check_stalled(&mut self, token: Token, now: Instant) {
+        let timeout_ms = self.config.message_timeout * 1000;
+        let clock = self.clock_ms();
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        conn.flags &= !flag::STALL_TIMER;
+        if !conn.has(flag::STALLED) {
+            return;
+        }
+        let held = u64::from(clock.wrapping_sub(conn.stalled_since));
+        if held >= timeout_ms {
+            let reason = format!("message not completed within {} s", self.config.message_timeout);
+            self.fail(token, close::POLICY, &reason);
+        } else {
+            conn.flags |= flag::STALL_TIMER;
+            self.stalled_deadlines.push_back((now + Duration::from_millis(timeout_ms - held), token));
+        }
+    }
+
+    /// Milliseconds on the reactor's clock, wrapping (differences stay right
+    /// for 49 days, far beyond any timeout).
+    fn clock_ms(&self) -> u32 {
+        self.started.elapsed().as_millis() as u32
     }
 
     /// Handles every complete unit (HTTP head or frame) at the front of `buf`;
-    /// returns how many bytes were consumed.
-    fn process(&mut self, token: Token, buf: &mut [u8]) -> usize {
+    /// returns how many bytes were consumed, and the whole size of a partial
+    /// frame left at the end (0 when unknown).
+    fn process(&mut self, token: Token, buf: &mut [u8]) -> (usize, usize) {
         let mut pos = 0;
         loop {
             let Some(conn) = self.conn_mut(token) else {
-                return buf.len();
+                return (buf.len(), 0);
             };
             match conn.phase {
-                Phase::Closing => return buf.len(),
+                Phase::Closing => return (buf.len(), 0),
                 Phase::Handshake => {
                     let mut out = mem::take(&mut conn.output);
                     let routes = Routes {
@@ -129,7 +187,7 @@ impl Reactor {
                     let conn = self.conn_mut(token).expect("checked above");
                     conn.output = out;
                     match outcome {
-                        Outcome::Incomplete => return pos,
+                        Outcome::Incomplete => return (pos, 0),
                         Outcome::Upgrade { endpoint, consumed } => {
                             conn.phase = Phase::Open(endpoint);
                             pos += consumed;
@@ -141,34 +199,31 @@ impl Reactor {
                             conn.flags |= flag::SHUTDOWN_AFTER_FLUSH;
                             self.mark_dirty(token);
                             self.closing_deadlines.push_back((Instant::now() + CLOSE_GRACE, token));
-                            return buf.len();
+                            return (buf.len(), 0);
                         }
                     }
                 }
                 // What follows a login waits for its decision, so a client may
                 // chat right after logging in, as seed clients do.
-                Phase::Open(_) if conn.has(flag::LOGIN_PENDING) => return pos,
+                Phase::Open(_) if conn.has(flag::LOGIN_PENDING) => return (pos, 0),
                 Phase::Open(_) => {
                     let head = match codec::parse_client_header(&buf[pos..]) {
                         Ok(Some(head)) => head,
-                        Ok(None) => return pos,
+                        Ok(None) => return (pos, 0),
                         Err(e) => {
                             self.fail(token, close::PROTOCOL, e.reason());
-                            return buf.len();
+                            return (buf.len(), 0);
                         }
                     };
                     let assembled = conn.message.as_ref().map_or(0, |m| m.data.len() as u64);
                     if !head.is_control() && assembled + head.payload_len > self.config.max_message_size as u64 {
                         let reason = format!("message over {} bytes", self.config.max_message_size);
                         self.fail(token, close::TOO_BIG, &reason);
-                        return buf.len();
+                        return (buf.len(), 0);
                     }
                     let total = head.header_len + head.payload_len as usize;
                     if buf.len() - pos < total {
-                        // Make room once for the whole frame rather than growing in steps.
-                        let conn = self.conn_mut(token).expect("checked above");
-                        conn.input.reserve(total.saturating_sub(conn.input.len()));
-                        return pos;
+                        return (pos, total);
                     }
                     let payload = &mut buf[pos + head.header_len..pos + total];
                     codec::apply_mask(payload, head.mask, 0);

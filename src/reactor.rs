@@ -52,6 +52,10 @@ pub struct Reactor {
     pub(crate) still_readable: Vec<(Token, bool)>,
     reap: Vec<usize>,
     handshake_deadlines: VecDeque<(Instant, Token)>,
+    /// Connections holding an unfinished message, at most one entry each.
+    pub(crate) stalled_deadlines: VecDeque<(Instant, Token)>,
+    /// The reactor's clock for `Conn::stalled_since`.
+    pub(crate) started: Instant,
     pub(crate) closing_deadlines: VecDeque<(Instant, Token)>,
     pub(crate) pool: Vec<Vec<u8>>,
     accept_paused_until: Option<Instant>,
@@ -85,6 +89,8 @@ impl Reactor {
             still_readable: Vec::new(),
             reap: Vec::new(),
             handshake_deadlines: VecDeque::new(),
+            stalled_deadlines: VecDeque::new(),
+            started: Instant::now(),
             closing_deadlines: VecDeque::new(),
             pool: Vec::new(),
             accept_paused_until: None,
@@ -117,7 +123,9 @@ impl Reactor {
                     LISTENER => self.accept_all(),
                     WAKER => {} // The inbox is drained below on every turn.
                     token => {
-                        if event.is_writable() {
+                        // Every readable event reports WRITABLE too: only output
+                        // left over from a full socket needs the nudge.
+                        if event.is_writable() && self.conn(token).is_some_and(|c| c.unsent() > 0) {
                             self.mark_dirty(token);
                         }
                         if event.is_read_closed() || event.is_error() {
@@ -145,6 +153,7 @@ impl Reactor {
         let now = Instant::now();
         [
             self.handshake_deadlines.front().map(|d| d.0),
+            self.stalled_deadlines.front().map(|d| d.0),
             self.closing_deadlines.front().map(|d| d.0),
             self.accept_paused_until,
         ]
@@ -184,14 +193,18 @@ impl Reactor {
             match listener.accept() {
                 Ok((stream, _)) => {
                     self.stats().accepted.fetch_add(1, Relaxed);
-                    if self.config.accept == AcceptMode::Handoff {
-                        let target = self.least_loaded();
-                        if target != self.id {
-                            self.hub.inboxes[target].push(Command::Adopt(stream));
-                            continue;
-                        }
+                    let target = match self.config.accept {
+                        AcceptMode::Handoff => self.least_loaded(),
+                        AcceptMode::Reuseport => self.id,
+                    };
+                    // Counted for its reactor now, before it is adopted, so the
+                    // rest of this burst sees it when choosing the least loaded.
+                    self.hub.metrics.reactors[target].connections.fetch_add(1, Relaxed);
+                    if target == self.id {
+                        self.adopt(stream);
+                    } else {
+                        self.hub.inboxes[target].push(Command::Adopt(stream));
                     }
-                    self.adopt(stream);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
@@ -211,21 +224,20 @@ impl Reactor {
         (0..reactors.len()).min_by_key(|&r| reactors[r].connections.load(Relaxed)).unwrap_or(self.id)
     }
 
+    /// Takes an accepted socket (already counted in this reactor's gauge).
     fn adopt(&mut self, mut stream: TcpStream) {
         // TCP_NODELAY and keepalive come from the listener (see server.rs).
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if key > 0xFFFF_FFFF {
-            return;
-        }
         self.next_gen = next_generation(self.next_gen);
         let token = token_of(key, self.next_gen);
-        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
-            log::warn!("reactor {}: cannot register a connection: {e}", self.id);
+        let registered = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE);
+        if key > 0xFFFF_FFFF || registered.is_err() {
+            log::warn!("reactor {}: cannot take a connection: {registered:?}", self.id);
+            self.stats().connections.fetch_sub(1, Relaxed);
             return;
         }
         entry.insert(Conn::new(stream, self.next_gen));
-        self.stats().connections.fetch_add(1, Relaxed);
         let deadline = Instant::now() + self.config.handshake_timeout();
         self.handshake_deadlines.push_back((deadline, token));
     }
@@ -319,6 +331,13 @@ impl Reactor {
             if self.conn_mut(token).is_some_and(|c| c.phase == Phase::Handshake) {
                 self.drop_conn(token);
             }
+        }
+        while let Some(&(at, token)) = self.stalled_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.stalled_deadlines.pop_front();
+            self.check_stalled(token, now);
         }
         while let Some(&(at, token)) = self.closing_deadlines.front() {
             if at > now {

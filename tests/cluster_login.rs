@@ -41,3 +41,24 @@ fn chat_sent_in_the_same_packet_as_the_login_is_delivered() {
     assert_eq!(second.read_text(), "\"User already exists\"\n");
     assert!(second.read_text().contains("log in first"));
 }
+
+#[test]
+fn a_client_that_hangs_up_while_its_login_is_pending_is_let_go() {
+    let redis = RedisServer::start();
+    let node = NodeProc::start(&["--redis", &redis.url()]);
+    let mut first = RawClient::open(node.addr, "/ws");
+    first.send(&text(r#"{"MessageType":"loginmsg","Sender":"early"}"#));
+    first.send(&text(r#"{"MessageType":"chatmsg","Data":"x","Reciever":"early"}"#));
+    first.read_text();
+    // Redis frozen: the next login stays pending; its client gives up.
+    redis.pause();
+    let mut waiting = RawClient::open(node.addr, "/ws");
+    waiting.send(&text(r#"{"MessageType":"loginmsg","Sender":"late"}"#));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    drop(waiting);
+    // The node lets go of the connection at once (the scrape counts itself).
+    let open = || node.metric("switchboard_connections");
+    let gone = common::wait_until(std::time::Duration::from_secs(3), || open() == 2);
+    redis.resume();
+    assert!(gone, "{} connections still open", open());
+}

@@ -65,3 +65,25 @@ fn bad_configuration_is_refused_at_start() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn handoff_spreads_a_burst_of_connections_evenly() {
+    let node = NodeProc::start(&["--accept", "handoff", "--reactors", "4"]);
+    // Frozen, the node finds all 400 connections in its backlog at once.
+    node.pause();
+    let clients: Vec<std::net::TcpStream> =
+        (0..400).map(|_| std::net::TcpStream::connect(node.addr).expect("connect")).collect();
+    node.resume();
+    let per_reactor = || -> Vec<u64> {
+        node.http_get("/metrics")
+            .lines()
+            .filter(|l| l.starts_with("switchboard_reactor_connections{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    assert!(common::wait_until(Duration::from_secs(5), || per_reactor().iter().sum::<u64>() >= 400));
+    let spread = per_reactor();
+    // Each scrape is a connection of its own; allow for it.
+    assert!(spread.iter().all(|&n| (99..=102).contains(&n)), "connections per reactor: {spread:?}");
+    drop(clients);
+}

@@ -232,3 +232,33 @@ fn accepted_sockets_carry_tcp_keepalive() {
     let timer = server_socket_timer(off.addr.port(), c.stream.local_addr().unwrap().port()).unwrap();
     assert!(timer.starts_with("00:"), "timer {timer}");
 }
+
+#[test]
+fn a_message_left_unfinished_is_cut_off_after_the_message_timeout() {
+    let node = NodeProc::start(&["--message-timeout", "1"]);
+    // Half a frame, then silence.
+    let mut half = RawClient::open(node.addr, "/ws");
+    let big = text(&format!(r#"{{"MessageType":"chatmsg","Data":"{}","Reciever":"x"}}"#, "a".repeat(20_000)));
+    half.send(&big[..big.len() / 2]);
+    // Fragments without the final one.
+    let mut fragments = RawClient::open(node.addr, "/ws");
+    fragments.send(&frame(false, 1, b"{\"MessageType\":"));
+    let start = std::time::Instant::now();
+    for c in [&mut half, &mut fragments] {
+        let (code, reason) = c.expect_close();
+        assert_eq!(code, 1008);
+        assert!(reason.contains("not completed within 1 s"), "{reason}");
+    }
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "{waited:?}");
+    // A client that finishes its messages, however large, is left alone.
+    let mut steady = RawClient::open(node.addr, "/ws");
+    steady.send(&text(LOGIN_ALICE));
+    for i in 0..3 {
+        let msg = text(&self_chat("alice", &format!("part {i}")));
+        steady.send(&msg[..5]);
+        std::thread::sleep(Duration::from_millis(600));
+        steady.send(&msg[5..]);
+        assert_eq!(steady.read_text(), chat_bytes(&format!("part {i}"), "alice", "alice"));
+    }
+}

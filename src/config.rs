@@ -100,7 +100,10 @@ pub struct Config {
     #[arg(long, value_enum, default_value_t = Routing::Targeted)]
     pub routing: Routing,
 
-    /// Seconds a node's hold on its user names lasts without renewal in Redis.
+    /// Seconds a node's hold on its user names lasts without renewal in Redis:
+    /// a dead node's names come free after it. The Redis links follow it too:
+    /// a PING after a third of it in silence (at most 5 s), and a link that
+    /// stays silent two thirds of it (at most 10 s) is dropped and reconnected.
     #[arg(long, default_value_t = 15)]
     pub lease_secs: u64,
 

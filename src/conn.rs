@@ -127,6 +127,7 @@ mod tests {
     #[test]
     fn an_idle_connection_is_small() {
         // The slab entry is most of what an idle connection costs in user space.
+        // 104 bytes in release builds; mio's sockets carry a selector id in debug builds.
         assert!(std::mem::size_of::<Conn>() <= 128, "{}", std::mem::size_of::<Conn>());
     }
 }

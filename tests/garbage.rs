@@ -133,3 +133,26 @@ fn random_bytes_and_frames_leave_the_node_healthy() {
     fresh.send(&text(r#"{"MessageType":"chatmsg","Data":"still fine","Reciever":"after"}"#));
     assert_eq!(fresh.read_text(), chat_bytes("still fine", "after", "after"));
 }
+
+#[test]
+fn the_parsers_take_any_input_without_panicking() {
+    use switchboard::handshake::{handle, Routes};
+    use switchboard::{codec, protocol};
+    let routes = Routes { ws_path: "/ws", echo_path: Some("/echo"), max_header_bytes: 8192 };
+    let mut noise = Noise(0x5EED);
+    let mut out = Vec::new();
+    for _ in 0..50_000 {
+        let json = noise.jsonish();
+        if let Ok(text) = std::str::from_utf8(&json) {
+            let _ = protocol::parse(text, 64);
+        }
+        let n = noise.below(64) as usize;
+        let raw = noise.bytes(n);
+        let _ = codec::parse_client_header(&raw);
+        let mut request = b"GET /ws HTTP/1.1\r\n".to_vec();
+        request.extend(noise.bytes(n));
+        request.extend_from_slice(b"\r\n\r\n");
+        out.clear();
+        let _ = handle(&request, &routes, &mut out, String::new);
+    }
+}

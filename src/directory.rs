@@ -46,7 +46,17 @@ impl Default for Directory {
 
 impl Directory {
     pub fn new() -> Directory {
-        Directory { hasher: RandomState::new(), shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect() }
+        Directory::with_capacity(0)
+    }
+
+    /// A directory with room for `names` without growing: tables that double
+    /// as they fill leave up to half their memory unused at any size.
+    pub fn with_capacity(names: usize) -> Directory {
+        let per_shard = names.div_ceil(SHARDS);
+        Directory {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::with_capacity(per_shard))).collect(),
+        }
     }
 
     /// The name's hash and its shard. The shard takes bits 32 and up, which the

@@ -98,6 +98,12 @@ impl Reactor {
         })
     }
 
+    /// Reserves slab room for `connections` up front (see `server::start`).
+    pub fn with_slab_capacity(mut self, connections: usize) -> Reactor {
+        self.conns.reserve(connections);
+        self
+    }
+
     pub(crate) fn stats(&self) -> &ReactorStats {
         &self.hub.metrics.reactors[self.id]
     }

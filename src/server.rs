@@ -22,6 +22,10 @@ use crate::reactor::{Reactor, WAKER};
 /// at `net.core.somaxconn` (4096 by default), which `scripts/tune-kernel.sh` raises.
 const LISTEN_BACKLOG: i32 = 65_535;
 
+/// The most connections whose tables are sized at start (4M: about 420 MB of
+/// address space for the slabs); past it they grow as connections come.
+const MAX_PRESIZED_CONNECTIONS: u64 = 4 << 20;
+
 /// TCP keepalive probes after `--keepalive` seconds of silence: 3, 10 s apart.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_PROBES: u32 = 3;
@@ -79,13 +83,23 @@ impl Node {
 pub fn start(config: Config) -> Result<Node, StartError> {
     config.validate().map_err(StartError::Config)?;
     let config = Arc::new(config);
-    match limits::raise_nofile() {
-        Ok(n) => log::info!(
-            "open-file limit {n}: room for about {} connections (raise LimitNOFILE / ulimit -n for more)",
-            n.saturating_sub(limits::RESERVED_FDS)
-        ),
-        Err(e) => log::warn!("cannot read or raise the open-file limit: {e}"),
-    }
+    let room = match limits::raise_nofile() {
+        Ok(n) => {
+            let room = n.saturating_sub(limits::RESERVED_FDS);
+            log::info!(
+                "open-file limit {n}: room for about {room} connections (raise LimitNOFILE / ulimit -n for more)"
+            );
+            room
+        }
+        Err(e) => {
+            log::warn!("cannot read or raise the open-file limit: {e}");
+            0
+        }
+    };
+    // Tables sized once for every connection the limit allows, so they never
+    // double (and never sit half empty). Address space, not memory: pages are
+    // resident only once connections fill them.
+    let capacity = room.min(MAX_PRESIZED_CONNECTIONS) as usize;
     let reactors = config.reactor_count();
     let listeners = bind_listeners(&config, reactors)?;
     let local_addr =
@@ -98,7 +112,7 @@ pub fn start(config: Config) -> Result<Node, StartError> {
         inboxes.push(Inbox::new(poll.registry(), WAKER).map_err(|source| StartError::Reactor { reactor, source })?);
         polls.push(poll);
     }
-    let hub = Hub::new(inboxes);
+    let hub = Hub::new(inboxes, capacity);
     let bus: Arc<dyn Bus> = match &config.redis {
         None => Arc::new(LocalBus),
         Some(_) => crate::bus::redis::start(Arc::clone(&hub), &config).map_err(StartError::Bus)?,
@@ -108,7 +122,11 @@ pub fn start(config: Config) -> Result<Node, StartError> {
     let mut threads = Vec::with_capacity(reactors);
     for (id, poll) in polls.into_iter().enumerate() {
         let listener = listeners.next();
+        // The kernel spreads connections over reactors evenly on average; a
+        // reactor that gets more grows its slab past this.
+        let slab_capacity = capacity.div_ceil(reactors) + capacity / reactors / 8;
         let reactor = Reactor::new(id, poll, listener, Arc::clone(&hub), Arc::clone(&bus), Arc::clone(&config))
+            .map(|r| r.with_slab_capacity(slab_capacity))
             .map_err(|source| StartError::Reactor { reactor: id, source })?;
         let thread = std::thread::Builder::new()
             .name(format!("reactor-{id}"))

@@ -59,11 +59,12 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(inboxes: Vec<Inbox>) -> Arc<Hub> {
+    /// `connections` sizes the directory for that many names up front.
+    pub fn new(inboxes: Vec<Inbox>, connections: usize) -> Arc<Hub> {
         let reactors = inboxes.len();
         Arc::new(Hub {
             inboxes: inboxes.into_boxed_slice(),
-            directory: Directory::new(),
+            directory: Directory::with_capacity(connections),
             metrics: Metrics::new(reactors),
         })
     }

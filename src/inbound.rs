@@ -117,22 +117,29 @@ impl Reactor {
 
     /// Starts the clock on a connection that now holds an unfinished message
     /// (a partial frame, or fragments without the final one), or stops it.
+    /// The clock is read only when a connection starts to stall, not per read.
     fn note_stalled(&mut self, token: Token) {
-        let now = self.clock_ms();
-        let timeout = self.config.message_timeout;
+        let (key, _) = split_token(token);
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
         let stalled = matches!(conn.phase, Phase::Open(_)) && (!conn.input.is_empty() || conn.message.is_some());
         if !stalled {
             conn.flags &= !flag::STALLED;
-        } else if !conn.has(flag::STALLED) {
-            conn.flags |= flag::STALLED;
-            conn.stalled_since = now;
-            if !conn.has(flag::STALL_TIMER) {
-                conn.flags |= flag::STALL_TIMER;
-                self.stalled_deadlines.push_back((Instant::now() + Duration::from_secs(timeout), token));
-            }
+            return;
+        }
+        if conn.has(flag::STALLED) {
+            return;
+        }
+        let now = Instant::now();
+        let clock = self.clock_at(now);
+        let timeout = Duration::from_secs(self.config.message_timeout);
+        let conn = &mut self.conns[key];
+        conn.flags |= flag::STALLED;
+        conn.stalled_since = clock;
+        if !conn.has(flag::STALL_TIMER) {
+            conn.flags |= flag::STALL_TIMER;
+            self.stalled_deadlines.push_back((now + timeout, token));
         }
     }
 
@@ -161,7 +168,11 @@ impl Reactor {
     /// Milliseconds on the reactor's clock, wrapping (differences stay right
     /// for 49 days, far beyond any timeout).
     fn clock_ms(&self) -> u32 {
-        self.started.elapsed().as_millis() as u32
+        self.clock_at(Instant::now())
+    }
+
+    fn clock_at(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.started).as_millis() as u32
     }
 
     /// Handles every complete unit (HTTP head or frame) at the front of `buf`;

@@ -14,13 +14,16 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+
+use support::{masked, open_logged_in, users};
+
+mod support;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -62,53 +65,6 @@ struct Args {
 /// Reactors the node must run for the placement rule to hold.
 const REACTORS: usize = 2;
 
-fn masked(opcode: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n => {
-            assert!(n <= usize::from(u16::MAX));
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-}
-
-/// Opens one connection, upgrades it and logs it in, waiting for the 101.
-fn open(addr: SocketAddr, name: &str) -> std::io::Result<TcpStream> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_nodelay(true)?;
-    s.set_read_timeout(Some(Duration::from_secs(600)))?;
-    let mut req = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .to_vec();
-    let login = format!(r#"{{"MessageType":"loginmsg","Sender":"{name}"}}"#);
-    masked(0x1, login.as_bytes(), [0x11, 0x22, 0x33, 0x44], &mut req);
-    s.write_all(&req)?;
-    let mut head = Vec::with_capacity(256);
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte)? == 0 {
-            return Err(std::io::Error::other("closed during the handshake"));
-        }
-        head.push(byte[0]);
-    }
-    if !head.starts_with(b"HTTP/1.1 101") {
-        return Err(std::io::Error::other(String::from_utf8_lossy(&head).into_owned()));
-    }
-    Ok(s)
-}
-
-fn users(addr: SocketAddr) -> u64 {
-    let Ok(mut s) = TcpStream::connect(addr) else { return 0 };
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.lines().find_map(|l| l.strip_prefix("switchboard_users ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
-}
-
 /// Reads server frames until `count` text messages came; checks the first one.
 fn receive(mut s: TcpStream, count: usize, expect: Vec<u8>, received: &AtomicUsize, sender: Thread) -> TcpStream {
     let mut buf = vec![0u8; 256 * 1024];
@@ -147,41 +103,24 @@ fn receive(mut s: TcpStream, count: usize, expect: Vec<u8>, received: &AtomicUsi
     s
 }
 
-fn start_node(node: Option<String>) -> (Child, SocketAddr) {
-    let exe = std::env::current_exe().expect("own path");
-    let default = exe.parent().and_then(|p| p.parent()).map(|p| p.join("switchboard")).expect("target dir");
-    let node = node.map(Into::into).unwrap_or(default);
-    let mut child = Command::new(&node)
-        .args(["--listen", "127.0.0.1:0", "--reactors", "2", "--accept", "handoff"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e} (cargo build --release first)", node.display()));
-    let mut out = child.stdout.take().expect("stdout");
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
-        line.push(b[0]);
-    }
-    let line = String::from_utf8_lossy(&line);
-    let addr = line.trim().rsplit(' ').next().and_then(|a| a.parse().ok()).expect("listening line");
-    (child, addr)
-}
-
 fn main() {
     let args = Args::parse();
     assert!(args.pairs > 0 && (args.mode == Mode::Cross || args.pairs % 2 == 0), "--pairs must be even for same");
     let (mut child, addr) = match args.addr {
         Some(addr) => (None, addr),
         None => {
-            let (c, a) = start_node(args.node.clone());
+            let node_args = ["--reactors", &REACTORS.to_string(), "--accept", "handoff"].map(String::from);
+            let (c, a) = support::start_node(args.node.clone(), &node_args);
             (Some(c), a)
         }
     };
 
     // Connection i lands on reactor i % 2 (handoff to the least loaded, one at a time).
     let conns: Vec<TcpStream> = (0..2 * args.pairs)
-        .map(|i| open(addr, &format!("u{i}")).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .map(|i| {
+            open_logged_in(addr, &format!("u{i}"), Duration::from_secs(600))
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     while users(addr) < conns.len() as u64 {

@@ -8,12 +8,15 @@
 //!
 //!     cargo run --release --example idle_memory -- --connections 19000
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+use support::{open_logged_in, users};
+
+mod support;
 
 #[derive(Parser)]
 struct Args {
@@ -57,46 +60,6 @@ fn meminfo_kib(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn masked_text(payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mask = [1u8, 2, 3, 4];
-    let mut f = vec![0x81, 0x80 | payload.len() as u8];
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
-
-/// Opens one connection, upgrades it and logs it in, in one write.
-fn open(addr: SocketAddr, name: &str) -> std::io::Result<TcpStream> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .to_vec();
-    req.extend(masked_text(format!(r#"{{"MessageType":"loginmsg","Sender":"{name}"}}"#).as_bytes()));
-    s.write_all(&req)?;
-    let mut head = Vec::with_capacity(256);
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte)? == 0 {
-            return Err(std::io::Error::other("closed during the handshake"));
-        }
-        head.push(byte[0]);
-    }
-    if !head.starts_with(b"HTTP/1.1 101") {
-        return Err(std::io::Error::other(String::from_utf8_lossy(&head).into_owned()));
-    }
-    Ok(s)
-}
-
-fn users(addr: SocketAddr) -> u64 {
-    let Ok(mut s) = TcpStream::connect(addr) else { return 0 };
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.lines().find_map(|l| l.strip_prefix("switchboard_users ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
-}
-
 fn raise_nofile() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain getrlimit/setrlimit on a struct we own.
@@ -114,23 +77,9 @@ fn main() {
     let (addr, pid) = match (args.addr, args.pid) {
         (Some(addr), Some(pid)) => (addr, pid),
         _ => {
-            let exe = std::env::current_exe().expect("own path");
-            let default = exe.parent().and_then(|p| p.parent()).map(|p| p.join("switchboard")).expect("target dir");
-            let node = args.node.clone().map(Into::into).unwrap_or(default);
-            let mut c = Command::new(&node)
-                .args(["--listen", "127.0.0.1:0", "--reactors", &args.reactors.to_string()])
-                .args(&args.node_arg)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e} (cargo build --release first)", node.display()));
-            let mut line = String::new();
-            let mut out = c.stdout.take().expect("stdout");
-            let mut b = [0u8; 1];
-            while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
-                line.push(b[0] as char);
-            }
-            let addr = line.trim().rsplit(' ').next().and_then(|a| a.parse().ok()).expect("listening line");
+            let mut node_args = vec!["--reactors".to_string(), args.reactors.to_string()];
+            node_args.extend(args.node_arg.iter().cloned());
+            let (c, addr) = support::start_node(args.node.clone(), &node_args);
             let pid = c.id();
             child = Some(c);
             (addr, pid)
@@ -146,7 +95,7 @@ fn main() {
             std::thread::spawn(move || {
                 let mut held = Vec::with_capacity(per_thread);
                 for i in t * per_thread..((t + 1) * per_thread).min(args.connections) {
-                    match open(addr, &format!("idle{i}")) {
+                    match open_logged_in(addr, &format!("idle{i}"), Duration::from_secs(10)) {
                         Ok(s) => held.push(s),
                         Err(e) => panic!("connection {i}: {e}"),
                     }

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::{cluster_login, try_recv, RedisCluster};
+use common::redis::{cluster_login, login_round_robin, try_recv, RedisCluster};
 use common::*;
 
 /// `cluster-node-timeout`: short, so the failover takes a few seconds.
@@ -45,15 +45,7 @@ fn delivery_follows_a_master_failover() {
     // Two names per master; user i on node i % 3, so names[i] and names[i + 3]
     // share a node (local chat) and every node holds channels on two shards.
     let names = cluster.names_on_every_master(2);
-    let mut clients: Vec<Ws> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let mut ws = connect(&nodes[i % 3].url("/ws"));
-            assert!(cluster_login(&mut ws, name));
-            ws
-        })
-        .collect();
+    let mut clients = login_round_robin(&nodes, &names);
     let n = names.len();
     for from in 0..n {
         let to = (from + 1) % n;

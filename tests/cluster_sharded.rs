@@ -4,46 +4,18 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::redis::{cluster_login, try_recv, RedisCluster};
+use common::redis::{cluster_login, login_round_robin, try_recv, RedisCluster};
 use common::*;
-
-/// Two names per master, so every shard carries channels.
-fn names_on_every_shard(cluster: &RedisCluster) -> Vec<String> {
-    let mut per_master: HashMap<u16, Vec<String>> = HashMap::new();
-    for i in 0.. {
-        let name = format!("user{i}");
-        let port = cluster.master_port_of(&format!("sb:u:{{{name}}}"));
-        let names = per_master.entry(port).or_default();
-        if names.len() < 2 {
-            names.push(name);
-        }
-        if per_master.len() == 3 && per_master.values().all(|n| n.len() == 2) {
-            break;
-        }
-    }
-    let mut names: Vec<String> = per_master.into_values().flatten().collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn chat_crosses_nodes_over_sharded_pubsub_and_follows_a_slot_move() {
     let cluster = RedisCluster::start(3);
     let nodes: Vec<NodeProc> =
         (0..3).map(|_| NodeProc::start(&["--redis", &cluster.url(), "--reactors", "1"])).collect();
-    let names = names_on_every_shard(&cluster);
-    let mut clients: Vec<Ws> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let mut ws = connect(&nodes[i % 3].url("/ws"));
-            assert!(cluster_login(&mut ws, name));
-            ws
-        })
-        .collect();
+    let names = cluster.names_on_every_master(2);
+    let mut clients = login_round_robin(&nodes, &names);
     // Every channel is a shard channel on the master that owns its slot.
     for name in &names {
         let channel = format!("sb:u:{{{name}}}");

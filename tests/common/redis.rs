@@ -451,3 +451,16 @@ fn frame_len(buf: &[u8]) -> Option<usize> {
     }
     Some(at)
 }
+
+/// Logs user i in on node i % nodes, waiting for each login to be granted.
+pub fn login_round_robin(nodes: &[super::NodeProc], names: &[String]) -> Vec<super::Ws> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut ws = super::connect(&nodes[i % nodes.len()].url("/ws"));
+            assert!(cluster_login(&mut ws, name), "{name} was refused");
+            ws
+        })
+        .collect()
+}

@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use mio::Token;
 
-use crate::bus::{Claim, Published};
+use crate::bus::{Claim, Published, Undelivered};
 use crate::codec::{self, close, op, FrameHead};
 use crate::conn::{flag, split_token, Fragments, Phase};
 use crate::handshake::Endpoint;
 use crate::inbox::Command;
-use crate::protocol::{self, Request};
+use crate::protocol::{self, Failure, Request};
 use crate::reactor::Reactor;
 
 impl Reactor {
@@ -150,7 +150,7 @@ impl Reactor {
                 let logged_in = !encoded.is_empty();
                 self.encode = encoded;
                 if !logged_in {
-                    self.reply_error(token, "log in first: {\"MessageType\":\"loginmsg\",\"Sender\":\"NAME\"}");
+                    self.reply_failure(token, Failure::LogInFirst);
                 }
             }
         }
@@ -161,7 +161,7 @@ impl Reactor {
             return;
         };
         if let Some(current) = conn.user.as_deref() {
-            let why = format!("already logged in as {current:?}");
+            let why = Failure::AlreadyLoggedIn(current).to_string();
             return self.reply_error(token, &why);
         }
         let at = self.conn_ref(split_token(token).0);
@@ -221,10 +221,13 @@ impl Reactor {
             Some(at) => self.hub.send(at, Command::Deliver { token: at.token, payload: payload.into() }),
             None => {
                 let at = self.conn_ref(split_token(from).0);
-                if self.bus.publish(to, payload, at) == Published::NoRecipient {
-                    self.stats().undeliverable.fetch_add(1, Relaxed);
-                    let why = format!("recipient {to:?} is not online");
-                    self.reply_error(from, &why);
+                match self.bus.publish(to, payload, at) {
+                    Published::Sent => {}
+                    Published::NoRecipient => {
+                        self.stats().undeliverable.fetch_add(1, Relaxed);
+                        self.reply_failure(from, Failure::NotOnline(to));
+                    }
+                    Published::Dropped => self.reply_failure(from, Failure::LinkDown),
                 }
             }
         }
@@ -237,6 +240,17 @@ impl Reactor {
         } else {
             self.stats().undeliverable.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Tells a sender what became of a message the bus took and could not deliver.
+    pub(crate) fn undelivered(&mut self, token: Token, why: &Undelivered) {
+        match why {
+            Undelivered::NotOnline(name) => self.reply_failure(token, Failure::NotOnline(name)),
+        }
+    }
+
+    fn reply_failure(&mut self, token: Token, failure: Failure<'_>) {
+        self.reply_error(token, &failure.to_string());
     }
 
     fn reply_error(&mut self, token: Token, message: &str) {

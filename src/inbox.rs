@@ -11,14 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_queue::SegQueue;
 use mio::{Registry, Token, Waker};
 
+use crate::bus::Undelivered;
+
 /// A command for one reactor.
 pub enum Command {
     /// Write `payload` as one text message to the connection `token`, if it still
     /// holds a logged-in user.
     Deliver { token: Token, payload: Box<[u8]> },
-    /// Write `payload` as one text message to `token`, logged in or not (replies
-    /// that another thread decided, such as a refused login).
-    Reply { token: Token, payload: Box<[u8]> },
+    /// A message `token` sent through the bus did not reach its recipient:
+    /// tell the sender why.
+    Undelivered { token: Token, why: Undelivered },
     /// The bus has decided a pending login. `accepted: false` for a login
     /// already granted revokes it (another node proved to hold the name).
     LoginDecided { token: Token, accepted: bool },

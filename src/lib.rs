@@ -14,6 +14,7 @@
 //! - [`codec`]: RFC 6455 frame headers, masking, close codes.
 //! - [`protocol`]: the seed's chat messages (parse, validate, encode byte-exact).
 //! - [`inbox`]: what other threads send a reactor: a lock-free queue plus a coalesced wake.
+//! - [`hub`]: what every thread of a node shares: inboxes, directory, metrics.
 //! - [`directory`]: which connection on this node holds which user name.
 //! - [`bus`]: node-to-node delivery: in-process (embedded default) or Redis.
 //! - [`metrics`]: counters and gauges, rendered for `/metrics`.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod conn;
 pub mod directory;
 pub mod handshake;
+pub mod hub;
 mod inbound;
 pub mod inbox;
 pub mod limits;

@@ -105,6 +105,31 @@ impl fmt::Display for RequestError {
     }
 }
 
+/// What went wrong with a valid request, in the words the client gets
+/// (an `errormsg`). Every such text lives here, whoever found the failure.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure<'a> {
+    /// A chat message from a connection that has not logged in.
+    LogInFirst,
+    /// A second login on a logged-in connection.
+    AlreadyLoggedIn(&'a str),
+    /// Nobody in reach holds the recipient.
+    NotOnline(&'a str),
+    /// The message was not sent: too much waits for the link between nodes.
+    LinkDown,
+}
+
+impl fmt::Display for Failure<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::LogInFirst => f.write_str("log in first: {\"MessageType\":\"loginmsg\",\"Sender\":\"NAME\"}"),
+            Failure::AlreadyLoggedIn(name) => write!(f, "already logged in as {name:?}"),
+            Failure::NotOnline(name) => write!(f, "recipient {name:?} is not online"),
+            Failure::LinkDown => f.write_str("message dropped: the link between nodes is down, try again later"),
+        }
+    }
+}
+
 /// Parses one text message. Takes `&str` (the frame's UTF-8 is checked once,
 /// by the caller), so strings are not validated a second time inside JSON.
 ///

@@ -18,11 +18,12 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::bus::{Bus, Hub};
-use crate::codec::{self, close, op};
+use crate::bus::Bus;
+use crate::codec::{self, close};
 use crate::config::{AcceptMode, Config};
 use crate::conn::{flag, next_generation, split_token, token_of, Conn, Phase};
 use crate::directory::ConnRef;
+use crate::hub::Hub;
 use crate::inbox::Command;
 use crate::metrics::ReactorStats;
 
@@ -359,7 +360,7 @@ impl Reactor {
         let hub = Arc::clone(&self.hub);
         hub.inboxes[self.id].drain(|command| match command {
             Command::Deliver { token, payload } => self.deliver(token, &payload),
-            Command::Reply { token, payload } => self.queue_frame(token, op::TEXT, &payload),
+            Command::Undelivered { token, why } => self.undelivered(token, &why),
             Command::LoginDecided { token, accepted } => self.login_decided(token, accepted),
             Command::Adopt(stream) => self.adopt(stream),
             Command::Shutdown => self.stopping = true,

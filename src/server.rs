@@ -12,8 +12,9 @@ use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use thiserror::Error;
 
 use crate::bus::local::LocalBus;
-use crate::bus::{Bus, Hub};
+use crate::bus::Bus;
 use crate::config::{AcceptMode, Config};
+use crate::hub::Hub;
 use crate::inbox::{Command, Inbox};
 use crate::limits;
 use crate::reactor::{Reactor, WAKER};

@@ -10,11 +10,9 @@
 pub mod local;
 pub mod redis;
 
-use std::sync::Arc;
+use compact_str::CompactString;
 
-use crate::directory::{ConnRef, Directory};
-use crate::inbox::{Command, Inbox};
-use crate::metrics::Metrics;
+use crate::directory::ConnRef;
 
 /// The outcome of claiming a user name for the whole cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,9 +29,22 @@ pub enum Claim {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Published {
     /// Handed to the cluster; delivery is up to the node that holds the recipient.
+    /// Should it fail later, the bus sends the sender's reactor
+    /// [`Command::Undelivered`](crate::inbox::Command::Undelivered).
     Sent,
     /// Nobody in reach holds the recipient (always the case for the embedded bus).
     NoRecipient,
+    /// Not sent: too much already waits for a link between nodes that is down.
+    Dropped,
+}
+
+/// Why a message the bus took ([`Published::Sent`]) never reached its
+/// recipient. The bus reports it; the reactor tells the sender in the
+/// protocol's words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Undelivered {
+    /// The recipient's channel had no subscriber anywhere.
+    NotOnline(CompactString),
 }
 
 /// What a reactor needs from the cluster. Implementations never block the
@@ -49,40 +60,4 @@ pub trait Bus: Send + Sync {
     fn publish(&self, recipient: &str, payload: &[u8], from: ConnRef) -> Published;
     /// Stops background threads; called once when the node shuts down.
     fn shutdown(&self) {}
-}
-
-/// What every thread of a node shares: reactor inboxes, the directory, metrics.
-pub struct Hub {
-    pub inboxes: Box<[Inbox]>,
-    pub directory: Directory,
-    pub metrics: Metrics,
-}
-
-impl Hub {
-    /// `connections` sizes the directory for that many names up front.
-    pub fn new(inboxes: Vec<Inbox>, connections: usize) -> Arc<Hub> {
-        let reactors = inboxes.len();
-        Arc::new(Hub {
-            inboxes: inboxes.into_boxed_slice(),
-            directory: Directory::with_capacity(connections),
-            metrics: Metrics::new(reactors),
-        })
-    }
-
-    /// Hands `payload` to the reactor that holds `name` on this node.
-    /// Returns false when no connection here holds the name.
-    pub fn deliver_local(&self, name: &str, payload: &[u8]) -> bool {
-        match self.directory.lookup(name) {
-            Some(at) => {
-                self.inboxes[at.reactor].push(Command::Deliver { token: at.token, payload: payload.into() });
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Sends a command to the reactor that owns `at`.
-    pub fn send(&self, at: ConnRef, command: Command) {
-        self.inboxes[at.reactor].push(command);
-    }
 }

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use compact_str::CompactString;
 use parking_lot::Mutex;
 
-use crate::bus::Hub;
 use crate::directory::ConnRef;
+use crate::hub::Hub;
 use crate::inbox::Command;
 
 struct Pending {

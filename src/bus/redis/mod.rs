@@ -97,11 +97,11 @@ use mio::{Poll, Token};
 use parking_lot::Mutex;
 use redis::{ConnectionAddr, IntoConnectionInfo};
 
-use crate::bus::{Bus, Claim, Hub, Published};
+use crate::bus::{Bus, Claim, Published};
 use crate::config::{Config, Routing};
 use crate::directory::ConnRef;
+use crate::hub::Hub;
 use crate::inbox::Doorbell;
-use crate::protocol;
 
 use self::logins::PendingLogins;
 
@@ -404,12 +404,7 @@ impl Bus for RedisBus {
             if !self.shared.dropping.swap(true, Ordering::Relaxed) {
                 log::error!("dropping cross-node messages: over {MAX_QUEUED_BYTES} bytes wait for Redis (is it down?)");
             }
-            let mut reply = Vec::new();
-            protocol::encode_error(&mut reply, "message dropped: the link between nodes is down, try again later");
-            self.shared
-                .hub
-                .send(from, crate::inbox::Command::Reply { token: from.token, payload: reply.into_boxed_slice() });
-            return Published::Sent;
+            return Published::Dropped;
         }
         self.push_job(Job::Publish { slot, command, from });
         Published::Sent

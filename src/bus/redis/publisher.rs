@@ -20,10 +20,10 @@ use super::link::{self, Fill, Link, Timer};
 use super::registry::{Awaiting, Outgoing, Registry};
 use super::resp::{self, Frame};
 use super::{Job, Shared, WAKER};
+use crate::bus::Undelivered;
 use crate::config::Routing;
 use crate::directory::ConnRef;
 use crate::inbox::Command;
-use crate::protocol;
 
 /// Output a connection may buffer before further jobs wait in its backlog:
 /// a few milliseconds of Redis work, so the queue (not this buffer) is what
@@ -600,8 +600,6 @@ fn reply_offline(shared: &Shared, command: &[u8], from: ConnRef) {
         return;
     };
     shared.hub.metrics.reactors[from.reactor].undeliverable.fetch_add(1, Relaxed);
-    let mut reply = Vec::new();
-    let why = format!("recipient {:?} is not online", String::from_utf8_lossy(name));
-    protocol::encode_error(&mut reply, &why);
-    shared.hub.send(from, Command::Reply { token: from.token, payload: reply.into_boxed_slice() });
+    let why = Undelivered::NotOnline(String::from_utf8_lossy(name).as_ref().into());
+    shared.hub.send(from, Command::Undelivered { token: from.token, why });
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use thiserror::Error;
 
 /// How accepted sockets reach reactors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -112,45 +113,59 @@ pub struct Config {
     pub node_id: Option<String>,
 }
 
+/// A setting that cannot work, naming the flag and what it accepts.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{flag} must be an absolute path without a query, like /ws (got {got:?})")]
+    BadPath { flag: &'static str, got: String },
+    #[error("--echo-path must differ from --ws-path")]
+    SamePaths,
+    #[error("{flag} must be between {min} and {max}{unit} (got {got})")]
+    OutOfRange { flag: &'static str, min: u64, max: u64, unit: &'static str, got: u64 },
+    #[error("{flag} needs --redis URL")]
+    NeedsRedis { flag: &'static str },
+}
+
+/// `value` of `flag` within `min..=max`.
+fn in_range(flag: &'static str, value: u64, min: u64, max: u64, unit: &'static str) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange { flag, min, max, unit, got: value })
+    }
+}
+
 impl Config {
     /// Refuses settings that cannot work, saying what to change.
     ///
     /// # Errors
-    /// A message naming the flag at fault.
-    pub fn validate(&self) -> Result<(), String> {
+    /// A [`ConfigError`] naming the flag at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (flag, path) in [("--ws-path", Some(&self.ws_path)), ("--echo-path", self.echo_path.as_ref())] {
             if let Some(p) = path {
                 if !p.starts_with('/') || p.contains('?') {
-                    return Err(format!("{flag} must be an absolute path without a query, like /ws (got {p:?})"));
+                    return Err(ConfigError::BadPath { flag, got: p.clone() });
                 }
             }
         }
         if self.echo_path.as_deref() == Some(self.ws_path.as_str()) {
-            return Err("--echo-path must differ from --ws-path".into());
+            return Err(ConfigError::SamePaths);
         }
-        if self.max_message_size < 125 || self.max_message_size > (1 << 30) {
-            return Err("--max-message-size must be between 125 bytes and 1 GiB".into());
-        }
-        if self.max_output < 4096 {
-            return Err("--max-output must be at least 4096 bytes".into());
-        }
-        if self.max_header_bytes < 512 {
-            return Err("--max-header-bytes must be at least 512".into());
-        }
-        if self.message_timeout == 0 {
-            return Err("--message-timeout must be at least 1 second".into());
-        }
-        if self.handshake_timeout == 0 {
-            return Err("--handshake-timeout must be at least 1 second".into());
-        }
-        if self.max_name_len == 0 || self.max_name_len > 1024 {
-            return Err("--max-name-len must be between 1 and 1024".into());
-        }
-        if self.lease_secs < 3 {
-            return Err("--lease-secs must be at least 3 (the lease is renewed every third of it)".into());
-        }
-        if self.redis.is_none() && (self.redis_cluster || self.routing == Routing::Broadcast) {
-            return Err("--redis-cluster and --routing broadcast need --redis URL".into());
+        in_range("--max-message-size", self.max_message_size as u64, 125, 1 << 30, " bytes")?;
+        in_range("--max-output", self.max_output as u64, 4096, 1 << 40, " bytes")?;
+        in_range("--max-header-bytes", self.max_header_bytes as u64, 512, 1 << 20, " bytes")?;
+        in_range("--message-timeout", self.message_timeout, 1, 86_400, " s")?;
+        in_range("--handshake-timeout", self.handshake_timeout, 1, 86_400, " s")?;
+        in_range("--max-name-len", self.max_name_len as u64, 1, 1024, " bytes")?;
+        // The lease is renewed every third of it.
+        in_range("--lease-secs", self.lease_secs, 3, 86_400, " s")?;
+        if self.redis.is_none() {
+            if self.redis_cluster {
+                return Err(ConfigError::NeedsRedis { flag: "--redis-cluster" });
+            }
+            if self.routing == Routing::Broadcast {
+                return Err(ConfigError::NeedsRedis { flag: "--routing broadcast" });
+            }
         }
         Ok(())
     }

@@ -5,34 +5,31 @@
 //!
 //! - [`config`]: every knob, its default and why that default.
 //! - [`server`]: starts a node: open-file limit, listeners, reactors, the bus.
-//! - [`reactor`]: one poll loop: accept, dispatch, inbox, timers, reap.
-//! - `inbound`: the read path: edge-triggered reads, HTTP heads and frames parsed in place.
-//! - `outbound`: the write path: output queued per turn, written once, buffer pool.
-//! - `chat`: what a reactor does with frames and messages: control, echo, chat.
-//! - [`conn`]: per-connection state; buffers exist only while something is pending.
+//! - `reactor`: one poll loop per thread: accept, read, frames, chat, write,
+//!   timers, close; a connection's state lives there and nowhere else.
 //! - [`handshake`]: the HTTP side: WebSocket upgrade, `/healthz`, `/metrics`, errors.
 //! - [`codec`]: RFC 6455 frame headers, masking, close codes.
 //! - [`protocol`]: the seed's chat messages (parse, validate, encode byte-exact).
-//! - [`inbox`]: what other threads send a reactor: a lock-free queue plus a coalesced wake.
-//! - [`hub`]: what every thread of a node shares: inboxes, directory, metrics.
-//! - [`directory`]: which connection on this node holds which user name.
-//! - [`bus`]: node-to-node delivery: in-process (embedded default) or Redis.
-//! - [`metrics`]: counters and gauges, rendered for `/metrics`.
-//! - [`limits`]: the process's open-file limit.
+//! - `hub`: what every thread of a node shares: inboxes, directory, metrics.
+//! - `inbox`: what other threads send a reactor: a lock-free queue plus a coalesced wake.
+//! - `directory`: which connection on this node holds which user name.
+//! - `bus`: node-to-node delivery: in-process (embedded default) or Redis.
+//! - `metrics`: counters and gauges, rendered for `/metrics`.
+//! - `limits`: the process's open-file limit.
+//!
+//! The public API is what the binary and the tests use: the parsers and
+//! encoders of the wire (fuzzed by `tests/garbage.rs`), the configuration
+//! and [`server::run`].
 
-pub mod bus;
-mod chat;
+mod bus;
 pub mod codec;
 pub mod config;
-pub mod conn;
-pub mod directory;
+mod directory;
 pub mod handshake;
-pub mod hub;
-mod inbound;
-pub mod inbox;
-pub mod limits;
-pub mod metrics;
-mod outbound;
+mod hub;
+mod inbox;
+mod limits;
+mod metrics;
 pub mod protocol;
-pub mod reactor;
+mod reactor;
 pub mod server;

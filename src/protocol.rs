@@ -16,7 +16,11 @@ use serde::Deserialize;
 
 pub const LOGIN: &str = "loginmsg";
 pub const CHAT: &str = "chatmsg";
+pub const WHOAMI: &str = "whoamimsg";
 pub const ERROR: &str = "errormsg";
+
+/// Every `MessageType` a client may send, for the error that lists them.
+const REQUEST_TYPES: [&str; 3] = [LOGIN, CHAT, WHOAMI];
 
 /// The seed's reply to a login whose name is taken, as gorilla's `WriteJSON` sends it.
 pub const USER_EXISTS: &[u8] = b"\"User already exists\"\n";
@@ -77,6 +81,8 @@ pub enum Request<'a> {
         to: Cow<'a, str>,
         data: Cow<'a, str>,
     },
+    /// Asks which name the connection is logged in as.
+    WhoAmI,
 }
 
 /// Why a text message was refused; sent back as an `errormsg`.
@@ -95,7 +101,11 @@ impl fmt::Display for RequestError {
         match self {
             RequestError::BadJson(e) => write!(f, "invalid JSON: {e}"),
             RequestError::UnknownType(t) => {
-                write!(f, "unknown MessageType {t:?}: expected \"loginmsg\" or \"chatmsg\"")
+                write!(f, "unknown MessageType {t:?}: expected one of ")?;
+                for (i, known) in REQUEST_TYPES.iter().enumerate() {
+                    write!(f, "{}{known:?}", if i > 0 { ", " } else { "" })?;
+                }
+                Ok(())
             }
             RequestError::EmptyName => f.write_str("loginmsg needs a non-empty Sender"),
             RequestError::NameTooLong(max) => write!(f, "Sender is longer than {max} bytes"),
@@ -148,6 +158,7 @@ pub fn parse(text: &str, max_name_len: usize) -> Result<Request<'_>, RequestErro
             }
             Ok(Request::Chat { to: wire.reciever, data: wire.data })
         }
+        WHOAMI => Ok(Request::WhoAmI),
         other => Err(RequestError::UnknownType(other.into())),
     }
 }
@@ -173,6 +184,14 @@ pub fn encode_chat(out: &mut Vec<u8>, data: &str, to: &str, from: &str) {
     push_json_string(out, to);
     out.extend_from_slice(b",\"Sender\":");
     push_json_string(out, from);
+    out.extend_from_slice(b"}\n");
+}
+
+/// Appends the answer to `whoamimsg`: the logged-in name in `Data`, empty
+/// when the connection has not logged in.
+pub fn encode_whoami(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(b"{\"MessageType\":\"whoamimsg\",\"Data\":");
+    push_json_string(out, name);
     out.extend_from_slice(b"}\n");
 }
 

@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use crate::bus::local::LocalBus;
 use crate::bus::Bus;
-use crate::config::{AcceptMode, Config};
+use crate::config::{AcceptMode, Config, ConfigError};
 use crate::hub::Hub;
 use crate::inbox::{Command, Inbox};
 use crate::limits;
@@ -34,7 +34,7 @@ const KEEPALIVE_PROBES: u32 = 3;
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}{hint}")]
     Listen { addr: SocketAddr, source: io::Error, hint: &'static str },
     #[error("cannot set up reactor {reactor}: {source}")]
@@ -55,10 +55,6 @@ impl Node {
     /// The address the node listens on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
     }
 
     /// Closes every connection with 1001 (going away) and waits for the reactors.
@@ -82,7 +78,7 @@ impl Node {
 /// # Errors
 /// A [`StartError`] saying what to change: bad config, port in use, no bus.
 pub fn start(config: Config) -> Result<Node, StartError> {
-    config.validate().map_err(StartError::Config)?;
+    config.validate()?;
     let config = Arc::new(config);
     let room = match limits::raise_nofile() {
         Ok(n) => {

@@ -134,3 +134,17 @@ fn two_thousand_users_on_every_reactor_each_message_delivered_once() {
     }
     assert_eq!(node.metric("switchboard_messages_out_total"), (USERS * PER_USER) as u64);
 }
+
+#[test]
+fn whoami_answers_the_name_the_connection_speaks_as() {
+    let node = NodeProc::start(&[]);
+    let mut c = connect(&node.url("/ws"));
+    let whoami = r#"{"MessageType":"whoamimsg"}"#;
+    send(&mut c, whoami);
+    assert_eq!(recv_text(&mut c), "{\"MessageType\":\"whoamimsg\",\"Data\":\"\"}\n");
+    // Asked right after the login, as a seed client would: the answer waits
+    // for the login to be decided, and carries the name, escaped as Go does.
+    login(&mut c, "<alice>");
+    send(&mut c, whoami);
+    assert_eq!(recv_text(&mut c), "{\"MessageType\":\"whoamimsg\",\"Data\":\"\\u003calice\\u003e\"}\n");
+}

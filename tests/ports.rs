@@ -1,6 +1,7 @@
 //! Sharing a port: `--reuse-port` lets several node processes listen on one
 //! port (how one host holds more connections than one process may open);
 //! without it a node refuses a port that another process holds.
+#![allow(clippy::unwrap_used)] // a failed step of a test is a failed test
 
 mod common;
 
@@ -52,8 +53,9 @@ fn without_reuse_port_a_taken_port_is_refused_with_a_hint() {
 fn bad_configuration_is_refused_at_start() {
     for (args, says) in [
         (&["--ws-path", "ws"][..], "--ws-path must be an absolute path"),
-        (&["--routing", "broadcast"][..], "need --redis"),
-        (&["--max-output", "10"][..], "--max-output must be at least"),
+        (&["--routing", "broadcast"][..], "--routing broadcast needs --redis URL"),
+        (&["--max-output", "10"][..], "--max-output must be between 4096 and"),
+        (&["--lease-secs", "18446744073709551615"][..], "--lease-secs must be between 3 and 86400 s"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(["--listen", "127.0.0.1:0"])

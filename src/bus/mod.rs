@@ -19,8 +19,6 @@ use crate::directory::ConnRef;
 pub enum Claim {
     /// The name is ours; the user is logged in.
     Granted,
-    /// Another node holds the name.
-    Refused,
     /// The bus will decide and send [`Command::LoginDecided`] to the reactor.
     Pending,
 }

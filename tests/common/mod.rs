@@ -1,6 +1,8 @@
 //! Shared test helpers: the real node binary on port 0, real Redis servers,
 //! and a plain tungstenite client.
 #![allow(dead_code)]
+// Helpers of tests: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
 
 pub mod raw;
 pub mod redis;

@@ -1,0 +1,57 @@
+//! Taking new connections off a listener: which reactor gets each one, and
+//! what to do when the process runs out of descriptors.
+
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+
+use crate::config::AcceptMode;
+use crate::hub::Hub;
+
+/// How long to stop accepting after running out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What one `accept` gave.
+pub(super) enum Accepted {
+    /// A new socket for reactor `target`, already counted in its gauge.
+    Socket { stream: TcpStream, target: usize },
+    /// The backlog is empty: wait for the next event.
+    Empty,
+    /// Out of descriptors (EMFILE/ENFILE): the backlog stays queued and no
+    /// new edge comes for it, so accepting resumes on a timer at `until`.
+    Paused { until: Instant },
+}
+
+/// Accepts one socket from `listener` on behalf of reactor `id`.
+pub(super) fn accept_one(listener: &TcpListener, id: usize, hub: &Hub, mode: AcceptMode) -> Accepted {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let reactors = &hub.metrics.reactors;
+                reactors[id].accepted.fetch_add(1, Relaxed);
+                let target = match mode {
+                    AcceptMode::Handoff => least_loaded(hub).unwrap_or(id),
+                    AcceptMode::Reuseport => id,
+                };
+                // Counted for its reactor now, before it is adopted, so the
+                // rest of this burst sees it when choosing the least loaded.
+                reactors[target].connections.fetch_add(1, Relaxed);
+                return Accepted::Socket { stream, target };
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::Empty,
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+            Err(e) => {
+                log::warn!("reactor {id}: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                return Accepted::Paused { until: Instant::now() + ACCEPT_BACKOFF };
+            }
+        }
+    }
+}
+
+/// The reactor with the fewest live connections.
+fn least_loaded(hub: &Hub) -> Option<usize> {
+    let reactors = &hub.metrics.reactors;
+    (0..reactors.len()).min_by_key(|&r| reactors[r].connections.load(Relaxed))
+}

@@ -1,0 +1,75 @@
+//! How a connection ends: what a handler's [`Stop`] turns into. A close
+//! takes the user off the node and the cluster at once, queues our close
+//! frame after what is already queued, shuts our side once that is written,
+//! and removes the connection at the peer's EOF or after a grace period.
+//! A drop removes it at the end of the turn.
+
+use std::mem;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use mio::Token;
+
+use super::conn::{split_token, Closing, Conn, Phase};
+use super::timers::CLOSE_GRACE;
+use super::write::mark_dirty;
+use super::{Context, Outcome, Stop};
+use crate::codec;
+
+/// Acts on what a handler returned for `conn`.
+pub(super) fn settle(conn: &mut Conn, token: Token, cx: &mut Context, outcome: Outcome) {
+    match outcome {
+        Ok(()) => {}
+        Err(Stop::Fail(code, reason)) => {
+            cx.stats().protocol_errors.fetch_add(1, Relaxed);
+            begin(conn, token, cx, code, &reason);
+        }
+        Err(Stop::Close(code, reason)) => begin(conn, token, cx, code, &reason),
+        Err(Stop::Drop) => drop(conn, token, cx),
+    }
+}
+
+/// Starts the close handshake (or, before the upgrade, just the close).
+pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, reason: &str) {
+    log_out(conn, token, cx);
+    let was_open = match conn.phase {
+        Phase::Closing(_) | Phase::Gone => return,
+        Phase::Handshake => false,
+        Phase::Open(_) => true,
+    };
+    conn.phase = Phase::Closing(Closing::Flushing);
+    cx.pool.give(mem::take(&mut conn.input));
+    if let Some(m) = conn.message.take() {
+        cx.pool.give(m.data);
+    }
+    if was_open {
+        codec::write_close(conn.output.bytes(&mut cx.pool), code, reason);
+    }
+    mark_dirty(conn, token, &mut cx.dirty);
+    cx.timers.closing.push(Instant::now() + CLOSE_GRACE, token);
+    // Whatever the peer still sends is read and ignored until its EOF;
+    // its edge may have passed while the handler ran.
+    cx.still_readable.push((token, false));
+}
+
+/// Removes a connection at the end of this turn (the peer is gone).
+pub(super) fn drop(conn: &mut Conn, token: Token, cx: &mut Context) {
+    log_out(conn, token, cx);
+    if conn.phase != Phase::Gone {
+        conn.phase = Phase::Gone;
+        cx.reap.push(split_token(token).0);
+    }
+}
+
+/// Takes the user name off this node and the cluster.
+fn log_out(conn: &mut Conn, token: Token, cx: &mut Context) {
+    let Some((name, granted)) = conn.log_out() else {
+        return;
+    };
+    let at = cx.conn_ref(token);
+    cx.hub.directory.remove(&name, at);
+    cx.bus.release(&name, at);
+    if granted {
+        cx.stats().users.fetch_sub(1, Relaxed);
+    }
+}

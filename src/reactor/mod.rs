@@ -1,0 +1,359 @@
+//! One poll loop: accept, handshake, read, dispatch, flush, reap.
+//!
+//! A reactor owns a `mio::Poll` and a slab of connections; a connection lives
+//! and dies on one reactor and nothing else touches it. Other threads reach a
+//! reactor only through its [`Inbox`](crate::inbox::Inbox).
+//!
+//! An event's connection is looked up once; the handler gets it beside the
+//! rest of the reactor (its [`Context`]) and returns an [`Outcome`]: go on,
+//! or a [`Stop`] (close with a code, or drop), which the loop then carries
+//! out ([`close::settle`]). What a handler sends to a neighbour on this
+//! reactor is queued ([`local`]) and written when the handler returns.
+//!
+//! - `accept`: new sockets, and which reactor takes each.
+//! - `read`: edge-triggered reads, HTTP heads and frames parsed in place.
+//! - `frames`: control frames, fragments, whole messages to their endpoint.
+//! - `chat`: the chat protocol: login, chat, whoami, routing, replies.
+//! - `local`: messages for other connections of this reactor.
+//! - `write`: output queued per turn and written once, the buffer pool.
+//! - `timers`: handshake, stalled-message and close deadlines.
+//! - `close`: what a [`Stop`] does.
+//! - `conn`: per-connection state.
+
+mod accept;
+mod chat;
+mod close;
+mod conn;
+mod frames;
+mod local;
+mod read;
+mod timers;
+mod write;
+
+use std::borrow::Cow;
+use std::io;
+use std::mem;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use self::accept::Accepted;
+use self::conn::{live, next_generation, token_of, Conn, Phase};
+use self::local::LocalDeliveries;
+use self::timers::Timers;
+use self::write::BufferPool;
+use crate::bus::Bus;
+use crate::codec::close::GOING_AWAY;
+use crate::config::Config;
+use crate::directory::ConnRef;
+use crate::hub::Hub;
+use crate::inbox::Command;
+use crate::metrics::ReactorStats;
+
+pub(crate) const LISTENER: Token = Token(usize::MAX);
+pub(crate) const WAKER: Token = Token(usize::MAX - 1);
+
+/// Why a handler stopped serving its connection.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The peer broke a rule: counted as a protocol error, then closed with `code`.
+    Fail(u16, Cow<'static, str>),
+    /// Closed with `code` and the close handshake (the peer asked, or a limit
+    /// was reached).
+    Close(u16, Cow<'static, str>),
+    /// The peer is gone: removed at the end of the turn.
+    Drop,
+}
+
+/// What a handler returns: `Ok` to go on serving the connection.
+pub(crate) type Outcome = Result<(), Stop>;
+
+/// Everything of a reactor but its connections: what a handler reaches
+/// while it holds its own connection.
+pub(crate) struct Context {
+    id: usize,
+    hub: Arc<Hub>,
+    bus: Arc<dyn Bus>,
+    config: Arc<Config>,
+    /// Where replies and chat messages are encoded before they are queued.
+    encode: Vec<u8>,
+    pool: BufferPool,
+    /// Connections with output to write at the end of this turn.
+    dirty: Vec<Token>,
+    /// Connections to read again this turn (no new edge will come for them).
+    still_readable: Vec<(Token, bool)>,
+    /// Slab keys of connections removed at the end of this turn.
+    reap: Vec<usize>,
+    timers: Timers,
+    local: LocalDeliveries,
+}
+
+impl Context {
+    fn stats(&self) -> &ReactorStats {
+        &self.hub.metrics.reactors[self.id]
+    }
+
+    fn conn_ref(&self, token: Token) -> ConnRef {
+        ConnRef { reactor: self.id, token }
+    }
+}
+
+pub(crate) struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    next_gen: u32,
+    /// Bytes read per `read` call, shared by all connections.
+    scratch: Vec<u8>,
+    cx: Context,
+    stopping: bool,
+}
+
+impl Reactor {
+    pub(crate) fn new(
+        id: usize,
+        poll: Poll,
+        mut listener: Option<TcpListener>,
+        hub: Arc<Hub>,
+        bus: Arc<dyn Bus>,
+        config: Arc<Config>,
+    ) -> io::Result<Reactor> {
+        if let Some(l) = listener.as_mut() {
+            poll.registry().register(l, LISTENER, Interest::READABLE)?;
+        }
+        let cx = Context {
+            id,
+            hub,
+            bus,
+            config,
+            encode: Vec::with_capacity(1024),
+            pool: BufferPool::default(),
+            dirty: Vec::new(),
+            still_readable: Vec::new(),
+            reap: Vec::new(),
+            timers: Timers::new(),
+            local: LocalDeliveries::default(),
+        };
+        let scratch = vec![0; read::SCRATCH_SIZE];
+        Ok(Reactor { poll, listener, conns: Slab::new(), next_gen: 0, scratch, cx, stopping: false })
+    }
+
+    /// Reserves slab room for `connections` up front (see `server::start`).
+    pub(crate) fn with_slab_capacity(mut self, connections: usize) -> Reactor {
+        self.conns.reserve(connections);
+        self
+    }
+
+    /// Runs until a [`Command::Shutdown`] arrives. Each turn: wait for events,
+    /// dispatch them by token, drain the inbox, finish capped reads, write
+    /// queued output, remove closed connections, fire timers.
+    ///
+    /// # Errors
+    /// Only when polling itself fails.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !self.stopping {
+            if let Err(e) = self.poll.poll(&mut events, Some(self.poll_timeout())) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {} // The inbox is drained below on every turn.
+                    token => self.on_socket_event(token, event),
+                }
+            }
+            self.process_inbox();
+            self.read_still_readable();
+            self.flush_dirty();
+            self.reap_closed();
+            self.fire_timers();
+        }
+        self.close_all();
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        if !self.cx.still_readable.is_empty() || !self.cx.dirty.is_empty() {
+            return Duration::ZERO;
+        }
+        self.cx.timers.poll_timeout()
+    }
+
+    fn on_socket_event(&mut self, token: Token, event: &Event) {
+        let Some(conn) = live(&mut self.conns, token) else {
+            return;
+        };
+        // Every readable event reports WRITABLE too: only output left over
+        // from a full socket needs the nudge.
+        if event.is_writable() && conn.output.unsent() > 0 {
+            write::mark_dirty(conn, token, &mut self.cx.dirty);
+        }
+        let to_eof = event.is_read_closed() || event.is_error();
+        if to_eof || event.is_readable() {
+            self.read_from(token, to_eof);
+        }
+    }
+
+    /// Reads what a connection sent and acts on it, then writes what it sent
+    /// to its neighbours on this reactor.
+    fn read_from(&mut self, token: Token, to_eof: bool) {
+        let Some(conn) = live(&mut self.conns, token) else {
+            return;
+        };
+        let outcome = read::read(conn, token, &mut self.cx, &mut self.scratch, to_eof);
+        close::settle(conn, token, &mut self.cx, outcome);
+        self.deliver_local();
+    }
+
+    fn read_still_readable(&mut self) {
+        for (token, to_eof) in mem::take(&mut self.cx.still_readable) {
+            self.read_from(token, to_eof);
+        }
+    }
+
+    fn deliver_local(&mut self) {
+        if self.cx.local.is_empty() {
+            return;
+        }
+        let mut local = mem::take(&mut self.cx.local);
+        local.drain(|token, payload| self.with_conn(token, |conn, cx| chat::deliver(conn, token, cx, payload)));
+        self.cx.local = local;
+    }
+
+    /// Runs `handler` on the live connection behind `token` (if any) and acts
+    /// on its outcome.
+    fn with_conn(&mut self, token: Token, handler: impl FnOnce(&mut Conn, &mut Context) -> Outcome) {
+        if let Some(conn) = live(&mut self.conns, token) {
+            let outcome = handler(conn, &mut self.cx);
+            close::settle(conn, token, &mut self.cx, outcome);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = mem::take(&mut self.cx.dirty);
+        for token in dirty.drain(..) {
+            self.with_conn(token, |conn, cx| {
+                conn.flags &= !conn::flag::DIRTY;
+                match write::flush(conn, token, cx) {
+                    write::Flushed::Gone => Err(Stop::Drop),
+                    _ => Ok(()),
+                }
+            });
+        }
+        if self.cx.dirty.is_empty() {
+            self.cx.dirty = dirty;
+        }
+    }
+
+    fn accept_all(&mut self) {
+        if self.cx.timers.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match accept::accept_one(listener, self.cx.id, &self.cx.hub, self.cx.config.accept) {
+                Accepted::Socket { stream, target } if target == self.cx.id => self.adopt(stream),
+                Accepted::Socket { stream, target } => self.cx.hub.inboxes[target].push(Command::Adopt(stream)),
+                Accepted::Empty => return,
+                Accepted::Paused { until } => {
+                    self.cx.timers.accept_paused_until = Some(until);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes an accepted socket (already counted in this reactor's gauge).
+    /// TCP_NODELAY and keepalive come from the listener (see server.rs).
+    fn adopt(&mut self, mut stream: TcpStream) {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        self.next_gen = next_generation(self.next_gen);
+        let token = token_of(key, self.next_gen);
+        let registered = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE);
+        if key > 0xFFFF_FFFF || registered.is_err() {
+            log::warn!("reactor {}: cannot take a connection: {registered:?}", self.cx.id);
+            self.cx.stats().connections.fetch_sub(1, Relaxed);
+            return;
+        }
+        entry.insert(Conn::new(stream, self.next_gen));
+        let deadline = Instant::now() + self.cx.config.handshake_timeout();
+        self.cx.timers.handshakes.push(deadline, token);
+    }
+
+    fn reap_closed(&mut self) {
+        for key in mem::take(&mut self.cx.reap) {
+            if !self.conns.get(key).is_some_and(|c| c.phase == Phase::Gone) {
+                continue;
+            }
+            let conn = self.conns.remove(key);
+            self.cx.stats().connections.fetch_sub(1, Relaxed);
+            // Dropping the socket closes it, which also takes it out of epoll.
+            let Conn { input, mut output, message, .. } = conn;
+            self.cx.pool.give(input);
+            self.cx.pool.give(output.take());
+            if let Some(m) = message {
+                self.cx.pool.give(m.data);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        if self.cx.timers.accept_paused_until.is_some_and(|t| t <= now) {
+            self.cx.timers.accept_paused_until = None;
+            self.accept_all();
+        }
+        while let Some(token) = self.cx.timers.handshakes.pop_expired(now) {
+            self.with_conn(token, |conn, _| match conn.phase {
+                Phase::Handshake => Err(Stop::Drop),
+                _ => Ok(()),
+            });
+        }
+        while let Some(token) = self.cx.timers.stalled.pop_expired(now) {
+            self.with_conn(token, |conn, cx| timers::check_stalled(conn, token, cx, now));
+        }
+        while let Some(token) = self.cx.timers.closing.pop_expired(now) {
+            self.with_conn(token, |_, _| Err(Stop::Drop));
+        }
+        self.reap_closed();
+    }
+
+    fn process_inbox(&mut self) {
+        let hub = Arc::clone(&self.cx.hub);
+        hub.inboxes[self.cx.id].drain(|command| match command {
+            Command::Deliver { token, payload } => {
+                self.with_conn(token, |conn, cx| chat::deliver(conn, token, cx, &payload))
+            }
+            Command::Undelivered { token, why } => {
+                self.with_conn(token, |conn, cx| chat::undelivered(conn, token, cx, &why))
+            }
+            Command::LoginDecided { token, accepted } => {
+                self.with_conn(token, |conn, cx| chat::login_decided(conn, token, cx, accepted));
+                self.deliver_local();
+            }
+            Command::Adopt(stream) => self.adopt(stream),
+            Command::Shutdown => self.stopping = true,
+        });
+    }
+
+    /// On shutdown: every open WebSocket gets 1001, then one last flush.
+    fn close_all(&mut self) {
+        for (key, conn) in self.conns.iter_mut() {
+            let token = conn.token(key);
+            close::begin(conn, token, &mut self.cx, GOING_AWAY, "server shutting down");
+        }
+        self.flush_dirty();
+    }
+}

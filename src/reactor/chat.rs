@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use mio::Token;
 
 use super::conn::{Conn, Login};
+use super::context::{Context, Outcome};
 use super::write::queue_frame;
-use super::{read, Context, Outcome};
 use crate::bus::{Claim, Published, Undelivered};
 use crate::codec::op;
 use crate::inbox::Command;
@@ -59,20 +59,17 @@ fn login(conn: &mut Conn, token: Token, cx: &mut Context, name: &str) -> Outcome
     }
 }
 
-/// The bus decided a login that was pending, or (`accepted` false on a
-/// granted login) revoked one: after a Redis outage another node proved
+/// The bus decided a login that was pending (the caller then takes up the
+/// input that waited for it), or (`accepted` false on a granted login) revoked one: after a Redis outage another node proved
 /// to hold the name, and the user here gets the seed's refusal.
 pub(super) fn login_decided(conn: &mut Conn, token: Token, cx: &mut Context, accepted: bool) -> Outcome {
     match (conn.login(), accepted) {
         (Login::Pending(_), true) => {
             conn.grant();
             cx.stats().users.fetch_add(1, Relaxed);
-            read::resume(conn, token, cx)
+            Ok(())
         }
-        (Login::Pending(_), false) => {
-            refuse(conn, token, cx)?;
-            read::resume(conn, token, cx)
-        }
+        (Login::Pending(_), false) => refuse(conn, token, cx),
         (Login::Granted(_), false) => {
             cx.stats().users.fetch_sub(1, Relaxed);
             refuse(conn, token, cx)

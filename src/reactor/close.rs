@@ -11,9 +11,9 @@ use std::time::Instant;
 use mio::Token;
 
 use super::conn::{split_token, Closing, Conn, Phase};
+use super::context::{Context, Outcome, Stop};
 use super::timers::CLOSE_GRACE;
 use super::write::mark_dirty;
-use super::{Context, Outcome, Stop};
 use crate::codec;
 
 /// Acts on what a handler returned for `conn`.

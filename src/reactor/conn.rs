@@ -12,7 +12,7 @@ use compact_str::CompactString;
 use mio::net::TcpStream;
 use mio::Token;
 
-use super::write::Output;
+use super::output::Output;
 use crate::handshake::Endpoint;
 
 /// Where a connection is in its life.

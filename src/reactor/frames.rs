@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use mio::Token;
 
+use super::chat;
 use super::conn::{Conn, Fragments, Phase};
+use super::context::{Context, Outcome, Stop};
 use super::write::queue_frame;
-use super::{chat, Context, Outcome, Stop};
 use crate::codec::{self, close, op, FrameHead};
 use crate::handshake::Endpoint;
 

@@ -15,8 +15,11 @@
 //! - `frames`: control frames, fragments, whole messages to their endpoint.
 //! - `chat`: the chat protocol: login, chat, whoami, routing, replies.
 //! - `local`: messages for other connections of this reactor.
-//! - `write`: output queued per turn and written once, the buffer pool.
-//! - `timers`: handshake, stalled-message and close deadlines.
+//! - `write`: output queued per turn and written once.
+//! - `output`: a connection's pending output, the buffer pool.
+//! - `context`: the reactor's state but its connections; the handlers' outcome.
+//! - `timers`: deadlines (handshake, stalled message, close), a FIFO per timeout.
+//! - `stalled`: the `--message-timeout` rule.
 //! - `close`: what a [`Stop`] does.
 //! - `conn`: per-connection state.
 
@@ -24,13 +27,15 @@ mod accept;
 mod chat;
 mod close;
 mod conn;
+mod context;
 mod frames;
 mod local;
+mod output;
 mod read;
+mod stalled;
 mod timers;
 mod write;
 
-use std::borrow::Cow;
 use std::io;
 use std::mem;
 use std::sync::atomic::Ordering::Relaxed;
@@ -44,64 +49,18 @@ use slab::Slab;
 
 use self::accept::Accepted;
 use self::conn::{live, next_generation, token_of, Conn, Phase};
+use self::context::{Context, Outcome, Stop};
 use self::local::LocalDeliveries;
+use self::output::BufferPool;
 use self::timers::Timers;
-use self::write::BufferPool;
 use crate::bus::Bus;
 use crate::codec::close::GOING_AWAY;
 use crate::config::Config;
-use crate::directory::ConnRef;
 use crate::hub::Hub;
 use crate::inbox::Command;
-use crate::metrics::ReactorStats;
 
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
-
-/// Why a handler stopped serving its connection.
-#[derive(Debug)]
-pub(crate) enum Stop {
-    /// The peer broke a rule: counted as a protocol error, then closed with `code`.
-    Fail(u16, Cow<'static, str>),
-    /// Closed with `code` and the close handshake (the peer asked, or a limit
-    /// was reached).
-    Close(u16, Cow<'static, str>),
-    /// The peer is gone: removed at the end of the turn.
-    Drop,
-}
-
-/// What a handler returns: `Ok` to go on serving the connection.
-pub(crate) type Outcome = Result<(), Stop>;
-
-/// Everything of a reactor but its connections: what a handler reaches
-/// while it holds its own connection.
-pub(crate) struct Context {
-    id: usize,
-    hub: Arc<Hub>,
-    bus: Arc<dyn Bus>,
-    config: Arc<Config>,
-    /// Where replies and chat messages are encoded before they are queued.
-    encode: Vec<u8>,
-    pool: BufferPool,
-    /// Connections with output to write at the end of this turn.
-    dirty: Vec<Token>,
-    /// Connections to read again this turn (no new edge will come for them).
-    still_readable: Vec<(Token, bool)>,
-    /// Slab keys of connections removed at the end of this turn.
-    reap: Vec<usize>,
-    timers: Timers,
-    local: LocalDeliveries,
-}
-
-impl Context {
-    fn stats(&self) -> &ReactorStats {
-        &self.hub.metrics.reactors[self.id]
-    }
-
-    fn conn_ref(&self, token: Token) -> ConnRef {
-        ConnRef { reactor: self.id, token }
-    }
-}
 
 pub(crate) struct Reactor {
     poll: Poll,
@@ -322,7 +281,7 @@ impl Reactor {
             });
         }
         while let Some(token) = self.cx.timers.stalled.pop_expired(now) {
-            self.with_conn(token, |conn, cx| timers::check_stalled(conn, token, cx, now));
+            self.with_conn(token, |conn, cx| stalled::check_stalled(conn, token, cx, now));
         }
         while let Some(token) = self.cx.timers.closing.pop_expired(now) {
             self.with_conn(token, |_, _| Err(Stop::Drop));
@@ -340,7 +299,15 @@ impl Reactor {
                 self.with_conn(token, |conn, cx| chat::undelivered(conn, token, cx, &why))
             }
             Command::LoginDecided { token, accepted } => {
-                self.with_conn(token, |conn, cx| chat::login_decided(conn, token, cx, accepted));
+                self.with_conn(token, |conn, cx| {
+                    // Input waited while the login was pending: take it up now.
+                    let was_pending = conn.is_pending();
+                    chat::login_decided(conn, token, cx, accepted)?;
+                    if was_pending {
+                        read::resume(conn, token, cx)?;
+                    }
+                    Ok(())
+                });
                 self.deliver_local();
             }
             Command::Adopt(stream) => self.adopt(stream),

@@ -14,9 +14,11 @@ use std::time::Instant;
 use mio::Token;
 
 use super::conn::{Closing, Conn, Phase};
-use super::timers::{self, CLOSE_GRACE};
+use super::context::{Context, Outcome, Stop};
+use super::frames;
+use super::stalled;
+use super::timers::CLOSE_GRACE;
 use super::write::{self, mark_dirty};
-use super::{frames, Context, Outcome, Stop};
 use crate::codec::{self, close};
 use crate::handshake::{self, Routes};
 
@@ -102,7 +104,7 @@ fn ingest(conn: &mut Conn, token: Token, cx: &mut Context, data: &mut [u8]) -> O
             conn.input = input;
         }
     }
-    timers::note_stalled(conn, token, cx);
+    stalled::note_stalled(conn, token, cx);
     Ok(())
 }
 

@@ -1,86 +1,21 @@
-//! The write path: frames are queued into a connection's [`Output`] during a
+//! The write path: frames are queued into a connection's `Output` during a
 //! turn and written at its end, one `write` per connection however many
 //! messages it got. Sockets are registered for READABLE | WRITABLE once, so no
 //! `epoll_ctl` is needed when output backs up: the WRITABLE edge resumes it.
-//! Buffers come from and go back to a small per-reactor [`BufferPool`].
+//! Buffers come from and go back to a small per-reactor pool.
 
 use std::io::{self, Write};
-use std::mem;
 use std::net::Shutdown;
 use std::sync::atomic::Ordering::Relaxed;
 
 use mio::Token;
 
 use super::conn::{flag, Closing, Conn, Phase};
-use super::{Context, Outcome, Stop};
+use super::context::{Context, Outcome, Stop};
 use crate::codec::{self, close, op};
 
 /// Bytes one connection may write per turn before others get their go.
 const WRITE_BUDGET: usize = 1024 * 1024;
-/// Spare buffers kept for reuse, and the largest one worth keeping.
-const POOL_BUFFERS: usize = 256;
-const POOL_MAX_CAPACITY: usize = 64 * 1024;
-
-/// Bytes queued for a connection; `buf[pos..]` is still to be written.
-/// Holds no allocation while nothing is pending.
-#[derive(Default)]
-pub(super) struct Output {
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Output {
-    /// Bytes queued and not yet written.
-    pub fn unsent(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    /// The buffer to append to: taken from the pool when there is none, and
-    /// with its written front reclaimed rather than letting a busy one grow.
-    pub fn bytes(&mut self, pool: &mut BufferPool) -> &mut Vec<u8> {
-        if self.buf.capacity() == 0 {
-            self.buf = pool.take();
-        } else if self.pos > 0 && self.pos >= self.buf.len() / 2 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        &mut self.buf
-    }
-
-    /// The buffer to append to, allocated only if something is appended.
-    pub fn unpooled(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
-    }
-
-    /// Hands the buffer back (to the pool, by the caller).
-    pub fn take(&mut self) -> Vec<u8> {
-        self.pos = 0;
-        mem::take(&mut self.buf)
-    }
-}
-
-/// Spare buffers of one reactor, so that connections which hold a buffer
-/// only while something is pending do not allocate each time.
-#[derive(Default)]
-pub(super) struct BufferPool {
-    spare: Vec<Vec<u8>>,
-}
-
-impl BufferPool {
-    /// A cleared buffer from the pool (or a new empty one).
-    pub fn take(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_default()
-    }
-
-    /// Returns a buffer to the pool; large ones are freed so memory goes back.
-    pub fn give(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() == 0 || buf.capacity() > POOL_MAX_CAPACITY || self.spare.len() >= POOL_BUFFERS {
-            return;
-        }
-        buf.clear();
-        self.spare.push(buf);
-    }
-}
 
 /// What one [`flush`] achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,17 +89,17 @@ fn write_until_blocked(conn: &mut Conn, token: Token, cx: &mut Context) -> Resul
 pub(super) fn flush(conn: &mut Conn, token: Token, cx: &mut Context) -> Flushed {
     let mut written = 0;
     let result = loop {
-        let out = &mut conn.output;
-        if out.pos == out.buf.len() {
+        let pending = conn.output.pending();
+        if pending.is_empty() {
             break Flushed::Drained;
         }
         if written >= WRITE_BUDGET {
             break Flushed::Budget;
         }
-        match (&conn.socket).write(&out.buf[out.pos..]) {
+        match (&conn.socket).write(pending) {
             Ok(0) => break Flushed::Gone,
             Ok(n) => {
-                out.pos += n;
+                conn.output.advance(n);
                 written += n;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Flushed::Blocked,

@@ -1,0 +1,61 @@
+//! What a handler works with beside its own connection ([`Context`]), and
+//! what it returns ([`Outcome`]).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use mio::Token;
+
+use super::local::LocalDeliveries;
+use super::output::BufferPool;
+use super::timers::Timers;
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::directory::ConnRef;
+use crate::hub::Hub;
+use crate::metrics::ReactorStats;
+
+/// Why a handler stopped serving its connection.
+#[derive(Debug)]
+pub(super) enum Stop {
+    /// The peer broke a rule: counted as a protocol error, then closed with `code`.
+    Fail(u16, Cow<'static, str>),
+    /// Closed with `code` and the close handshake (the peer asked, or a limit
+    /// was reached).
+    Close(u16, Cow<'static, str>),
+    /// The peer is gone: removed at the end of the turn.
+    Drop,
+}
+
+/// What a handler returns: `Ok` to go on serving the connection.
+pub(super) type Outcome = Result<(), Stop>;
+
+/// Everything of a reactor but its connections: what a handler reaches
+/// while it holds its own connection.
+pub(super) struct Context {
+    pub id: usize,
+    pub hub: Arc<Hub>,
+    pub bus: Arc<dyn Bus>,
+    pub config: Arc<Config>,
+    /// Where replies and chat messages are encoded before they are queued.
+    pub encode: Vec<u8>,
+    pub pool: BufferPool,
+    /// Connections with output to write at the end of this turn.
+    pub dirty: Vec<Token>,
+    /// Connections to read again this turn (no new edge will come for them).
+    pub still_readable: Vec<(Token, bool)>,
+    /// Slab keys of connections removed at the end of this turn.
+    pub reap: Vec<usize>,
+    pub timers: Timers,
+    pub local: LocalDeliveries,
+}
+
+impl Context {
+    pub fn stats(&self) -> &ReactorStats {
+        &self.hub.metrics.reactors[self.id]
+    }
+
+    pub fn conn_ref(&self, token: Token) -> ConnRef {
+        ConnRef { reactor: self.id, token }
+    }
+}

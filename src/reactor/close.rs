@@ -4,13 +4,12 @@
 //! and removes the connection at the peer's EOF or after a grace period.
 //! A drop removes it at the end of the turn.
 
-use std::mem;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use mio::Token;
 
-use super::conn::{split_token, Closing, Conn, Phase};
+use super::conn::{split_token, Closing, Conn, Partial, Phase};
 use super::context::{Context, Outcome, Stop};
 use super::timers::CLOSE_GRACE;
 use super::write::mark_dirty;
@@ -38,10 +37,7 @@ pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, 
         Phase::Open(_) => true,
     };
     conn.phase = Phase::Closing(Closing::Flushing);
-    cx.pool.give(mem::take(&mut conn.input));
-    if let Some(m) = conn.message.take() {
-        cx.pool.give(m.data);
-    }
+    give_partial(conn, cx);
     if was_open {
         codec::write_close(conn.output.bytes(&mut cx.pool), code, reason);
     }
@@ -50,6 +46,17 @@ pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, 
     // Whatever the peer still sends is read and ignored until its EOF;
     // its edge may have passed while the handler ran.
     cx.still_readable.push((token, false));
+}
+
+/// Hands back what a connection held of unfinished input.
+pub(super) fn give_partial(conn: &mut Conn, cx: &mut Context) {
+    if let Some(partial) = conn.partial.take() {
+        let Partial { input, message, .. } = *partial;
+        cx.pool.give(input);
+        if let Some(m) = message {
+            cx.pool.give(m.data);
+        }
+    }
 }
 
 /// Removes a connection at the end of this turn (the peer is gone).

@@ -1,9 +1,11 @@
-//! Per-connection state. An idle connection holds no heap buffers: `input`,
-//! `output` and `message` exist only while a partial frame, unsent bytes or a
-//! fragmented message are pending, and go back to the reactor's pool when drained.
+//! Per-connection state. An idle connection holds no heap buffers: its
+//! output and its [`Partial`] input exist only while unsent bytes, a partial
+//! frame or a fragmented message are pending, and go back to the reactor's
+//! pool when drained.
 //!
 //! The slab entry is most of what an idle connection costs in user space, so
-//! it is kept small (104 bytes): the login is a name plus a one-byte state
+//! it is kept small (80 bytes): what only a connection in the middle of a
+//! message needs is boxed behind one pointer, and the login is a name plus a one-byte state
 //! rather than an enum of two name-carrying variants (which would not fit the
 //! name's niche and would cost 8 bytes more per connection); [`Conn::login`]
 //! gives it back as the enum [`Login`].
@@ -71,21 +73,30 @@ pub(super) struct Fragments {
     pub utf8_valid: usize,
 }
 
+/// What a connection holds of input it could not act on yet. Boxed in
+/// [`Conn`]: most connections, most of the time, hold none.
+#[derive(Default)]
+pub(super) struct Partial {
+    /// Received bytes not yet consumed: a partial HTTP head or frame.
+    pub input: Vec<u8>,
+    pub message: Option<Fragments>,
+    /// When the connection started holding it (milliseconds on the
+    /// reactor's wrapping clock; meaningful while `STALLED`).
+    pub since: u32,
+}
+
 pub(super) struct Conn {
     pub socket: TcpStream,
     generation: u32,
     pub phase: Phase,
     pub flags: u8,
     login: LoginState,
-    /// When the connection started holding an unfinished message (milliseconds
-    /// on the reactor's wrapping clock; meaningful while `STALLED`).
-    pub stalled_since: u32,
     /// The name of a pending or granted login.
     user: Option<CompactString>,
-    /// Received bytes not yet consumed: a partial HTTP head or frame.
-    pub input: Vec<u8>,
     pub output: Output,
-    pub message: Option<Box<Fragments>>,
+    /// A partial frame or HTTP head, or a fragmented message: `None` while
+    /// there is neither.
+    pub partial: Option<Box<Partial>>,
 }
 
 impl Conn {
@@ -96,11 +107,33 @@ impl Conn {
             phase: Phase::Handshake,
             flags: 0,
             login: LoginState::Anonymous,
-            stalled_since: 0,
             user: None,
-            input: Vec::new(),
             output: Output::default(),
-            message: None,
+            partial: None,
+        }
+    }
+
+    /// Received bytes not yet consumed.
+    pub fn input(&self) -> &[u8] {
+        self.partial.as_ref().map_or(&[], |p| &p.input)
+    }
+
+    /// The fragmented message being reassembled, if any.
+    pub fn message(&self) -> Option<&Fragments> {
+        self.partial.as_ref().and_then(|p| p.message.as_ref())
+    }
+
+    /// The partial state, created when there is none.
+    pub fn partial_mut(&mut self) -> &mut Partial {
+        self.partial.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the partial state once it holds nothing, handing its buffer to `give`.
+    pub fn trim_partial(&mut self, give: impl FnOnce(Vec<u8>)) {
+        if self.partial.as_ref().is_some_and(|p| p.input.is_empty() && p.message.is_none()) {
+            if let Some(p) = self.partial.take() {
+                give(p.input);
+            }
         }
     }
 
@@ -198,8 +231,8 @@ mod tests {
     #[test]
     fn an_idle_connection_is_small() {
         // The slab entry is most of what an idle connection costs in user space.
-        // 104 bytes in release builds; mio's sockets carry a selector id in debug builds.
-        assert!(std::mem::size_of::<Conn>() <= 128, "{}", std::mem::size_of::<Conn>());
+        // 80 bytes in release builds; mio's sockets carry a selector id in debug builds.
+        assert!(std::mem::size_of::<Conn>() <= 104, "{}", std::mem::size_of::<Conn>());
     }
 
     fn conn() -> Conn {

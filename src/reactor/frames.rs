@@ -20,14 +20,14 @@ pub(super) fn on_frame(conn: &mut Conn, token: Token, cx: &mut Context, head: Fr
         op::PING => queue_frame(conn, token, cx, op::PONG, payload),
         op::PONG => Ok(()),
         op::CLOSE => on_close_frame(payload),
-        op::TEXT | op::BINARY if conn.message.is_some() => {
+        op::TEXT | op::BINARY if conn.message().is_some() => {
             Err(fail(close::PROTOCOL, "new message before the fragmented one finished"))
         }
         op::TEXT | op::BINARY if head.fin => on_message(conn, token, cx, head.opcode, payload),
         op::TEXT | op::BINARY => {
             let mut data = cx.pool.take();
             data.extend_from_slice(payload);
-            let message = conn.message.insert(Box::new(Fragments { opcode: head.opcode, data, utf8_valid: 0 }));
+            let message = conn.partial_mut().message.insert(Fragments { opcode: head.opcode, data, utf8_valid: 0 });
             check_fragment_utf8(message)
         }
         _ => on_continuation(conn, token, cx, head.fin, payload),
@@ -36,7 +36,7 @@ pub(super) fn on_frame(conn: &mut Conn, token: Token, cx: &mut Context, head: Fr
 
 /// A continuation frame: appended to the message, which is handled once whole.
 fn on_continuation(conn: &mut Conn, token: Token, cx: &mut Context, fin: bool, payload: &[u8]) -> Outcome {
-    let Some(message) = conn.message.as_mut() else {
+    let Some(message) = conn.partial.as_mut().and_then(|p| p.message.as_mut()) else {
         return Err(fail(close::PROTOCOL, "continuation frame without a message to continue"));
     };
     message.data.extend_from_slice(payload);
@@ -44,10 +44,10 @@ fn on_continuation(conn: &mut Conn, token: Token, cx: &mut Context, fin: bool, p
     if !fin {
         return Ok(());
     }
-    let Some(message) = conn.message.take() else {
+    let Some(message) = conn.partial.as_mut().and_then(|p| p.message.take()) else {
         return Ok(());
     };
-    let Fragments { opcode, data, utf8_valid } = *message;
+    let Fragments { opcode, data, utf8_valid } = message;
     let outcome = if opcode == op::TEXT && utf8_valid != data.len() {
         Err(fail(close::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence"))
     } else {

@@ -259,12 +259,9 @@ impl Reactor {
             let conn = self.conns.remove(key);
             self.cx.stats().connections.fetch_sub(1, Relaxed);
             // Dropping the socket closes it, which also takes it out of epoll.
-            let Conn { input, mut output, message, .. } = conn;
-            self.cx.pool.give(input);
-            self.cx.pool.give(output.take());
-            if let Some(m) = message {
-                self.cx.pool.give(m.data);
-            }
+            let mut conn = conn;
+            close::give_partial(&mut conn, &mut self.cx);
+            self.cx.pool.give(conn.output.take());
         }
     }
 

@@ -77,17 +77,17 @@ pub(super) fn resume(conn: &mut Conn, token: Token, cx: &mut Context) -> Outcome
 /// Consumes freshly read bytes: straight from the scratch buffer when
 /// nothing is pending, else appended to the connection's pending input.
 fn ingest(conn: &mut Conn, token: Token, cx: &mut Context, data: &mut [u8]) -> Outcome {
-    if conn.input.is_empty() {
+    if conn.input().is_empty() {
         let (consumed, need) = process(conn, token, cx, data)?;
         if consumed < data.len() {
             let mut rest = cx.pool.take();
             // Room once for the whole unit rather than growing in steps.
             rest.reserve(need.max(data.len() - consumed));
             rest.extend_from_slice(&data[consumed..]);
-            conn.input = rest;
+            conn.partial_mut().input = rest;
         }
     } else {
-        let mut input = mem::take(&mut conn.input);
+        let mut input = conn.partial.as_mut().map(|p| mem::take(&mut p.input)).unwrap_or_default();
         input.extend_from_slice(data);
         let (consumed, need) = match process(conn, token, cx, &mut input) {
             Ok(progress) => progress,
@@ -98,12 +98,12 @@ fn ingest(conn: &mut Conn, token: Token, cx: &mut Context, data: &mut [u8]) -> O
         };
         input.drain(..consumed);
         input.reserve(need.saturating_sub(input.len()));
-        if input.is_empty() {
-            cx.pool.give(input);
-        } else {
-            conn.input = input;
+        match conn.partial.as_mut() {
+            Some(partial) if !input.is_empty() => partial.input = input,
+            _ => cx.pool.give(input),
         }
     }
+    conn.trim_partial(|buf| cx.pool.give(buf));
     stalled::note_stalled(conn, token, cx);
     Ok(())
 }
@@ -130,7 +130,7 @@ fn process(conn: &mut Conn, token: Token, cx: &mut Context, buf: &mut [u8]) -> R
                     Ok(None) => return Ok((pos, 0)),
                     Err(e) => return Err(Stop::Fail(close::PROTOCOL, e.reason().into())),
                 };
-                let assembled = conn.message.as_ref().map_or(0, |m| m.data.len() as u64);
+                let assembled = conn.message().map_or(0, |m| m.data.len() as u64);
                 let max = cx.config.max_message_size;
                 if !head.is_control() && assembled + head.payload_len > max as u64 {
                     return Err(Stop::Fail(close::TOO_BIG, format!("message over {max} bytes").into()));

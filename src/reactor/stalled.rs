@@ -14,7 +14,7 @@ use crate::codec::close;
 /// (a partial frame, or fragments without the final one), or stops it.
 /// The clock is read only when a connection starts to stall, not per read.
 pub(super) fn note_stalled(conn: &mut Conn, token: Token, cx: &mut Context) {
-    let stalled = conn.is_open() && (!conn.input.is_empty() || conn.message.is_some());
+    let stalled = conn.is_open() && conn.partial.is_some();
     if !stalled {
         conn.flags &= !flag::STALLED;
         return;
@@ -24,7 +24,7 @@ pub(super) fn note_stalled(conn: &mut Conn, token: Token, cx: &mut Context) {
     }
     let now = Instant::now();
     conn.flags |= flag::STALLED;
-    conn.stalled_since = cx.timers.clock_at(now);
+    conn.partial_mut().since = cx.timers.clock_at(now);
     if !conn.has(flag::STALL_TIMER) {
         conn.flags |= flag::STALL_TIMER;
         cx.timers.stalled.push(now + Duration::from_secs(cx.config.message_timeout), token);
@@ -39,7 +39,8 @@ pub(super) fn check_stalled(conn: &mut Conn, token: Token, cx: &mut Context, now
         return Ok(());
     }
     let timeout_ms = cx.config.message_timeout * 1000;
-    let held = u64::from(cx.timers.clock_at(now).wrapping_sub(conn.stalled_since));
+    let since = conn.partial.as_ref().map_or(0, |p| p.since);
+    let held = u64::from(cx.timers.clock_at(now).wrapping_sub(since));
     if held >= timeout_ms {
         let reason = format!("message not completed within {} s", cx.config.message_timeout);
         return Err(Stop::Fail(close::POLICY, reason.into()));

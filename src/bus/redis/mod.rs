@@ -290,6 +290,52 @@ impl Shared {
     }
 }
 
+#[cfg(test)]
+impl Shared {
+    /// A bus's shared state over one reactor inbox, with no threads and no
+    /// Redis: for driving the state machines directly. Keep `poll` alive.
+    pub(crate) fn for_tests(routing: Routing) -> (Arc<Shared>, Poll) {
+        let poll = Poll::new().expect("poll");
+        let inbox = crate::inbox::Inbox::new(poll.registry(), Token(0)).expect("inbox");
+        let settings = Settings {
+            seeds: vec![SocketAddr::from(([127, 0, 0, 1], 6379))],
+            cluster: false,
+            routing,
+            hello: Vec::new(),
+            hello_replies: 0,
+            node_id: "me".into(),
+            lease: std::time::Duration::from_secs(15),
+            ping: link::PingTimers::for_lease(std::time::Duration::from_secs(15)),
+        };
+        let shared = Arc::new(Shared {
+            hub: Hub::new(vec![inbox], 16),
+            settings,
+            sub_jobs: SegQueue::new(),
+            sub_bell: Doorbell::new(poll.registry(), Token(1)).expect("bell"),
+            pub_jobs: SegQueue::new(),
+            pub_bell: Doorbell::new(poll.registry(), Token(2)).expect("bell"),
+            queued_bytes: AtomicUsize::new(0),
+            dropping: AtomicBool::new(false),
+            logins: PendingLogins::new(routing == Routing::Broadcast),
+            stop: AtomicBool::new(false),
+            publisher_up: AtomicBool::new(false),
+            subscriber_up: AtomicBool::new(false),
+        });
+        (shared, poll)
+    }
+
+    /// The logins decided so far, as (token, accepted), oldest first.
+    pub(crate) fn decisions(&self) -> Vec<(usize, bool)> {
+        let mut decided = Vec::new();
+        self.hub.inboxes[0].drain(|command| {
+            if let crate::inbox::Command::LoginDecided { token, accepted } = command {
+                decided.push((token.0, accepted));
+            }
+        });
+        decided
+    }
+}
+
 /// The Redis bus as reactors see it.
 pub struct RedisBus {
     shared: Arc<Shared>,

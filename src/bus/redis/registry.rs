@@ -426,3 +426,6 @@ impl Registry {
         self.held.values().filter(|h| !h.confirmed).count()
     }
 }
+
+#[cfg(test)]
+mod tests;

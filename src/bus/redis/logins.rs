@@ -18,10 +18,38 @@ use crate::directory::ConnRef;
 use crate::hub::Hub;
 use crate::inbox::Command;
 
+/// What a pending login still waits for; it is decided once nothing is left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Awaits {
+    /// The registry's grant and Redis's subscription ack.
+    Both,
+    /// The registry's grant; the subscription is confirmed.
+    Grant,
+    /// The subscription ack; the registry granted the name.
+    Ack,
+}
+
+impl Awaits {
+    /// After the registry granted the name: `None` when nothing is left.
+    fn granted(self) -> Option<Awaits> {
+        match self {
+            Awaits::Both | Awaits::Ack => Some(Awaits::Ack),
+            Awaits::Grant => None,
+        }
+    }
+
+    /// After Redis confirmed the subscription: `None` when nothing is left.
+    fn acked(self) -> Option<Awaits> {
+        match self {
+            Awaits::Both | Awaits::Grant => Some(Awaits::Grant),
+            Awaits::Ack => None,
+        }
+    }
+}
+
 struct Pending {
     at: ConnRef,
-    granted: bool,
-    subscribed: bool,
+    awaits: Awaits,
 }
 
 pub struct PendingLogins {
@@ -45,7 +73,7 @@ impl PendingLogins {
         // Read under the lock: `msg_settled` clears the flag before taking it,
         // so a login either sees the flag clear or is found in the map.
         let subscribed = !targeted && !self.msg_unconfirmed.load(Ordering::Relaxed);
-        let pending = Pending { at, granted: false, subscribed };
+        let pending = Pending { at, awaits: if subscribed { Awaits::Grant } else { Awaits::Both } };
         if map.insert(name.into(), pending).is_none() {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
@@ -75,12 +103,14 @@ impl PendingLogins {
         let Some(pending) = map.get_mut(name).filter(|p| p.at == at) else {
             return false;
         };
-        pending.granted = accepted;
-        if !accepted || pending.subscribed {
-            map.remove(name);
-            self.count.fetch_sub(1, Ordering::Relaxed);
-            drop(map);
-            send(hub, at, accepted);
+        match pending.awaits.granted().filter(|_| accepted) {
+            Some(left) => pending.awaits = left,
+            None => {
+                map.remove(name);
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                drop(map);
+                send(hub, at, accepted);
+            }
         }
         true
     }
@@ -94,13 +124,15 @@ impl PendingLogins {
         let Some(pending) = map.get_mut(name) else {
             return;
         };
-        pending.subscribed = true;
-        if pending.granted {
-            let at = pending.at;
-            map.remove(name);
-            self.count.fetch_sub(1, Ordering::Relaxed);
-            drop(map);
-            send(hub, at, true);
+        match pending.awaits.acked() {
+            Some(left) => pending.awaits = left,
+            None => {
+                let at = pending.at;
+                map.remove(name);
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                drop(map);
+                send(hub, at, true);
+            }
         }
     }
 
@@ -131,12 +163,15 @@ impl PendingLogins {
     fn release_subscribed(&self, hub: &Hub) {
         let mut ready = Vec::new();
         let mut map = self.map.lock();
-        map.retain(|_, p| {
-            p.subscribed = true;
-            if p.granted {
-                ready.push(p.at);
+        map.retain(|_, p| match p.awaits.acked() {
+            Some(left) => {
+                p.awaits = left;
+                true
             }
-            !p.granted
+            None => {
+                ready.push(p.at);
+                false
+            }
         });
         self.count.store(map.len(), Ordering::Relaxed);
         drop(map);

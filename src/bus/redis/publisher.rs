@@ -164,7 +164,7 @@ impl Publisher {
             let ups = self.ups();
             let topology = &self.topology;
             let up = |slot: u16| topology.master_of(slot).is_some_and(|i| ups[i]);
-            self.registry.pump_reassert(&self.shared, budget, &up);
+            self.registry.pump_reassert(budget, &up);
         }
         self.send_registry_commands();
         for i in 0..self.routes.len() {

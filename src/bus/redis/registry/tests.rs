@@ -181,6 +181,11 @@ const ROWS: &[Row] = &[
         &["accept 1", "claim alice", "release alice"],
     ),
     row(
+        "a release lost while the next login's claim is in flight",
+        &[Claim("alice", 1), Reply(Ours), Release("alice", 1), Claim("alice", 2), Down, Up],
+        &["claim alice", "accept 1", "release alice", "claim alice", "accept 2", "claim alice"],
+    ),
+    row(
         "names are independent",
         &[Claim("alice", 1), Claim("bob", 2), Reply(HeldBy("b")), Reply(Ours), Reply(Lease(1))],
         &["claim alice", "claim bob", "alive? b", "accept 2", "refuse 1", "unsubscribe alice 1"],
@@ -249,7 +254,7 @@ impl Wire {
                 *up = true;
                 let is_up = |slot: u16| !down_slots.contains(&slot);
                 registry.on_link_up(&|_| true);
-                registry.pump_reassert(shared, usize::MAX, &is_up);
+                registry.pump_reassert(usize::MAX, &is_up);
             }
             LeaseDown(node) => down_slots.push(cluster::slot(&Registry::node_key(node))),
         }
@@ -329,4 +334,9 @@ fn the_lease_is_renewed_a_third_of_the_lease_apart_and_dropped_at_shutdown() {
     wire.registry.drop_lease();
     wire.settle();
     assert_eq!(wire.seen, ["lease", "drop lease"]);
+}
+
+#[test]
+fn a_held_name_costs_no_more_than_its_connection_and_a_flag() {
+    assert!(std::mem::size_of::<Name>() <= std::mem::size_of::<ConnRef>() + std::mem::size_of::<usize>());
 }

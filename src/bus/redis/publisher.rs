@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 
 use super::cluster::{self, Topology};
-use super::link::{self, Fill, Link, Timer};
+use super::link::{Link, LinkError, Timer};
 use super::registry::{Awaiting, Outgoing, Registry};
 use super::resp::{self, Frame};
 use super::{Job, Shared, WAKER};
@@ -124,7 +124,7 @@ impl Publisher {
                 let Some(i) = self.routes.iter().position(|r| r.token == event.token()) else {
                     continue;
                 };
-                if self.routes[i].link.state == link::State::Connecting {
+                if self.routes[i].link.is_connecting() {
                     match self.routes[i].link.finish_connect() {
                         Ok(true) => self.on_up(i),
                         Ok(false) => {}
@@ -168,8 +168,8 @@ impl Publisher {
         }
         self.send_registry_commands();
         for i in 0..self.routes.len() {
-            if let Err(e) = self.routes[i].link.flush() {
-                self.on_down(i, &format!("write failed: {e}"));
+            if let Err(why) = self.routes[i].link.flush() {
+                self.on_down(i, &why);
             }
         }
         for i in 0..self.routes.len() {
@@ -184,10 +184,10 @@ impl Publisher {
                     route.awaiting.push_back(Await::Ping);
                 }
                 // The whole on-down path: what the dead connection awaited is settled.
-                Timer::TimedOut(why) => self.on_down(i, why),
+                Timer::TimedOut(why) => self.on_down(i, &why),
             }
             let route = &self.routes[i];
-            if route.link.state == link::State::Down && route.parked_registry > 0 {
+            if route.link.is_down() && route.parked_registry > 0 {
                 // Logins and logouts cannot wait for a link that is down.
                 self.settle_backlog_while_down(i);
             }
@@ -293,11 +293,11 @@ impl Publisher {
                 route.link.out.extend_from_slice(&command);
                 route.awaiting.push_back(Await::Publish { slot, command, from });
             }
-            Job::Claim { name, at } if ready || route.link.state == link::State::Down => {
+            Job::Claim { name, at } if ready || route.link.is_down() => {
                 let up = route.link.is_up();
                 self.registry.claim(&self.shared, name, at, up);
             }
-            Job::Release { name, at } if ready || route.link.state == link::State::Down => {
+            Job::Release { name, at } if ready || route.link.is_down() => {
                 let up = route.link.is_up();
                 self.registry.release(name, at, up);
             }
@@ -366,7 +366,7 @@ impl Publisher {
 
     /// The one way a link is given up (a failed read or write, a timeout, a
     /// failed connect): settles everything sent on it, then what waits for it.
-    fn on_down(&mut self, i: usize, why: &str) {
+    fn on_down(&mut self, i: usize, why: &LinkError) {
         self.routes[i].link.fail(self.poll.registry(), why);
         self.lose_awaiting(i);
         self.settle_backlog_while_down(i);
@@ -403,75 +403,49 @@ impl Publisher {
     /// Reads and handles every reply that has arrived on route `i`.
     fn read_replies(&mut self, i: usize) {
         let targeted = self.shared.settings.routing == Routing::Targeted;
-        let mut failure: Option<String> = None;
         let mut redirected = false;
         let ups = self.ups();
         let Publisher { shared, routes, registry, topology, rerouted, rerouted_registry, .. } = self;
         let up = |s: u16| topology.master_of(s).is_some_and(|m| ups[m]);
-        let route = &mut routes[i];
+        let Route { link, awaiting, .. } = &mut routes[i];
         let bus = &shared.hub.metrics.bus;
-        'reading: loop {
-            match route.link.read_once() {
-                Ok(Fill::Data(_)) => {}
-                Ok(Fill::Drained) => break,
-                Err(e) => {
-                    failure = Some(format!("read failed: {e}"));
-                    break;
-                }
-            }
-            let mut used = 0;
-            let input = route.link.unparsed();
-            loop {
-                let (frame, n) = match resp::parse(&input[used..]) {
-                    Ok(Some(parsed)) => parsed,
-                    Ok(None) => break,
-                    Err(e) => {
-                        failure = Some(e.to_string());
-                        break 'reading;
+        let round = link.read_frames(|frame| {
+            match awaiting.pop_front().ok_or(LinkError::ReplyToNothing)? {
+                Await::Hello => {
+                    if let Frame::Error(e) = frame {
+                        return Err(LinkError::HelloRefused(String::from_utf8_lossy(e).into()));
                     }
-                };
-                used += n;
-                let Some(awaiting) = route.awaiting.pop_front() else {
-                    failure = Some("a reply to no command".into());
-                    break 'reading;
-                };
-                match awaiting {
-                    Await::Hello => {
-                        if let Frame::Error(e) = frame {
-                            failure = Some(format!("Redis refused AUTH/SELECT: {}", String::from_utf8_lossy(e)));
+                }
+                Await::Ping => {}
+                Await::Publish { slot, command, from } => match frame {
+                    Frame::Integer(receivers) => {
+                        bus.published.fetch_add(1, Relaxed);
+                        if receivers == 0 && targeted {
+                            reply_offline(shared, &command, from);
                         }
                     }
-                    Await::Ping => {}
-                    Await::Publish { slot, command, from } => match frame {
-                        Frame::Integer(receivers) => {
-                            bus.published.fetch_add(1, Relaxed);
-                            if receivers == 0 && targeted {
-                                reply_offline(shared, &command, from);
-                            }
-                        }
-                        Frame::Error(e) if is_redirect(e) => {
-                            redirected = true;
-                            // Queued again: counted again until it is re-sent.
-                            shared.queued_bytes.fetch_add(command.len(), Relaxed);
-                            rerouted.push(Job::Publish { slot, command, from });
-                        }
-                        Frame::Error(e) => {
-                            log::warn!("PUBLISH failed: {}", String::from_utf8_lossy(e));
-                        }
-                        _ => {}
-                    },
-                    Await::Registry { slot, command, awaiting } => match frame {
-                        Frame::Error(e) if is_redirect(e) => {
-                            redirected = true;
-                            rerouted_registry.push(Outgoing { slot, command, awaiting });
-                        }
-                        frame => registry.on_reply(shared, awaiting, &frame, &up),
-                    },
-                }
+                    Frame::Error(e) if is_redirect(e) => {
+                        redirected = true;
+                        // Queued again: counted again until it is re-sent.
+                        shared.queued_bytes.fetch_add(command.len(), Relaxed);
+                        rerouted.push(Job::Publish { slot, command, from });
+                    }
+                    Frame::Error(e) => {
+                        log::warn!("PUBLISH failed: {}", String::from_utf8_lossy(e));
+                    }
+                    _ => {}
+                },
+                Await::Registry { slot, command, awaiting } => match frame {
+                    Frame::Error(e) if is_redirect(e) => {
+                        redirected = true;
+                        rerouted_registry.push(Outgoing { slot, command, awaiting });
+                    }
+                    frame => registry.on_reply(shared, awaiting, &frame, &up),
+                },
             }
-            route.link.consume(used);
-        }
-        if let Some(why) = failure {
+            Ok(())
+        });
+        if let Some(why) = round.failure {
             self.on_down(i, &why);
         }
         if redirected {
@@ -537,7 +511,7 @@ impl Publisher {
         self.topology = topology;
         self.routes = routes;
         for mut gone in old {
-            gone.link.fail(self.poll.registry(), "no longer a master");
+            gone.link.fail(self.poll.registry(), &LinkError::NoLongerMaster);
             for awaiting in gone.awaiting.drain(..) {
                 match awaiting {
                     Await::Registry { slot, command, awaiting } => {

@@ -6,8 +6,6 @@
 //! bulk strings from it and says how many bytes a complete frame took, or
 //! that more bytes are needed, so a parse resumes after any short read.
 
-use std::fmt;
-
 /// Deepest array nesting accepted (CLUSTER SLOTS nests 3 deep); more is an error,
 /// so a hostile or broken peer cannot make us recurse without bound.
 const MAX_DEPTH: usize = 8;
@@ -51,14 +49,9 @@ impl<'a> Frame<'a> {
 }
 
 /// The peer broke the protocol; the connection must be dropped.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("RESP protocol error: {0}")]
 pub struct ProtocolError(pub &'static str);
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RESP protocol error: {}", self.0)
-    }
-}
 
 /// Parses one frame from the start of `buf`.
 ///

@@ -30,7 +30,7 @@ use compact_str::CompactString;
 use mio::{Events, Poll, Token};
 
 use super::cluster::{self, Topology};
-use super::link::{self, Fill, Link, Timer};
+use super::link::{Link, LinkError, Timer};
 use super::resp::{self, Frame};
 use super::{Shared, SubJob, BROADCAST_CHANNEL, WAKER};
 use crate::config::Routing;
@@ -125,7 +125,7 @@ impl Subscriber {
                 let Some(i) = self.shards.iter().position(|s| s.token == event.token()) else {
                     continue;
                 };
-                if self.shards[i].link.state == link::State::Connecting {
+                if self.shards[i].link.is_connecting() {
                     match self.shards[i].link.finish_connect() {
                         Ok(true) => self.on_up(i),
                         Ok(false) => {}
@@ -171,10 +171,10 @@ impl Subscriber {
                 Timer::Quiet => {}
                 Timer::Ping => resp::push_command(&mut self.shards[i].link.out, &[b"PING"]),
                 // The whole on-down path: logins stop waiting for acks of the dead connection.
-                Timer::TimedOut(why) => self.on_down(i, why),
+                Timer::TimedOut(why) => self.on_down(i, &why),
             }
-            if let Err(e) = self.shards[i].link.flush() {
-                self.on_down(i, &format!("write failed: {e}"));
+            if let Err(why) = self.shards[i].link.flush() {
+                self.on_down(i, &why);
             }
         }
         if self.cluster() && self.refresh_at.is_none() && self.shards.iter().any(|s| !s.link.is_up()) {
@@ -309,7 +309,7 @@ impl Subscriber {
         self.pump_resubscribe(i);
     }
 
-    fn on_down(&mut self, i: usize, why: &str) {
+    fn on_down(&mut self, i: usize, why: &LinkError) {
         let shard = &mut self.shards[i];
         shard.link.fail(self.poll.registry(), why);
         shard.subscribed = 0;
@@ -327,110 +327,84 @@ impl Subscriber {
     /// Reads everything waiting on shard `i` and routes it.
     fn read_messages(&mut self, i: usize) {
         let targeted = self.targeted();
-        let mut failure: Option<String> = None;
         let mut moved = false;
-        let mut round = 0u64;
         let Subscriber { shared, shards, unsubscribing, reencoded, .. } = self;
-        let shard = &mut shards[i];
+        let Shard { link, hello_left, subscribed, .. } = &mut shards[i];
+        let addr = link.addr;
         let bus = &shared.hub.metrics.bus;
         let mut received = 0u64;
-        'reading: loop {
-            match shard.link.read_once() {
-                Ok(Fill::Data(n)) => round += n as u64,
-                Ok(Fill::Drained) => break,
-                Err(e) => {
-                    failure = Some(format!("read failed: {e}"));
-                    break;
+        let round = link.read_frames(|frame| {
+            if *hello_left > 0 {
+                *hello_left -= 1;
+                if let Frame::Error(e) = frame {
+                    return Err(LinkError::HelloRefused(String::from_utf8_lossy(e).into()));
                 }
+                return Ok(());
             }
-            let mut used = 0;
-            let input = shard.link.unparsed();
-            loop {
-                let (frame, n) = match resp::parse(&input[used..]) {
-                    Ok(Some(parsed)) => parsed,
-                    Ok(None) => break,
-                    Err(e) => {
-                        failure = Some(e.to_string());
-                        break 'reading;
-                    }
-                };
-                used += n;
-                if shard.hello_left > 0 {
-                    shard.hello_left -= 1;
-                    if let Frame::Error(e) = frame {
-                        failure = Some(format!("Redis refused AUTH/SELECT: {}", String::from_utf8_lossy(e)));
-                        break 'reading;
-                    }
-                    continue;
+            let items = match &frame {
+                Frame::Array(Some(items)) => items.as_slice(),
+                Frame::Error(e) => {
+                    log::warn!("redis {addr}: subscription refused: {}", String::from_utf8_lossy(e));
+                    moved |= e.starts_with(b"MOVED") || e.starts_with(b"ASK");
+                    return Ok(());
                 }
-                let items = match &frame {
-                    Frame::Array(Some(items)) => items.as_slice(),
-                    Frame::Error(e) => {
-                        log::warn!("redis {}: subscription refused: {}", shard.link.addr, String::from_utf8_lossy(e));
-                        moved |= e.starts_with(b"MOVED") || e.starts_with(b"ASK");
-                        continue;
-                    }
-                    _ => continue, // +PONG outside subscribed state.
-                };
-                let (Some(kind), Some(channel)) =
-                    (items.first().and_then(Frame::bytes), items.get(1).and_then(Frame::bytes))
-                else {
-                    continue;
-                };
-                match kind {
-                    b"message" | b"smessage" => {
-                        let Some(payload) = items.get(2).and_then(Frame::bytes) else {
-                            continue;
-                        };
-                        received += 1;
-                        if targeted {
-                            if let Some(name) =
-                                super::user_of_channel(channel).and_then(|n| std::str::from_utf8(n).ok())
-                            {
-                                shared.hub.deliver_local(name, payload);
-                            }
-                        } else {
-                            reencoded.clear();
-                            if let Some(to) = protocol::reencode_chat(payload, reencoded) {
-                                shared.hub.deliver_local(&to, reencoded);
-                            }
-                        }
-                    }
-                    b"subscribe" | b"ssubscribe" => {
-                        shard.subscribed = items.get(2).and_then(Frame::integer).unwrap_or(0) as u64;
+                _ => return Ok(()), // +PONG outside subscribed state.
+            };
+            let (Some(kind), Some(channel)) =
+                (items.first().and_then(Frame::bytes), items.get(1).and_then(Frame::bytes))
+            else {
+                return Ok(());
+            };
+            match kind {
+                b"message" | b"smessage" => {
+                    let Some(payload) = items.get(2).and_then(Frame::bytes) else {
+                        return Ok(());
+                    };
+                    received += 1;
+                    if targeted {
                         if let Some(name) = super::user_of_channel(channel).and_then(|n| std::str::from_utf8(n).ok()) {
-                            shared.logins.subscribed(&shared.hub, name);
-                        } else if !targeted && channel == BROADCAST_CHANNEL {
-                            shared.logins.msg_settled(&shared.hub);
+                            shared.hub.deliver_local(name, payload);
+                        }
+                    } else {
+                        reencoded.clear();
+                        if let Some(to) = protocol::reencode_chat(payload, reencoded) {
+                            shared.hub.deliver_local(&to, reencoded);
                         }
                     }
-                    b"unsubscribe" | b"sunsubscribe" => {
-                        shard.subscribed = items.get(2).and_then(Frame::integer).unwrap_or(0) as u64;
-                        let Some(name) = super::user_of_channel(channel).and_then(|n| std::str::from_utf8(n).ok())
-                        else {
-                            continue;
-                        };
-                        match unsubscribing.get_mut(name) {
-                            Some(count) if *count > 1 => *count -= 1,
-                            Some(_) => {
-                                unsubscribing.remove(name);
-                            }
-                            None if shared.hub.directory.lookup(name).is_some() => {
-                                // Unasked: the slot moved to another shard.
-                                moved = true;
-                            }
-                            None => {}
-                        }
-                    }
-                    _ => {} // pong
                 }
+                b"subscribe" | b"ssubscribe" => {
+                    *subscribed = items.get(2).and_then(Frame::integer).unwrap_or(0) as u64;
+                    if let Some(name) = super::user_of_channel(channel).and_then(|n| std::str::from_utf8(n).ok()) {
+                        shared.logins.subscribed(&shared.hub, name);
+                    } else if !targeted && channel == BROADCAST_CHANNEL {
+                        shared.logins.msg_settled(&shared.hub);
+                    }
+                }
+                b"unsubscribe" | b"sunsubscribe" => {
+                    *subscribed = items.get(2).and_then(Frame::integer).unwrap_or(0) as u64;
+                    let Some(name) = super::user_of_channel(channel).and_then(|n| std::str::from_utf8(n).ok()) else {
+                        return Ok(());
+                    };
+                    match unsubscribing.get_mut(name) {
+                        Some(count) if *count > 1 => *count -= 1,
+                        Some(_) => {
+                            unsubscribing.remove(name);
+                        }
+                        None if shared.hub.directory.lookup(name).is_some() => {
+                            // Unasked: the slot moved to another shard.
+                            moved = true;
+                        }
+                        None => {}
+                    }
+                }
+                _ => {} // pong
             }
-            shard.link.consume(used);
-        }
+            Ok(())
+        });
         bus.received.fetch_add(received, Relaxed);
-        bus.subscriber_lag_bytes.store(round, Relaxed);
-        bus.subscriber_lag_max_bytes.fetch_max(round, Relaxed);
-        if let Some(why) = failure {
+        bus.subscriber_lag_bytes.store(round.bytes, Relaxed);
+        bus.subscriber_lag_max_bytes.fetch_max(round.bytes, Relaxed);
+        if let Some(why) = round.failure {
             self.on_down(i, &why);
         }
         if moved {
@@ -518,7 +492,7 @@ impl Subscriber {
             }
         }
         for mut gone in old {
-            gone.link.fail(self.poll.registry(), "no longer a master");
+            gone.link.fail(self.poll.registry(), &LinkError::NoLongerMaster);
         }
         self.topology = topology;
         self.shards = shards;

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use compact_str::CompactString;
 use parking_lot::Mutex;
 
+use super::trim::trim_if_empty;
 use crate::directory::ConnRef;
 use crate::hub::Hub;
 use crate::inbox::Command;
@@ -92,7 +93,7 @@ impl PendingLogins {
     pub fn trim_idle(&self) {
         if self.count.load(Ordering::Relaxed) == 0 {
             let mut map = self.map.lock();
-            super::trim_if_empty!(map);
+            trim_if_empty!(map);
         }
     }
 
@@ -189,7 +190,7 @@ fn send(hub: &Hub, at: ConnRef, accepted: bool) {
 mod tests {
     use mio::Token;
 
-    use super::super::Shared;
+    use super::super::shared::Shared;
     use crate::config::Routing;
     use crate::directory::ConnRef;
 

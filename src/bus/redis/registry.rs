@@ -42,7 +42,8 @@ use compact_str::CompactString;
 
 use super::cluster;
 use super::resp::{self, Frame};
-use super::{Shared, SubJob};
+use super::shared::{Shared, SubJob};
+use super::trim::trim_if_empty;
 use crate::directory::ConnRef;
 use crate::inbox::Command;
 
@@ -342,8 +343,7 @@ impl Registry {
                 }
             };
             if give_up_channel {
-                shared.sub_jobs.push(SubJob::Unsubscribe { name: name.clone(), at });
-                shared.sub_bell.ring();
+                shared.push_sub(SubJob::Unsubscribe { name: name.clone(), at });
             }
         }
         self.start_next(shared, name, next, up);
@@ -425,7 +425,7 @@ impl Registry {
 
     /// Hands back what a burst of logins grew.
     pub fn trim_idle(&mut self) {
-        super::trim_if_empty!(self.out, self.to_reassert);
+        trim_if_empty!(self.out, self.to_reassert);
     }
 
     /// Names waiting to be re-asserted.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use mio::{Poll, Token};
 
 use super::*;
-use crate::bus::redis::{Shared, SubJob};
+use crate::bus::redis::shared::{Shared, SubJob};
 use crate::config::Routing;
 
 #[derive(Clone, Copy, Debug)]

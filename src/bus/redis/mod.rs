@@ -54,7 +54,7 @@
 //!
 //! The node keeps serving: local chat works, and logins are **granted
 //! locally** (availability over strict uniqueness) and marked unconfirmed.
-//! Publishes queue up to [`MAX_QUEUED_BYTES`](shared::MAX_QUEUED_BYTES), past which they are dropped,
+//! Publishes queue up to [`MAX_QUEUED_BYTES`], past which they are dropped,
 //! counted in `switchboard_bus_publish_dropped_total`, logged, and the sender
 //! gets an `errormsg`. Each link reconnects with backoff and jitter, then the
 //! node subscribes every channel it holds again (in chunks) and re-asserts

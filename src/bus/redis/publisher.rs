@@ -2,11 +2,11 @@
 //! batches and reads the replies in bulk. It also runs the [`Registry`], whose
 //! commands share the same connections (one per master).
 //!
-//! Each turn (the loop is [`links`](super::links)): read every reply that
-//! arrived, drain the job queue into per-master output buffers, let the
-//! registry renew its lease and re-assert names, then write each buffer with
-//! as few `write`s as the kernel allows. Replies come back in command order,
-//! so each connection keeps a queue of what it awaits.
+//! Each turn (the loop is [`links`]): read every reply that arrived, drain
+//! the job queue into per-master output buffers, let the registry renew its
+//! lease and re-assert names, then write each buffer with as few `write`s as
+//! the kernel allows. Replies come back in command order, so each connection
+//! keeps a queue of what it awaits.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;

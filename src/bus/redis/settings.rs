@@ -96,15 +96,16 @@ struct Servers {
 impl Servers {
     fn parse(urls: &str, cluster: bool) -> Result<Servers, SettingsError> {
         let mut servers = Servers { seeds: Vec::new(), cluster, hello: Vec::new(), hello_replies: 0 };
-        for (i, url) in urls.split(',').enumerate() {
-            let url = servers.normalize(url.trim());
-            let parsed = Url::parse(&url).map_err(|source| SettingsError::Unparsable { url: url.clone(), source })?;
+        for (i, url) in urls.split(',').map(str::trim).enumerate() {
+            // Errors quote the URL as given; it is parsed as `redis://`.
+            let parsed = Url::parse(&servers.normalize(url))
+                .map_err(|source| SettingsError::Unparsable { url: url.into(), source })?;
             if parsed.scheme() != "redis" {
-                return Err(SettingsError::Scheme { scheme: parsed.scheme().into(), url });
+                return Err(SettingsError::Scheme { scheme: parsed.scheme().into(), url: url.into() });
             }
-            servers.seeds.push(resolve(&url, &parsed)?);
+            servers.seeds.push(resolve(url, &parsed)?);
             if i == 0 {
-                servers.hello_from(&url, &parsed)?;
+                servers.hello_from(url, &parsed)?;
             }
         }
         Ok(servers)
@@ -247,5 +248,7 @@ mod tests {
         assert!(matches!(refused("redis://127.0.0.1:1,rediss://h"), SettingsError::Scheme { .. }));
         let message = refused("redis://127.0.0.1:1/x").to_string();
         assert!(message.starts_with("--redis \"redis://127.0.0.1:1/x\": \"x\" is not a database number"), "{message}");
+        let message = refused("redis+cluster://127.0.0.1:1/3").to_string();
+        assert!(message.starts_with("--redis \"redis+cluster://127.0.0.1:1/3\": Redis Cluster"), "{message}");
     }
 }

@@ -182,7 +182,7 @@ impl<S> LinkSet<S> {
     }
 
     /// Master `i` to work on, and which slots are in reach meanwhile.
-    pub fn get_mut_with_reach(&mut self, i: usize) -> (&mut Master<S>, Reach<'_>) {
+    pub fn master_and_reach(&mut self, i: usize) -> (&mut Master<S>, Reach<'_>) {
         let ups = self.masters.iter().map(|m| m.link.is_up()).collect();
         (&mut self.masters[i], Reach { topology: &self.topology, ups })
     }

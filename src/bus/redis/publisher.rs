@@ -133,7 +133,7 @@ impl BusThread for Publisher {
         let targeted = self.shared.settings.routing == Routing::Targeted;
         let mut redirected = false;
         let Publisher { shared, registry, rerouted, rerouted_registry } = self;
-        let (Master { link, state, .. }, reach) = links.get_mut_with_reach(i);
+        let (Master { link, state, .. }, reach) = links.master_and_reach(i);
         let up = |slot: u16| reach.up(slot);
         let bus = &shared.hub.metrics.bus;
         let round = link.read_frames(|frame| {

@@ -40,7 +40,7 @@ pub enum StartError {
     #[error("cannot set up reactor {reactor}: {source}")]
     Reactor { reactor: usize, source: io::Error },
     #[error("cannot join the cluster: {0}")]
-    Bus(String),
+    Bus(crate::bus::redis::StartError),
 }
 
 /// A running node.

@@ -4,13 +4,15 @@
 //! bus threads route everything the same way; only the map's source differs.
 //! In Redis Cluster the map comes from `CLUSTER SLOTS` and is fetched again
 //! whenever a reply says `MOVED`, a shard unsubscribes us (slot migrated), or
-//! a master stops answering (failover).
+//! a master stops answering (failover): [`RefreshSchedule`] says when.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use super::resp::{self, Frame};
+use thiserror::Error;
+
+use super::resp::{self, Frame, ProtocolError};
 
 /// Hash slots in Redis Cluster.
 pub const SLOTS: usize = 16_384;
@@ -25,6 +27,33 @@ const FETCH_TIMEOUT: Duration = Duration::from_millis(200);
 pub const FETCH_BUDGET: Duration = Duration::from_millis(300);
 /// A seed is not asked with less time than this left (it could not answer).
 const FETCH_MIN: Duration = Duration::from_millis(10);
+/// Shortest pause between two fetches of the slot map, however many shards
+/// say MOVED at once.
+const REFRESH_PAUSE: Duration = Duration::from_millis(100);
+/// Pause between fetches of the slot map while a master is unreachable: a
+/// replica is promoted after `cluster-node-timeout` (15 s by default) plus an
+/// election of about a second, so twice a second finds it promptly, and costs
+/// one `CLUSTER SLOTS` per half second only while a master is down.
+const REFRESH_WHILE_DOWN: Duration = Duration::from_millis(500);
+
+/// Why no slot map came back from a seed.
+#[derive(Debug, Error)]
+pub enum FetchError {
+    #[error("no Redis Cluster seed to ask")]
+    NoSeed,
+    #[error("{seed}: {source}")]
+    Io { seed: SocketAddr, source: io::Error },
+    #[error("{seed}: no CLUSTER SLOTS reply within {timeout:?}")]
+    TimedOut { seed: SocketAddr, timeout: Duration },
+    #[error("{seed}: closed the connection")]
+    Closed { seed: SocketAddr },
+    #[error("{seed}: {source}")]
+    Protocol { seed: SocketAddr, source: ProtocolError },
+    #[error("{seed}: {reply}")]
+    Refused { seed: SocketAddr, reply: String },
+    #[error("{seed}: CLUSTER SLOTS reply without a usable slot map")]
+    NoSlotMap { seed: SocketAddr },
+}
 
 /// The slot of a key or shard channel: CRC16 (XMODEM) of its hash tag.
 pub fn slot(key: &[u8]) -> u16 {
@@ -113,15 +142,30 @@ pub fn seeds_to_ask(masters: &[SocketAddr], up: &[bool], seeds: &[SocketAddr]) -
     ask
 }
 
+/// The slot map to start with: in Redis Cluster, fetched now if reachable,
+/// else the first seed (its MOVED replies then correct us).
+pub fn initial(seeds: &[SocketAddr], hello: &[u8], cluster: bool) -> Topology {
+    if !cluster {
+        return Topology::single(seeds[0]);
+    }
+    match fetch(seeds, hello) {
+        Ok(topology) => topology,
+        Err(e) => {
+            log::error!("cannot fetch the Redis Cluster slot map yet ({e}); retrying");
+            Topology::single(seeds[0])
+        }
+    }
+}
+
 /// Asks each of `seeds` in turn for the slot map, with a short blocking
 /// exchange (the bus threads call this only while re-routing), within
 /// [`FETCH_BUDGET`] in all; seeds left when it is spent are not asked.
 ///
 /// # Errors
 /// The last seed's error when none answers with a usable map in time.
-pub fn fetch(seeds: &[SocketAddr], auth: &[u8]) -> io::Result<Topology> {
+pub fn fetch(seeds: &[SocketAddr], auth: &[u8]) -> Result<Topology, FetchError> {
     let deadline = Instant::now() + FETCH_BUDGET;
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "no Redis Cluster seed to ask");
+    let mut last = FetchError::NoSeed;
     for &seed in seeds {
         let left = deadline.saturating_duration_since(Instant::now());
         if left < FETCH_MIN {
@@ -135,14 +179,14 @@ pub fn fetch(seeds: &[SocketAddr], auth: &[u8]) -> io::Result<Topology> {
     Err(last)
 }
 
-fn fetch_from(seed: SocketAddr, auth: &[u8], timeout: Duration) -> io::Result<Topology> {
+fn fetch_from(seed: SocketAddr, auth: &[u8], timeout: Duration) -> Result<Topology, FetchError> {
+    let io = |source| FetchError::Io { seed, source };
     let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&seed, timeout)?;
-    stream.set_write_timeout(Some(timeout))?;
+    let mut stream = TcpStream::connect_timeout(&seed, timeout).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let mut request = auth.to_vec();
     resp::push_command(&mut request, &[b"CLUSTER", b"SLOTS"]);
-    stream.write_all(&request)?;
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{seed}: {what}"));
+    stream.write_all(&request).map_err(io)?;
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     let mut skip = usize::from(!auth.is_empty());
@@ -150,30 +194,79 @@ fn fetch_from(seed: SocketAddr, auth: &[u8], timeout: Duration) -> io::Result<To
         // The whole exchange within `timeout`, however the reply is split.
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("{seed}: no CLUSTER SLOTS reply in time")));
+            return Err(FetchError::TimedOut { seed, timeout });
         }
-        stream.set_read_timeout(Some(left))?;
-        let n = stream.read(&mut chunk)?;
+        stream.set_read_timeout(Some(left)).map_err(io)?;
+        let n = stream.read(&mut chunk).map_err(io)?;
         if n == 0 {
-            return Err(bad("closed the connection"));
+            return Err(FetchError::Closed { seed });
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut at = 0;
         loop {
-            let parsed = resp::parse(&buf[at..]).map_err(|e| bad(&e.to_string()))?;
+            let parsed = resp::parse(&buf[at..]).map_err(|source| FetchError::Protocol { seed, source })?;
             let Some((frame, used)) = parsed else { break };
             at += used;
             if let Frame::Error(e) = frame {
-                return Err(bad(&String::from_utf8_lossy(e)));
+                return Err(FetchError::Refused { seed, reply: String::from_utf8_lossy(e).into() });
             }
             if skip > 0 {
                 skip -= 1;
                 continue;
             }
-            return Topology::from_cluster_slots(&frame, seed)
-                .ok_or_else(|| bad("CLUSTER SLOTS reply without a usable slot map"));
+            return Topology::from_cluster_slots(&frame, seed).ok_or(FetchError::NoSlotMap { seed });
         }
         buf.drain(..at);
+    }
+}
+
+/// When a bus thread fetches the slot map next: soon after a sign that it
+/// changed, at a steady pace while a master is down, never in a tight loop.
+pub struct RefreshSchedule {
+    at: Option<Instant>,
+    last: Instant,
+}
+
+impl RefreshSchedule {
+    pub fn new() -> RefreshSchedule {
+        RefreshSchedule { at: None, last: Instant::now() }
+    }
+
+    /// As soon as the pause since the last fetch allows (after MOVED, a slot
+    /// that moved away, a link that dropped).
+    pub fn soon(&mut self) {
+        let earliest = self.last + REFRESH_PAUSE;
+        if self.at.is_none_or(|at| at > earliest) {
+            self.at = Some(earliest.max(Instant::now()));
+        }
+    }
+
+    /// While a master is down: its replica takes over after
+    /// `cluster-node-timeout`, and only a new map names it.
+    pub fn while_down(&mut self) {
+        if self.at.is_none() {
+            self.at = Some(self.last + REFRESH_WHILE_DOWN);
+        }
+    }
+
+    /// Whether a fetch is due at `now`; if so, it counts as started.
+    pub fn start_if_due(&mut self, now: Instant) -> bool {
+        if self.at.is_none_or(|at| now < at) {
+            return false;
+        }
+        self.at = None;
+        self.last = Instant::now();
+        true
+    }
+
+    /// The fetch just started found no map: try again after a pause.
+    pub fn failed(&mut self) {
+        self.at = Some(Instant::now() + REFRESH_WHILE_DOWN);
+    }
+
+    /// When the next fetch is due, if one is scheduled.
+    pub fn next(&self) -> Option<Instant> {
+        self.at
     }
 }
 
@@ -204,6 +297,26 @@ mod tests {
         assert!(fetch(&seeds, b"").is_err());
         let took = started.elapsed();
         assert!(took < FETCH_BUDGET + Duration::from_millis(100), "fetch blocked for {took:?}");
+    }
+
+    #[test]
+    fn refreshes_keep_their_pace() {
+        let mut schedule = RefreshSchedule::new();
+        let start = Instant::now();
+        assert!(!schedule.start_if_due(start + Duration::from_secs(10)), "nothing scheduled");
+        schedule.while_down();
+        let paced = schedule.next().unwrap();
+        schedule.soon();
+        let soon = schedule.next().unwrap();
+        assert!(soon < paced && soon <= start + REFRESH_PAUSE + Duration::from_millis(50));
+        assert!(!schedule.start_if_due(start));
+        let fetched = Instant::now();
+        assert!(schedule.start_if_due(soon));
+        assert_eq!(schedule.next(), None);
+        schedule.soon();
+        assert!(schedule.next().unwrap() >= fetched + REFRESH_PAUSE, "a pause between fetches");
+        schedule.failed();
+        assert!(schedule.next().unwrap() >= Instant::now() + REFRESH_WHILE_DOWN - Duration::from_millis(50));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One non-blocking connection to a Redis server, driven by a bus thread's
 //! poll loop: connect without blocking, reconnect with backoff and jitter,
-//! read into a reusable buffer, write queued commands in as few `write`s as
-//! the kernel allows.
+//! read into a reusable buffer and parse frames in place, write queued
+//! commands in as few `write`s as the kernel allows.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use thiserror::Error;
+
+use super::resp::{self, Frame, ProtocolError};
 
 /// First reconnect delay: short, since most outages on a LAN are a restart.
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
@@ -51,80 +54,110 @@ impl PingTimers {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    Down,
-    Connecting,
-    Up,
+/// Why a link is given up. It is logged, and the link reconnects.
+#[derive(Debug, Error)]
+pub enum LinkError {
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    #[error("cannot register the connection: {0}")]
+    Register(io::Error),
+    #[error("connect timed out")]
+    ConnectTimedOut,
+    #[error("no reply to PING: the server is unreachable or hung")]
+    PingTimedOut,
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("read failed: {0}")]
+    Read(io::Error),
+    #[error("write failed: {0}")]
+    Write(io::Error),
+    #[error("a reply larger than the read buffer limit ({READ_BUFFER_MAX} bytes)")]
+    ReplyTooLarge,
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("a reply to no command")]
+    ReplyToNothing,
+    #[error("Redis refused AUTH/SELECT: {0}")]
+    HelloRefused(String),
+    #[error("no longer a master")]
+    NoLongerMaster,
 }
 
-/// What one `read` call found.
-pub enum Fill {
-    /// This many new bytes are in [`Link::unparsed`].
-    Data(usize),
-    /// Nothing more to read now.
-    Drained,
+/// A link's connection, and what each stage of it needs.
+enum State {
+    /// No connection; the next attempt is due at `retry_at`.
+    Down { retry_at: Instant },
+    /// A non-blocking connect in flight, given up at `deadline`.
+    Connecting { stream: TcpStream, deadline: Instant },
+    /// Connected. `ping_sent`: a PING has awaited its answer since then.
+    Up { stream: TcpStream, last_read: Instant, ping_sent: Option<Instant> },
 }
 
 /// What [`Link::check_timers`] found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Timer {
     Quiet,
     /// The server has been silent for a while: send it a PING now.
     Ping,
     /// The connect or the PING took too long: the link must be given up.
-    TimedOut(&'static str),
+    TimedOut(LinkError),
+}
+
+/// What one [`Link::read_frames`] call did.
+pub struct ReadRound {
+    /// Bytes read from the socket.
+    pub bytes: u64,
+    /// Why the link must be given up, if it must.
+    pub failure: Option<LinkError>,
 }
 
 pub struct Link {
     pub addr: SocketAddr,
     /// Which thread's link this is, for the logs.
     role: &'static str,
-    /// When a link that was up went down (for the "back after" log line).
+    /// When a link that was up went down (for the "back up after" log line).
     down_since: Option<Instant>,
     token: Token,
-    stream: Option<TcpStream>,
-    pub state: State,
+    state: State,
     /// Queued commands; `out[out_pos..]` is still to be written.
     pub out: Vec<u8>,
     out_pos: usize,
     input: Vec<u8>,
     parsed: usize,
     filled: usize,
+    /// Failed attempts since the link was last up: the backoff's exponent.
     failures: u32,
-    pub retry_at: Instant,
-    connect_deadline: Instant,
-    last_read: Instant,
-    ping_sent: Option<Instant>,
     ping: PingTimers,
 }
 
 impl Link {
     pub fn new(addr: SocketAddr, token: Token, role: &'static str, ping: PingTimers) -> Link {
-        let now = Instant::now();
         Link {
             addr,
             role,
             down_since: None,
             token,
-            stream: None,
-            state: State::Down,
+            state: State::Down { retry_at: Instant::now() },
             out: Vec::new(),
             out_pos: 0,
             input: Vec::new(),
             parsed: 0,
             filled: 0,
             failures: 0,
-            retry_at: now,
-            connect_deadline: now,
-            last_read: now,
-            ping_sent: None,
             ping,
         }
     }
 
     pub fn is_up(&self) -> bool {
-        self.state == State::Up
+        matches!(self.state, State::Up { .. })
+    }
+
+    pub fn is_down(&self) -> bool {
+        matches!(self.state, State::Down { .. })
+    }
+
+    pub fn is_connecting(&self) -> bool {
+        matches!(self.state, State::Connecting { .. })
     }
 
     /// Starts a non-blocking connect if the link is down and its retry time has come.
@@ -132,72 +165,80 @@ impl Link {
     /// # Errors
     /// The connect failed at once (the caller runs its on-down path, which
     /// calls [`Link::fail`]).
-    pub fn try_connect(&mut self, registry: &Registry, now: Instant) -> Result<(), String> {
-        if self.state != State::Down || now < self.retry_at {
-            return Ok(());
+    pub fn try_connect(&mut self, registry: &Registry, now: Instant) -> Result<(), LinkError> {
+        match self.state {
+            State::Down { retry_at } if now >= retry_at => {}
+            _ => return Ok(()),
         }
-        let mut stream = TcpStream::connect(self.addr).map_err(|e| format!("cannot connect: {e}"))?;
+        let mut stream = TcpStream::connect(self.addr).map_err(LinkError::Connect)?;
         registry
             .register(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| format!("cannot register the connection: {e}"))?;
-        self.stream = Some(stream);
-        self.state = State::Connecting;
-        self.connect_deadline = now + CONNECT_TIMEOUT;
+            .map_err(LinkError::Register)?;
+        self.state = State::Connecting { stream, deadline: now + CONNECT_TIMEOUT };
         Ok(())
     }
 
-    /// After a writable event on a connecting link: whether the connect finished.
+    /// After an event on a connecting link: whether the connect finished.
     ///
     /// # Errors
-    /// The connect failed (the caller passes the message to [`Link::fail`]).
-    pub fn finish_connect(&mut self) -> Result<bool, String> {
-        let Some(stream) = self.stream.as_ref() else {
+    /// The connect failed (the caller passes the error to [`Link::fail`]).
+    pub fn finish_connect(&mut self) -> Result<bool, LinkError> {
+        let State::Connecting { stream, .. } = &self.state else {
             return Ok(false);
         };
         if let Ok(Some(e)) | Err(e) = stream.take_error() {
-            return Err(format!("cannot connect: {e}"));
+            return Err(LinkError::Connect(e));
         }
         match stream.peer_addr() {
-            Ok(_) => {
-                let _ = stream.set_nodelay(true);
-                self.state = State::Up;
-                if let Some(since) = self.down_since.take() {
-                    log::warn!(
-                        "redis {} ({}): link back up after {:.1?} and {} failed attempts",
-                        self.addr,
-                        self.role,
-                        since.elapsed(),
-                        self.failures.saturating_sub(1)
-                    );
-                } else {
-                    log::info!("redis {} ({}): link up", self.addr, self.role);
-                }
-                self.failures = 0;
-                self.last_read = Instant::now();
-                self.ping_sent = None;
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(e) => Err(format!("cannot connect: {e}")),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+            Err(e) => return Err(LinkError::Connect(e)),
         }
+        let now = Instant::now();
+        let State::Connecting { stream, .. } = std::mem::replace(&mut self.state, State::Down { retry_at: now }) else {
+            unreachable!("matched above");
+        };
+        let _ = stream.set_nodelay(true);
+        self.state = State::Up { stream, last_read: now, ping_sent: None };
+        if let Some(since) = self.down_since.take() {
+            log::warn!(
+                "redis {} ({}): link back up after {:.1?} and {} failed attempts",
+                self.addr,
+                self.role,
+                since.elapsed(),
+                self.failures.saturating_sub(1)
+            );
+        } else {
+            log::info!("redis {} ({}): link up", self.addr, self.role);
+        }
+        self.failures = 0;
+        Ok(true)
     }
 
     /// Drops the connection and schedules a retry with exponential backoff and
     /// jitter (so a fleet of nodes does not reconnect in lockstep).
-    pub fn fail(&mut self, registry: &Registry, why: &str) {
-        if let Some(mut stream) = self.stream.take() {
-            let _ = registry.deregister(&mut stream);
+    pub fn fail(&mut self, registry: &Registry, why: &LinkError) {
+        self.failures = self.failures.saturating_add(1);
+        let exp = BACKOFF_FIRST.saturating_mul(1 << self.failures.min(10).saturating_sub(1));
+        let retry_at = Instant::now() + jitter(exp.min(BACKOFF_MAX));
+        let was_up = match std::mem::replace(&mut self.state, State::Down { retry_at }) {
+            State::Down { .. } => false,
+            State::Connecting { mut stream, .. } => {
+                let _ = registry.deregister(&mut stream);
+                false
+            }
+            State::Up { mut stream, .. } => {
+                let _ = registry.deregister(&mut stream);
+                true
+            }
+        };
+        if was_up {
+            self.down_since = Some(Instant::now());
         }
-        let was_up = self.state == State::Up;
-        self.state = State::Down;
         self.out.clear();
         self.out_pos = 0;
         self.parsed = 0;
         self.filled = 0;
-        self.failures = self.failures.saturating_add(1);
-        let exp = BACKOFF_FIRST.saturating_mul(1 << self.failures.min(10).saturating_sub(1));
-        let delay = exp.min(BACKOFF_MAX);
-        self.retry_at = Instant::now() + jitter(delay);
         if was_up || self.failures == 1 {
             log::warn!("redis {}: link down: {why}; reconnecting", self.addr);
         } else {
@@ -210,14 +251,12 @@ impl Link {
     /// was sent on it (replies awaited, claims in flight) and must run its
     /// whole on-down path on [`Timer::TimedOut`].
     pub fn check_timers(&mut self, now: Instant) -> Timer {
-        match self.state {
-            State::Connecting if now >= self.connect_deadline => Timer::TimedOut("connect timed out"),
-            State::Up => match self.ping_sent {
-                Some(sent) if now.duration_since(sent) >= self.ping.timeout => {
-                    Timer::TimedOut("no reply to PING: the server is unreachable or hung")
-                }
-                None if now.duration_since(self.last_read) >= self.ping.idle => {
-                    self.ping_sent = Some(now);
+        match &mut self.state {
+            State::Connecting { deadline, .. } if now >= *deadline => Timer::TimedOut(LinkError::ConnectTimedOut),
+            State::Up { last_read, ping_sent, .. } => match *ping_sent {
+                Some(sent) if now.duration_since(sent) >= self.ping.timeout => Timer::TimedOut(LinkError::PingTimedOut),
+                None if now.duration_since(*last_read) >= self.ping.idle => {
+                    *ping_sent = Some(now);
                     Timer::Ping
                 }
                 _ => Timer::Quiet,
@@ -228,23 +267,58 @@ impl Link {
 
     /// The next moment [`Link::check_timers`] or [`Link::try_connect`] has work.
     pub fn next_timer(&self) -> Instant {
-        match self.state {
-            State::Down => self.retry_at,
-            State::Connecting => self.connect_deadline,
-            State::Up => match self.ping_sent {
-                Some(sent) => sent + self.ping.timeout,
-                None => self.last_read + self.ping.idle,
+        match &self.state {
+            State::Down { retry_at } => *retry_at,
+            State::Connecting { deadline, .. } => *deadline,
+            State::Up { last_read, ping_sent, .. } => match ping_sent {
+                Some(sent) => *sent + self.ping.timeout,
+                None => *last_read + self.ping.idle,
             },
         }
     }
 
-    /// Reads once into the buffer.
+    /// Reads what the socket holds and hands each complete frame to `each`,
+    /// in order, until the socket would block. Frames borrow from the read
+    /// buffer; a frame cut by the end of a read waits there for the rest.
     ///
-    /// # Errors
-    /// The socket failed or the server closed it.
-    pub fn read_once(&mut self) -> io::Result<Fill> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Ok(Fill::Drained);
+    /// Stops at the first failure: a read that fails, a frame that breaks
+    /// RESP, or an error from `each`. The link must then be given up.
+    pub fn read_frames(&mut self, mut each: impl FnMut(Frame<'_>) -> Result<(), LinkError>) -> ReadRound {
+        let mut round = ReadRound { bytes: 0, failure: None };
+        loop {
+            match self.read_once() {
+                Ok(0) => return round,
+                Ok(n) => round.bytes += n as u64,
+                Err(e) => {
+                    round.failure = Some(e);
+                    return round;
+                }
+            }
+            let mut used = 0;
+            let input = &self.input[self.parsed..self.filled];
+            loop {
+                let (frame, n) = match resp::parse(&input[used..]) {
+                    Ok(Some(parsed)) => parsed,
+                    Ok(None) => break,
+                    Err(e) => {
+                        round.failure = Some(e.into());
+                        return round;
+                    }
+                };
+                used += n;
+                if let Err(e) = each(frame) {
+                    round.failure = Some(e);
+                    return round;
+                }
+            }
+            self.consume(used);
+        }
+    }
+
+    /// Reads once into the buffer: the bytes read, 0 when the socket would block.
+    fn read_once(&mut self) -> Result<usize, LinkError> {
+        let State::Up { stream, last_read, ping_sent } = &mut self.state else {
+            return Ok(0);
         };
         if self.input.is_empty() {
             self.input = vec![0; READ_BUFFER];
@@ -258,32 +332,27 @@ impl Link {
                 let bigger = (self.input.len() * 2).min(READ_BUFFER_MAX);
                 self.input.resize(bigger, 0);
             } else {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "a reply larger than the read buffer limit"));
+                return Err(LinkError::ReplyTooLarge);
             }
         }
         loop {
             match stream.read(&mut self.input[self.filled..]) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
+                Ok(0) => return Err(LinkError::Closed),
                 Ok(n) => {
                     self.filled += n;
-                    self.last_read = Instant::now();
-                    self.ping_sent = None;
-                    return Ok(Fill::Data(n));
+                    *last_read = Instant::now();
+                    *ping_sent = None;
+                    return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Drained),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(LinkError::Read(e)),
             }
         }
     }
 
-    /// Bytes read but not yet consumed.
-    pub fn unparsed(&self) -> &[u8] {
-        &self.input[self.parsed..self.filled]
-    }
-
-    /// Marks `n` bytes of [`Link::unparsed`] as handled.
-    pub fn consume(&mut self, n: usize) {
+    /// Marks `n` bytes of the read buffer as handled.
+    fn consume(&mut self, n: usize) {
         self.parsed += n;
         if self.parsed == self.filled {
             self.parsed = 0;
@@ -307,20 +376,17 @@ impl Link {
     ///
     /// # Errors
     /// The socket failed.
-    pub fn flush(&mut self) -> io::Result<()> {
-        let Some(stream) = self.stream.as_mut() else {
+    pub fn flush(&mut self) -> Result<(), LinkError> {
+        let State::Up { stream, .. } = &mut self.state else {
             return Ok(());
         };
-        if self.state != State::Up {
-            return Ok(());
-        }
         while self.out_pos < self.out.len() {
             match stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(0) => return Err(LinkError::Write(io::ErrorKind::WriteZero.into())),
                 Ok(n) => self.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(LinkError::Write(e)),
             }
         }
         if self.out_pos == self.out.len() {

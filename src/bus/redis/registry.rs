@@ -28,15 +28,22 @@
 //! A release that overtakes its own claim (the user left while the claim was
 //! in flight) waits for the claim to finish and then gives the name back; a
 //! new claim of a name whose earlier claim is still in flight waits its turn.
+//!
+//! # States
+//!
+//! Each name this node knows is in one [`Name`] state: held, being claimed
+//! (for a login, or to re-assert a held name after a reconnect), or released
+//! while Redis was unreachable and still to be deleted there.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
 
 use super::cluster;
 use super::resp::{self, Frame};
-use super::{Shared, SubJob};
+use super::shared::{Shared, SubJob};
+use super::trim::trim_if_empty;
 use crate::directory::ConnRef;
 use crate::inbox::Command;
 
@@ -66,29 +73,41 @@ pub(crate) struct Outgoing {
     pub awaiting: Awaiting,
 }
 
-struct Held {
-    at: ConnRef,
-    /// False while granted locally during an outage and not yet re-asserted.
-    confirmed: bool,
+/// Where one name stands on this node.
+enum Name {
+    /// Held by `at`: granted by Redis, or (`confirmed: false`) granted locally
+    /// while Redis was unreachable and not re-asserted since.
+    Held { at: ConnRef, confirmed: bool },
+    /// A claim is in flight. Boxed, so that a held name, the common state,
+    /// costs no more than its connection and a flag.
+    Claiming(Box<Claim>),
+    /// Given up while Redis was unreachable, or its release failed: deleted
+    /// there after the next reconnect.
+    ReleasedOffline,
 }
 
-struct Progress {
+struct Claim {
     at: ConnRef,
-    /// A re-assertion after a reconnect, not a user's login.
-    reassert: bool,
+    purpose: Purpose,
     /// The user left while the claim was in flight.
     released: bool,
     /// A later login of the same name, waiting for this claim to finish.
     next: Option<ConnRef>,
 }
 
+#[derive(Clone, Copy)]
+enum Purpose {
+    /// A user's login, decided when the claim finishes.
+    Login,
+    /// A name this node holds, claimed again after a reconnect; `confirmed`
+    /// is its state before, kept should the claim be abandoned.
+    Reassert { confirmed: bool },
+}
+
 pub(crate) struct Registry {
     node_id: CompactString,
     lease: Duration,
-    held: HashMap<CompactString, Held>,
-    claims: HashMap<CompactString, Progress>,
-    /// Names given up while Redis was unreachable: deleted after the reconnect.
-    released_offline: HashSet<CompactString>,
+    names: HashMap<CompactString, Name>,
     /// Names to re-assert after a reconnect, sent a window at a time.
     to_reassert: VecDeque<CompactString>,
     next_renewal: Instant,
@@ -101,9 +120,7 @@ impl Registry {
         Registry {
             node_id,
             lease,
-            held: HashMap::new(),
-            claims: HashMap::new(),
-            released_offline: HashSet::new(),
+            names: HashMap::new(),
             to_reassert: VecDeque::new(),
             next_renewal: Instant::now(),
             out: Vec::new(),
@@ -164,46 +181,44 @@ impl Registry {
 
     /// A user logs in: `up` says whether Redis serves the name's slot now.
     pub fn claim(&mut self, shared: &Shared, name: CompactString, at: ConnRef, up: bool) {
-        if let Some(progress) = self.claims.get_mut(&name) {
-            progress.next = Some(at);
+        if let Some(Name::Claiming(claim)) = self.names.get_mut(&name) {
+            claim.next = Some(at);
             return;
         }
-        self.start_claim(shared, name, at, false, up);
+        self.start_login(shared, name, at, up);
     }
 
-    fn start_claim(&mut self, shared: &Shared, name: CompactString, at: ConnRef, reassert: bool, up: bool) {
-        if !up {
+    fn start_login(&mut self, shared: &Shared, name: CompactString, at: ConnRef, up: bool) {
+        if up {
+            self.send_claim(&name, b"", 0);
+            let claim = Claim { at, purpose: Purpose::Login, released: false, next: None };
+            self.names.insert(name, Name::Claiming(Box::new(claim)));
+        } else {
             // Outage: grant locally; the name is re-asserted after the reconnect.
-            if !reassert {
-                self.held.insert(name.clone(), Held { at, confirmed: false });
-                shared.logins.decided(&shared.hub, &name, at, true);
-            }
-            return;
+            self.names.insert(name.clone(), Name::Held { at, confirmed: false });
+            shared.logins.decided(&shared.hub, &name, at, true);
         }
-        self.send_claim(&name, b"", 0);
-        self.claims.insert(name, Progress { at, reassert, released: false, next: None });
     }
 
     /// A user leaves: `up` says whether Redis serves the name's slot now.
     pub fn release(&mut self, name: CompactString, at: ConnRef, up: bool) {
-        if let Some(progress) = self.claims.get_mut(&name) {
-            if progress.at == at {
-                progress.released = true;
-                if self.held.get(&name).is_some_and(|h| h.at == at) {
-                    self.held.remove(&name);
+        match self.names.get_mut(&name) {
+            Some(Name::Claiming(claim)) => {
+                if claim.at == at {
+                    claim.released = true;
+                } else if claim.next == Some(at) {
+                    claim.next = None;
                 }
-            } else if progress.next == Some(at) {
-                progress.next = None;
             }
-            return;
-        }
-        if self.held.get(&name).is_some_and(|h| h.at == at) {
-            self.held.remove(&name);
-            if up {
-                self.send_release(&name);
-            } else {
-                self.released_offline.insert(name);
+            Some(state) if matches!(*state, Name::Held { at: holder, .. } if holder == at) => {
+                if up {
+                    self.names.remove(&name);
+                    self.send_release(&name);
+                } else {
+                    *state = Name::ReleasedOffline;
+                }
             }
+            _ => {}
         }
     }
 
@@ -217,7 +232,7 @@ impl Registry {
             Awaiting::Lease => {}
             Awaiting::Release { .. } => {}
             Awaiting::Claim { name, attempt } => match reply.bytes() {
-                Some([]) => self.finish(shared, name, true, up),
+                Some([]) => self.finish(shared, name, true, true, up),
                 Some(holder) => {
                     let holder = CompactString::from_utf8_lossy(holder);
                     let key = Self::node_key(&holder);
@@ -227,7 +242,7 @@ impl Registry {
                     }
                     self.push(&key, &[b"EXISTS", &key], Awaiting::Alive { name, holder, attempt });
                 }
-                None => self.finish(shared, name, false, up),
+                None => self.finish(shared, name, false, true, up),
             },
             Awaiting::Alive { name, holder, attempt } => {
                 if reply.integer() == Some(0) && attempt < MAX_ATTEMPTS {
@@ -238,7 +253,7 @@ impl Registry {
                         self.undecidable(shared, name, up);
                     }
                 } else {
-                    self.finish(shared, name, false, up);
+                    self.finish(shared, name, false, true, up);
                 }
             }
         }
@@ -249,22 +264,34 @@ impl Registry {
         match awaiting {
             Awaiting::Lease => {}
             Awaiting::Release { name } => {
-                if !self.held.contains_key(&name) {
-                    self.released_offline.insert(name);
-                }
+                // Deleted after the reconnect, unless the name is in use again.
+                self.names.entry(name).or_insert(Name::ReleasedOffline);
             }
-            Awaiting::Claim { name, .. } | Awaiting::Alive { name, .. } => {
-                let Some(progress) = self.claims.get(&name) else {
-                    return;
-                };
-                if progress.reassert {
-                    // Still held, still unconfirmed: re-asserted after the next reconnect.
-                    let progress = self.claims.remove(&name).expect("checked above");
-                    self.abandon(shared, name, progress, up);
-                } else {
-                    // Outage: grant locally, like a claim made while Redis was down.
-                    self.finish_as(shared, name, true, false, up);
-                }
+            Awaiting::Claim { name, .. } | Awaiting::Alive { name, .. } => match self.purpose_of(&name) {
+                // Still held, still unconfirmed: re-asserted after the next reconnect.
+                Some(Purpose::Reassert { .. }) => self.abandon(shared, name, up),
+                // Outage: grant locally, like a claim made while Redis was down.
+                Some(Purpose::Login) => self.finish(shared, name, true, false, up),
+                None => {}
+            },
+        }
+    }
+
+    /// What the claim in flight for `name` is for, if one is.
+    fn purpose_of(&self, name: &str) -> Option<Purpose> {
+        match self.names.get(name) {
+            Some(Name::Claiming(claim)) => Some(claim.purpose),
+            _ => None,
+        }
+    }
+
+    /// Takes the claim in flight for `name` out of the map.
+    fn take_claim(&mut self, name: &str) -> Option<Claim> {
+        match self.names.remove(name)? {
+            Name::Claiming(claim) => Some(*claim),
+            other => {
+                self.names.insert(name.into(), other);
+                None
             }
         }
     }
@@ -272,21 +299,15 @@ impl Registry {
     /// Part of the cluster is unreachable mid-claim: a login is refused (the
     /// name has a holder that may be alive); a re-assertion keeps the name.
     fn undecidable(&mut self, shared: &Shared, name: CompactString, up: &dyn Fn(u16) -> bool) {
-        let reassert = self.claims.get(&name).is_some_and(|p| p.reassert);
-        if reassert {
-            if let Some(progress) = self.claims.remove(&name) {
-                self.abandon(shared, name, progress, up);
-            }
-        } else {
-            self.finish(shared, name, false, up);
+        match self.purpose_of(&name) {
+            Some(Purpose::Reassert { .. }) => self.abandon(shared, name, up),
+            _ => self.finish(shared, name, false, true, up),
         }
     }
 
-    fn finish(&mut self, shared: &Shared, name: CompactString, granted: bool, up: &dyn Fn(u16) -> bool) {
-        self.finish_as(shared, name, granted, true, up);
-    }
-
-    fn finish_as(
+    /// The claim of `name` is over: `granted` (by Redis if `confirmed`, else
+    /// locally), or refused.
+    fn finish(
         &mut self,
         shared: &Shared,
         name: CompactString,
@@ -294,54 +315,59 @@ impl Registry {
         confirmed: bool,
         up: &dyn Fn(u16) -> bool,
     ) {
-        let Some(progress) = self.claims.remove(&name) else {
+        let Some(Claim { at, purpose, released, next }) = self.take_claim(&name) else {
             return;
         };
-        let at = progress.at;
-        if progress.released {
+        if released {
             if granted {
                 if up(Self::slot_of_name(&name)) {
                     self.send_release(&name);
                 } else {
-                    self.released_offline.insert(name.clone());
+                    self.names.insert(name.clone(), Name::ReleasedOffline);
                 }
             }
         } else if granted {
-            self.released_offline.remove(&name);
-            self.held.insert(name.clone(), Held { at, confirmed });
-            if !progress.reassert {
+            self.names.insert(name.clone(), Name::Held { at, confirmed });
+            if let Purpose::Login = purpose {
                 shared.logins.decided(&shared.hub, &name, at, true);
             }
         } else {
-            let still_waiting = !progress.reassert && shared.logins.decided(&shared.hub, &name, at, false);
-            if progress.reassert && self.held.get(&name).is_some_and(|h| h.at == at) {
-                self.held.remove(&name);
-                log::warn!(
-                    "{name:?} was claimed by another node while Redis was unreachable: logging the local user out"
-                );
-                shared.hub.send(at, Command::LoginDecided { token: at.token, accepted: false });
-            }
-            if still_waiting || progress.reassert {
-                shared.sub_jobs.push(SubJob::Unsubscribe { name: name.clone(), at });
-                shared.sub_bell.ring();
+            let give_up_channel = match purpose {
+                Purpose::Login => shared.logins.decided(&shared.hub, &name, at, false),
+                Purpose::Reassert { .. } => {
+                    log::warn!(
+                        "{name:?} was claimed by another node while Redis was unreachable: logging the local user out"
+                    );
+                    shared.hub.send(at, Command::LoginDecided { token: at.token, accepted: false });
+                    true
+                }
+            };
+            if give_up_channel {
+                shared.push_sub(SubJob::Unsubscribe { name: name.clone(), at });
             }
         }
-        self.after_claim(shared, name, progress, up);
+        self.start_next(shared, name, next, up);
     }
 
     /// A re-assertion that cannot finish now; it is retried after the next reconnect.
-    fn abandon(&mut self, shared: &Shared, name: CompactString, progress: Progress, up: &dyn Fn(u16) -> bool) {
-        if progress.released {
-            self.released_offline.insert(name.clone());
-        }
-        self.after_claim(shared, name, progress, up);
+    fn abandon(&mut self, shared: &Shared, name: CompactString, up: &dyn Fn(u16) -> bool) {
+        let Some(Claim { at, purpose, released, next }) = self.take_claim(&name) else {
+            return;
+        };
+        let state = match purpose {
+            _ if released => Name::ReleasedOffline,
+            Purpose::Reassert { confirmed } => Name::Held { at, confirmed },
+            Purpose::Login => Name::Held { at, confirmed: false },
+        };
+        self.names.insert(name.clone(), state);
+        self.start_next(shared, name, next, up);
     }
 
-    /// Starts the claim that waited for this one, if any.
-    fn after_claim(&mut self, shared: &Shared, name: CompactString, progress: Progress, up: &dyn Fn(u16) -> bool) {
-        if let Some(next) = progress.next {
+    /// Starts the login that waited for the claim just finished, if any.
+    fn start_next(&mut self, shared: &Shared, name: CompactString, next: Option<ConnRef>, up: &dyn Fn(u16) -> bool) {
+        if let Some(next) = next {
             let ok = up(Self::slot_of_name(&name));
-            self.start_claim(shared, name, next, false, ok);
+            self.start_login(shared, name, next, ok);
         }
     }
 
@@ -351,48 +377,55 @@ impl Registry {
         if serves(self.lease_slot()) {
             self.next_renewal = Instant::now();
         }
-        let names: Vec<CompactString> = self.held.keys().filter(|n| serves(Self::slot_of_name(n))).cloned().collect();
+        let (mut held, mut unconfirmed) = (0, 0);
+        let mut names = Vec::new();
+        let mut released = Vec::new();
+        for (name, state) in &self.names {
+            match state {
+                Name::Held { confirmed, .. } => {
+                    held += 1;
+                    unconfirmed += usize::from(!confirmed);
+                    if serves(Self::slot_of_name(name)) {
+                        names.push(name.clone());
+                    }
+                }
+                Name::ReleasedOffline if serves(Self::slot_of_name(name)) => released.push(name.clone()),
+                _ => {}
+            }
+        }
         if !names.is_empty() {
             log::info!(
-                "re-asserting {} of {} user names in the registry ({} granted while Redis was unreachable)",
+                "re-asserting {} of {held} user names in the registry ({unconfirmed} granted while Redis was unreachable)",
                 names.len(),
-                self.held.len(),
-                self.unconfirmed()
             );
         }
         self.to_reassert.extend(names);
-        let released: Vec<CompactString> =
-            self.released_offline.iter().filter(|n| serves(Self::slot_of_name(n))).cloned().collect();
         for name in released {
-            self.released_offline.remove(&name);
-            if !self.held.contains_key(&name) {
-                self.send_release(&name);
-            }
+            self.names.remove(&name);
+            self.send_release(&name);
         }
     }
 
     /// Sends up to `budget` queued re-assertions whose link is up.
-    pub fn pump_reassert(&mut self, shared: &Shared, budget: usize, up: &dyn Fn(u16) -> bool) {
+    pub fn pump_reassert(&mut self, budget: usize, up: &dyn Fn(u16) -> bool) {
         for _ in 0..budget {
             let Some(name) = self.to_reassert.pop_front() else {
                 return;
             };
-            if self.claims.contains_key(&name) {
-                continue;
-            }
-            let Some(held) = self.held.get(&name) else {
+            let Some(&Name::Held { at, confirmed }) = self.names.get(&name) else {
                 continue;
             };
-            let at = held.at;
             if up(Self::slot_of_name(&name)) {
-                self.start_claim(shared, name, at, true, true);
+                self.send_claim(&name, b"", 0);
+                let claim = Claim { at, purpose: Purpose::Reassert { confirmed }, released: false, next: None };
+                self.names.insert(name, Name::Claiming(Box::new(claim)));
             }
         }
     }
 
-    /// Hands back what a burst of logins grew (the claims in flight).
+    /// Hands back what a burst of logins grew.
     pub fn trim_idle(&mut self) {
-        super::trim_if_empty!(self.claims, self.out, self.to_reassert);
+        trim_if_empty!(self.out, self.to_reassert);
     }
 
     /// Names waiting to be re-asserted.
@@ -420,9 +453,7 @@ impl Registry {
         let key = Self::node_key(&self.node_id);
         self.push(&key, &[b"DEL", &key], Awaiting::Lease);
     }
-
-    /// Names granted during an outage and not re-asserted yet.
-    fn unconfirmed(&self) -> usize {
-        self.held.values().filter(|h| !h.confirmed).count()
-    }
 }
+
+#[cfg(test)]
+mod tests;

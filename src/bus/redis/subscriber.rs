@@ -16,23 +16,27 @@
 //! bytes per user for nothing (both change together, under the reactors).
 //!
 //! In Redis Cluster the slot map is fetched again when a shard says a slot
-//! moved, and every [`REFRESH_WHILE_DOWN`] while a master's link is down: its
-//! replica takes over after `cluster-node-timeout`, and only a new map names it.
+//! moved, and at a steady pace while a master's link is down (see
+//! [`cluster::RefreshSchedule`]): its replica takes over after
+//! `cluster-node-timeout`, and only a new map names it.
 //!
 //! [`Directory`]: crate::directory::Directory
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
-use mio::{Events, Poll, Token};
+use mio::Poll;
 
+use super::channels::{self, BROADCAST_CHANNEL};
 use super::cluster::{self, Topology};
-use super::link::{self, Fill, Link, Timer};
+use super::link::LinkError;
+use super::links::{self, BusThread, LinkSet, Master};
 use super::resp::{self, Frame};
-use super::{Shared, SubJob, BROADCAST_CHANNEL, WAKER};
+use super::shared::{Role, Shared, SubJob};
+use super::trim::trim_if_empty;
 use crate::config::Routing;
 use crate::directory::ConnRef;
 use crate::protocol;
@@ -43,17 +47,13 @@ use crate::protocol;
 const CHUNK: usize = 512;
 /// Output queued on a link before re-subscription waits for it to drain.
 const OUT_HIGH_WATER: usize = 1024 * 1024;
-/// Shortest pause between two fetches of the cluster's slot map.
-const REFRESH_PAUSE: Duration = Duration::from_millis(100);
-/// Pause between fetches of the slot map while a master is unreachable: a
-/// replica is promoted after `cluster-node-timeout` (15 s by default) plus an
-/// election of about a second, so twice a second finds it promptly, and costs
-/// one `CLUSTER SLOTS` per half second only while a master is down.
-pub(crate) const REFRESH_WHILE_DOWN: Duration = Duration::from_millis(500);
+/// How soon re-subscription waiting for a link's output to drain goes on.
+const RESUBSCRIBE_RECHECK: Duration = Duration::from_millis(5);
 
-struct Shard {
-    link: Link,
-    token: Token,
+/// What the subscriber keeps per shard (master).
+#[derive(Default)]
+pub(crate) struct Shard {
+    /// Replies to AUTH/SELECT still to come on this connection.
     hello_left: usize,
     /// Channels Redis says this connection holds (from its acks).
     subscribed: u64,
@@ -63,39 +63,229 @@ struct Shard {
 
 struct Subscriber {
     shared: Arc<Shared>,
-    poll: Poll,
-    topology: Topology,
-    shards: Vec<Shard>,
-    next_token: usize,
     /// Unsubscribe acks still to come, by name: any other unsubscribe is a
     /// shard telling us its slot moved.
     unsubscribing: HashMap<CompactString, u32>,
+    /// Broadcast routing: a message from `msg` in the recipient's format.
     reencoded: Vec<u8>,
-    refresh_at: Option<Instant>,
-    /// The scheduled refresh answers a shard's signal (MOVED, an unasked
+    /// The next slot map fetch answers a shard's signal (MOVED, an unasked
     /// unsubscribe): subscribe every channel again where it lives.
     refresh_all: bool,
-    last_refresh: Instant,
     ever_up: bool,
 }
 
+/// A frame from a subscribed connection, by what it means.
+enum Push<'a> {
+    Message {
+        channel: &'a [u8],
+        payload: &'a [u8],
+    },
+    Subscribed {
+        channel: &'a [u8],
+        count: u64,
+    },
+    Unsubscribed {
+        channel: &'a [u8],
+        count: u64,
+    },
+    Refused(&'a [u8]),
+    /// PONG, and anything else that asks nothing of us.
+    Other,
+}
+
+impl<'a> Push<'a> {
+    fn of(frame: &Frame<'a>) -> Push<'a> {
+        let items = match frame {
+            Frame::Array(Some(items)) => items.as_slice(),
+            Frame::Error(e) => return Push::Refused(e),
+            _ => return Push::Other,
+        };
+        let (Some(kind), Some(channel)) = (items.first().and_then(Frame::bytes), items.get(1).and_then(Frame::bytes))
+        else {
+            return Push::Other;
+        };
+        let count = || items.get(2).and_then(Frame::integer).unwrap_or(0) as u64;
+        match kind {
+            b"message" | b"smessage" => match items.get(2).and_then(Frame::bytes) {
+                Some(payload) => Push::Message { channel, payload },
+                None => Push::Other,
+            },
+            b"subscribe" | b"ssubscribe" => Push::Subscribed { channel, count: count() },
+            b"unsubscribe" | b"sunsubscribe" => Push::Unsubscribed { channel, count: count() },
+            _ => Push::Other,
+        }
+    }
+}
+
 pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
-    let topology = super::publisher::initial_topology(&shared);
-    let mut subscriber = Subscriber {
+    let links = LinkSet::new(Arc::clone(&shared), poll, Role::Subscriber);
+    let subscriber = Subscriber {
         shared,
-        poll,
-        topology: topology.clone(),
-        shards: Vec::new(),
-        next_token: 0,
         unsubscribing: HashMap::new(),
         reencoded: Vec::with_capacity(1024),
-        refresh_at: None,
         refresh_all: false,
-        last_refresh: Instant::now(),
         ever_up: false,
     };
-    subscriber.rebuild_shards(topology);
-    subscriber.run();
+    links::run(subscriber, links);
+}
+
+impl BusThread for Subscriber {
+    type State = Shard;
+    const ROLE: Role = Role::Subscriber;
+
+    fn work(&mut self, links: &mut LinkSet<Shard>, _now: Instant) {
+        self.shared.sub_bell.answer();
+        while let Some(job) = self.shared.sub_jobs.pop() {
+            match job {
+                SubJob::Subscribe { name } => self.subscribe(links, name),
+                SubJob::Unsubscribe { name, at } => self.unsubscribe(links, name, at),
+            }
+        }
+        for i in 0..links.len() {
+            self.pump_resubscribe(links, i);
+        }
+        let subscriptions = links.iter().map(|m| m.state.subscribed).sum();
+        self.shared.hub.metrics.bus.subscriptions.store(subscriptions, Relaxed);
+    }
+
+    /// Subscribes again every channel shard `i` serves.
+    fn on_up(&mut self, links: &mut LinkSet<Shard>, i: usize) {
+        if self.ever_up {
+            self.shared.hub.metrics.bus.reconnects.fetch_add(1, Relaxed);
+        }
+        self.ever_up = true;
+        let names: VecDeque<CompactString> = if self.targeted() {
+            let topology = links.topology();
+            self.shared.hub.directory.names().into_iter().filter(|n| self.shard_of(topology, n) == Some(i)).collect()
+        } else {
+            VecDeque::new()
+        };
+        let broadcast_here = self.broadcast_shard(links.topology()) == Some(i);
+        let settings = &self.shared.settings;
+        let Master { link, state, .. } = links.get_mut(i);
+        if !names.is_empty() {
+            log::info!("redis {}: subscribing {} channels again", link.addr, names.len());
+        }
+        link.out.extend_from_slice(&settings.hello);
+        state.hello_left = settings.hello_replies;
+        state.resubscribe = names;
+        if broadcast_here {
+            self.shared.logins.msg_subscribing();
+            resp::push_command(&mut link.out, &[b"SUBSCRIBE", BROADCAST_CHANNEL]);
+        }
+        self.pump_resubscribe(links, i);
+    }
+
+    /// Logins stop waiting for acks of the dead connection.
+    fn on_down(&mut self, links: &mut LinkSet<Shard>, i: usize) {
+        let state = &mut links.get_mut(i).state;
+        state.subscribed = 0;
+        state.resubscribe.clear();
+        self.unsubscribing.clear();
+        self.shared.logins.stop_waiting_for_subscriptions(&self.shared.hub);
+        if self.broadcast_shard(links.topology()) == Some(i) {
+            self.shared.logins.msg_settled(&self.shared.hub);
+        }
+    }
+
+    /// Reads everything waiting on shard `i` and routes it.
+    fn read(&mut self, links: &mut LinkSet<Shard>, i: usize) -> Result<(), LinkError> {
+        let targeted = self.targeted();
+        let mut moved = false;
+        let mut received = 0u64;
+        let Subscriber { shared, unsubscribing, reencoded, .. } = self;
+        let Master { link, state, .. } = links.get_mut(i);
+        let addr = link.addr;
+        let round = link.read_frames(|frame| {
+            if state.hello_left > 0 {
+                state.hello_left -= 1;
+                if let Frame::Error(e) = frame {
+                    return Err(LinkError::HelloRefused(String::from_utf8_lossy(e).into()));
+                }
+                return Ok(());
+            }
+            match Push::of(&frame) {
+                Push::Message { channel, payload } => {
+                    received += 1;
+                    deliver(shared, targeted, reencoded, channel, payload);
+                }
+                Push::Subscribed { channel, count } => {
+                    state.subscribed = count;
+                    if let Some(name) = channels::user_name_of_channel(channel) {
+                        shared.logins.subscribed(&shared.hub, name);
+                    } else if !targeted && channel == BROADCAST_CHANNEL {
+                        shared.logins.msg_settled(&shared.hub);
+                    }
+                }
+                Push::Unsubscribed { channel, count } => {
+                    state.subscribed = count;
+                    moved |= slot_moved_away(shared, unsubscribing, channel);
+                }
+                Push::Refused(e) => {
+                    log::warn!("redis {addr}: subscription refused: {}", String::from_utf8_lossy(e));
+                    moved |= e.starts_with(b"MOVED") || e.starts_with(b"ASK");
+                }
+                Push::Other => {}
+            }
+            Ok(())
+        });
+        let bus = &self.shared.hub.metrics.bus;
+        bus.received.fetch_add(received, Relaxed);
+        bus.subscriber_lag_bytes.store(round.bytes, Relaxed);
+        bus.subscriber_lag_max_bytes.fetch_max(round.bytes, Relaxed);
+        if moved {
+            self.refresh_all = true;
+            links.schedule_refresh();
+        }
+        round.failure.map_or(Ok(()), Err)
+    }
+
+    /// Subscribes channels where they live now: every channel after a
+    /// shard's signal (Redis ignores a subscription it already has), else
+    /// those whose master changed. A master that is new gets its channels
+    /// when its link comes up.
+    fn on_topology(&mut self, links: &mut LinkSet<Shard>, topology: Topology) {
+        let all = std::mem::take(&mut self.refresh_all);
+        if topology == *links.topology() && !all {
+            return;
+        }
+        if topology != *links.topology() {
+            log::info!("Redis Cluster slot map changed: masters {:?}", topology.masters);
+        }
+        let mut moved: Vec<Vec<CompactString>> = vec![Vec::new(); topology.masters.len()];
+        if self.targeted() {
+            let old = links.topology();
+            for name in self.shared.hub.directory.names() {
+                let Some(i) = self.shard_of(&topology, &name) else { continue };
+                let before = self.shard_of(old, &name).map(|j| old.masters[j]);
+                if all || before != Some(topology.masters[i]) {
+                    moved[i].push(name);
+                }
+            }
+        }
+        links.rebuild(topology);
+        for (master, names) in links.iter_mut().zip(moved) {
+            if master.link.is_up() && !names.is_empty() {
+                master.state.resubscribe.extend(names);
+            }
+        }
+    }
+
+    fn next_wake(&self, links: &LinkSet<Shard>, now: Instant) -> Option<Instant> {
+        if !self.shared.sub_jobs.is_empty() {
+            return Some(now);
+        }
+        let resubscribing = links.iter().any(|m| m.link.is_up() && !m.state.resubscribe.is_empty());
+        resubscribing.then_some(now + RESUBSCRIBE_RECHECK)
+    }
+
+    fn trim_idle(&mut self, links: &mut LinkSet<Shard>) {
+        for master in links.iter_mut() {
+            trim_if_empty!(master.state.resubscribe);
+        }
+        trim_if_empty!(self.unsubscribing);
+        self.shared.logins.trim_idle();
+    }
 }
 
 impl Subscriber {
@@ -107,126 +297,26 @@ impl Subscriber {
         self.shared.settings.cluster
     }
 
-    fn run(&mut self) {
-        let mut events = Events::with_capacity(256);
-        while !self.shared.stop.load(Acquire) {
-            let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    log::error!("bus subscriber: poll failed: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                continue;
-            }
-            for event in events.iter() {
-                if event.token() == WAKER {
-                    continue;
-                }
-                let Some(i) = self.shards.iter().position(|s| s.token == event.token()) else {
-                    continue;
-                };
-                if self.shards[i].link.state == link::State::Connecting {
-                    match self.shards[i].link.finish_connect() {
-                        Ok(true) => self.on_up(i),
-                        Ok(false) => {}
-                        Err(why) => self.on_down(i, &why),
-                    }
-                }
-                if self.shards[i].link.is_up() && (event.is_readable() || event.is_read_closed()) {
-                    self.read_messages(i);
-                }
-            }
-            self.turn();
-            if events.is_empty() && timeout >= super::IDLE_WAIT {
-                self.trim_idle();
-            }
-        }
-    }
-
-    /// A turn without events: hand back what the last burst grew.
-    fn trim_idle(&mut self) {
-        for shard in &mut self.shards {
-            shard.link.trim_idle();
-            super::trim_if_empty!(shard.resubscribe);
-        }
-        super::trim_if_empty!(self.unsubscribing);
-        self.shared.logins.trim_idle();
-    }
-
-    fn turn(&mut self) {
-        self.shared.sub_bell.answer();
-        while let Some(job) = self.shared.sub_jobs.pop() {
-            match job {
-                SubJob::Subscribe { name } => self.subscribe(name),
-                SubJob::Unsubscribe { name, at } => self.unsubscribe(name, at),
-            }
-        }
-        let now = Instant::now();
-        for i in 0..self.shards.len() {
-            self.pump_resubscribe(i);
-            if let Err(why) = self.shards[i].link.try_connect(self.poll.registry(), now) {
-                self.on_down(i, &why);
-            }
-            match self.shards[i].link.check_timers(now) {
-                Timer::Quiet => {}
-                Timer::Ping => resp::push_command(&mut self.shards[i].link.out, &[b"PING"]),
-                // The whole on-down path: logins stop waiting for acks of the dead connection.
-                Timer::TimedOut(why) => self.on_down(i, why),
-            }
-            if let Err(e) = self.shards[i].link.flush() {
-                self.on_down(i, &format!("write failed: {e}"));
-            }
-        }
-        if self.cluster() && self.refresh_at.is_none() && self.shards.iter().any(|s| !s.link.is_up()) {
-            self.refresh_at = Some(self.last_refresh + REFRESH_WHILE_DOWN);
-        }
-        if self.refresh_at.is_some_and(|at| now >= at) {
-            self.refresh();
-        }
-        let connected = self.shards.iter().all(|s| s.link.is_up());
-        self.shared.set_up(true, connected);
-        let bus = &self.shared.hub.metrics.bus;
-        bus.subscriptions.store(self.shards.iter().map(|s| s.subscribed).sum(), Relaxed);
-    }
-
-    fn poll_timeout(&self) -> Duration {
-        let now = Instant::now();
-        if !self.shared.sub_jobs.is_empty() {
-            return Duration::ZERO;
-        }
-        let mut next = now + Duration::from_secs(1);
-        for shard in &self.shards {
-            next = next.min(shard.link.next_timer());
-            if shard.link.unsent() > 0 || (!shard.resubscribe.is_empty() && shard.link.is_up()) {
-                next = next.min(now + Duration::from_millis(5));
-            }
-        }
-        if let Some(at) = self.refresh_at {
-            next = next.min(at);
-        }
-        next.saturating_duration_since(now)
-    }
-
     /// Broadcast routing: the shard that holds the `msg` subscription.
-    fn broadcast_shard(&self) -> Option<usize> {
+    fn broadcast_shard(&self, topology: &Topology) -> Option<usize> {
         if self.targeted() {
             return None;
         }
-        self.topology.master_of(if self.cluster() { cluster::slot(BROADCAST_CHANNEL) } else { 0 })
+        topology.master_of(if self.cluster() { cluster::slot(BROADCAST_CHANNEL) } else { 0 })
     }
 
-    fn shard_of(&self, name: &str) -> Option<usize> {
-        let slot = if self.cluster() { cluster::slot(&super::user_channel(name.as_bytes())) } else { 0 };
-        self.topology.master_of(slot)
+    /// The shard of `topology` that serves `name`'s channel.
+    fn shard_of(&self, topology: &Topology, name: &str) -> Option<usize> {
+        let slot = if self.cluster() { cluster::slot(&channels::user_channel(name.as_bytes())) } else { 0 };
+        topology.master_of(slot)
     }
 
-    fn subscribe(&mut self, name: CompactString) {
-        let cluster = self.cluster();
-        match self.shard_of(&name) {
-            Some(i) if self.shards[i].link.is_up() => {
-                let channel = super::user_channel(name.as_bytes());
-                let verb: &[u8] = if cluster { b"SSUBSCRIBE" } else { b"SUBSCRIBE" };
-                resp::push_command(&mut self.shards[i].link.out, &[verb, &channel]);
+    fn subscribe(&mut self, links: &mut LinkSet<Shard>, name: CompactString) {
+        match self.shard_of(links.topology(), &name) {
+            Some(i) if links.get(i).link.is_up() => {
+                let channel = channels::user_channel(name.as_bytes());
+                let verb: &[u8] = if self.cluster() { b"SSUBSCRIBE" } else { b"SUBSCRIBE" };
+                resp::push_command(&mut links.get_mut(i).link.out, &[verb, &channel]);
             }
             // Not connected: the channel is subscribed with all others once
             // the link is up; the login need not wait for that.
@@ -234,41 +324,41 @@ impl Subscriber {
         }
     }
 
-    fn unsubscribe(&mut self, name: CompactString, at: ConnRef) {
+    fn unsubscribe(&mut self, links: &mut LinkSet<Shard>, name: CompactString, at: ConnRef) {
         // `at` left the directory before asking, or (refused login) leaves
         // it next; another holder is a later login that wants the channel.
         if self.shared.hub.directory.lookup(&name).is_some_and(|holder| holder != at) {
             return;
         }
-        let cluster = self.cluster();
-        if let Some(i) = self.shard_of(&name) {
-            if self.shards[i].link.is_up() {
-                let channel = super::user_channel(name.as_bytes());
-                let verb: &[u8] = if cluster { b"SUNSUBSCRIBE" } else { b"UNSUBSCRIBE" };
-                resp::push_command(&mut self.shards[i].link.out, &[verb, &channel]);
+        if let Some(i) = self.shard_of(links.topology(), &name) {
+            if links.get(i).link.is_up() {
+                let channel = channels::user_channel(name.as_bytes());
+                let verb: &[u8] = if self.cluster() { b"SUNSUBSCRIBE" } else { b"UNSUBSCRIBE" };
+                resp::push_command(&mut links.get_mut(i).link.out, &[verb, &channel]);
                 *self.unsubscribing.entry(name).or_insert(0) += 1;
             }
         }
     }
 
     /// Subscribes the next chunks of channels wanted on shard `i` after a reconnect.
-    fn pump_resubscribe(&mut self, i: usize) {
+    fn pump_resubscribe(&mut self, links: &mut LinkSet<Shard>, i: usize) {
         let cluster = self.cluster();
-        while self.shards[i].link.is_up()
-            && self.shards[i].link.unsent() < OUT_HIGH_WATER
-            && !self.shards[i].resubscribe.is_empty()
-        {
+        loop {
+            let master = links.get(i);
+            if !master.link.is_up() || master.link.unsent() >= OUT_HIGH_WATER || master.state.resubscribe.is_empty() {
+                return;
+            }
             let mut channels: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
             while channels.len() < CHUNK {
-                let Some(name) = self.shards[i].resubscribe.pop_front() else {
+                let Some(name) = links.get_mut(i).state.resubscribe.pop_front() else {
                     break;
                 };
                 // Skip names that left meanwhile or that another shard serves now.
-                if self.wanted(&name) && self.shard_of(&name) == Some(i) {
-                    channels.push(super::user_channel(name.as_bytes()));
+                if self.wanted(&name) && self.shard_of(links.topology(), &name) == Some(i) {
+                    channels.push(channels::user_channel(name.as_bytes()));
                 }
             }
-            let out = &mut self.shards[i].link.out;
+            let out = &mut links.get_mut(i).link.out;
             if cluster {
                 for channel in &channels {
                     resp::push_command(out, &[b"SSUBSCRIBE", channel]);
@@ -282,245 +372,38 @@ impl Subscriber {
         }
     }
 
-    fn on_up(&mut self, i: usize) {
-        let bus = &self.shared.hub.metrics.bus;
-        if self.ever_up {
-            bus.reconnects.fetch_add(1, Relaxed);
-        }
-        self.ever_up = true;
-        let settings = &self.shared.settings;
-        let names: VecDeque<CompactString> = if self.targeted() {
-            self.shared.hub.directory.names().into_iter().filter(|n| self.shard_of(n) == Some(i)).collect()
-        } else {
-            VecDeque::new()
-        };
-        let broadcast_here = self.broadcast_shard() == Some(i);
-        let shard = &mut self.shards[i];
-        if !names.is_empty() {
-            log::info!("redis {}: subscribing {} channels again", shard.link.addr, names.len());
-        }
-        shard.link.out.extend_from_slice(&settings.hello);
-        shard.hello_left = settings.hello_replies;
-        shard.resubscribe = names;
-        if broadcast_here {
-            self.shared.logins.msg_subscribing();
-            resp::push_command(&mut shard.link.out, &[b"SUBSCRIBE", BROADCAST_CHANNEL]);
-        }
-        self.pump_resubscribe(i);
-    }
-
-    fn on_down(&mut self, i: usize, why: &str) {
-        let shard = &mut self.shards[i];
-        shard.link.fail(self.poll.registry(), why);
-        shard.subscribed = 0;
-        shard.resubscribe.clear();
-        self.unsubscribing.clear();
-        self.shared.logins.stop_waiting_for_subscriptions(&self.shared.hub);
-        if self.broadcast_shard() == Some(i) {
-            self.shared.logins.msg_settled(&self.shared.hub);
-        }
-        if self.cluster() {
-            self.schedule_refresh();
-        }
-    }
-
-    /// Reads everything waiting on shard `i` and routes it.
-    fn read_messages(&mut self, i: usize) {
-        let targeted = self.targeted();
-        let mut failure: Option<String> = None;
-        let mut moved = false;
-        let mut round = 0u64;
-        let Subscriber { shared, shards, unsubscribing, reencoded, .. } = self;
-        let shard = &mut shards[i];
-        let bus = &shared.hub.metrics.bus;
-        let mut received = 0u64;
-        'reading: loop {
-            match shard.link.read_once() {
-                Ok(Fill::Data(n)) => round += n as u64,
-                Ok(Fill::Drained) => break,
-                Err(e) => {
-                    failure = Some(format!("read failed: {e}"));
-                    break;
-                }
-            }
-            let mut used = 0;
-            let input = shard.link.unparsed();
-            loop {
-                let (frame, n) = match resp::parse(&input[used..]) {
-                    Ok(Some(parsed)) => parsed,
-                    Ok(None) => break,
-                    Err(e) => {
-                        failure = Some(e.to_string());
-                        break 'reading;
-                    }
-                };
-                used += n;
-                if shard.hello_left > 0 {
-                    shard.hello_left -= 1;
-                    if let Frame::Error(e) = frame {
-                        failure = Some(format!("Redis refused AUTH/SELECT: {}", String::from_utf8_lossy(e)));
-                        break 'reading;
-                    }
-                    continue;
-                }
-                let items = match &frame {
-                    Frame::Array(Some(items)) => items.as_slice(),
-                    Frame::Error(e) => {
-                        log::warn!("redis {}: subscription refused: {}", shard.link.addr, String::from_utf8_lossy(e));
-                        moved |= e.starts_with(b"MOVED") || e.starts_with(b"ASK");
-                        continue;
-                    }
-                    _ => continue, // +PONG outside subscribed state.
-                };
-                let (Some(kind), Some(channel)) =
-                    (items.first().and_then(Frame::bytes), items.get(1).and_then(Frame::bytes))
-                else {
-                    continue;
-                };
-                match kind {
-                    b"message" | b"smessage" => {
-                        let Some(payload) = items.get(2).and_then(Frame::bytes) else {
-                            continue;
-                        };
-                        received += 1;
-                        if targeted {
-                            if let Some(name) =
-                                super::user_of_channel(channel).and_then(|n| std::str::from_utf8(n).ok())
-                            {
-                                shared.hub.deliver_local(name, payload);
-                            }
-                        } else {
-                            reencoded.clear();
-                            if let Some(to) = protocol::reencode_chat(payload, reencoded) {
-                                shared.hub.deliver_local(&to, reencoded);
-                            }
-                        }
-                    }
-                    b"subscribe" | b"ssubscribe" => {
-                        shard.subscribed = items.get(2).and_then(Frame::integer).unwrap_or(0) as u64;
-                        if let Some(name) = super::user_of_channel(channel).and_then(|n| std::str::from_utf8(n).ok()) {
-                            shared.logins.subscribed(&shared.hub, name);
-                        } else if !targeted && channel == BROADCAST_CHANNEL {
-                            shared.logins.msg_settled(&shared.hub);
-                        }
-                    }
-                    b"unsubscribe" | b"sunsubscribe" => {
-                        shard.subscribed = items.get(2).and_then(Frame::integer).unwrap_or(0) as u64;
-                        let Some(name) = super::user_of_channel(channel).and_then(|n| std::str::from_utf8(n).ok())
-                        else {
-                            continue;
-                        };
-                        match unsubscribing.get_mut(name) {
-                            Some(count) if *count > 1 => *count -= 1,
-                            Some(_) => {
-                                unsubscribing.remove(name);
-                            }
-                            None if shared.hub.directory.lookup(name).is_some() => {
-                                // Unasked: the slot moved to another shard.
-                                moved = true;
-                            }
-                            None => {}
-                        }
-                    }
-                    _ => {} // pong
-                }
-            }
-            shard.link.consume(used);
-        }
-        bus.received.fetch_add(received, Relaxed);
-        bus.subscriber_lag_bytes.store(round, Relaxed);
-        bus.subscriber_lag_max_bytes.fetch_max(round, Relaxed);
-        if let Some(why) = failure {
-            self.on_down(i, &why);
-        }
-        if moved {
-            self.refresh_all = true;
-            self.schedule_refresh();
-        }
-    }
-
     /// Whether `name`'s channel is wanted: the user is on this node.
     fn wanted(&self, name: &str) -> bool {
         self.shared.hub.directory.lookup(name).is_some()
     }
+}
 
-    fn schedule_refresh(&mut self) {
-        if self.cluster() && self.refresh_at.is_none_or(|at| at > self.last_refresh + REFRESH_PAUSE) {
-            let earliest = self.last_refresh + REFRESH_PAUSE;
-            self.refresh_at = Some(earliest.max(Instant::now()));
+/// Hands a message to the reactor that holds its recipient.
+fn deliver(shared: &Shared, targeted: bool, reencoded: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
+    if targeted {
+        if let Some(name) = channels::user_name_of_channel(channel) {
+            shared.hub.deliver_local(name, payload);
+        }
+    } else {
+        reencoded.clear();
+        if let Some(to) = protocol::reencode_chat(payload, reencoded) {
+            shared.hub.deliver_local(&to, reencoded);
         }
     }
+}
 
-    /// Fetches the slot map again and subscribes channels where they live
-    /// now: every channel after a shard's signal (Redis ignores a subscription
-    /// it already has), else those whose master changed. A master that is new
-    /// gets its channels when its link comes up.
-    fn refresh(&mut self) {
-        self.refresh_at = None;
-        self.last_refresh = Instant::now();
-        let all = std::mem::take(&mut self.refresh_all);
-        let ups: Vec<bool> = self.shards.iter().map(|s| s.link.is_up()).collect();
-        let seeds = cluster::seeds_to_ask(&self.topology.masters, &ups, &self.shared.settings.seeds);
-        match cluster::fetch(&seeds, &self.shared.settings.hello) {
-            Ok(topology) => {
-                if topology == self.topology && !all {
-                    return;
-                }
-                if topology != self.topology {
-                    log::info!("Redis Cluster slot map changed: masters {:?}", topology.masters);
-                }
-                let old = std::mem::replace(&mut self.topology, topology.clone());
-                let master_before = |name: &str| {
-                    let slot = cluster::slot(&super::user_channel(name.as_bytes()));
-                    old.master_of(slot).map(|i| old.masters[i])
-                };
-                let mut moved: Vec<Vec<CompactString>> = vec![Vec::new(); topology.masters.len()];
-                if self.targeted() {
-                    for name in self.shared.hub.directory.names() {
-                        let Some(i) = self.shard_of(&name) else { continue };
-                        if all || master_before(&name) != Some(topology.masters[i]) {
-                            moved[i].push(name);
-                        }
-                    }
-                }
-                self.rebuild_shards(topology);
-                for (shard, names) in self.shards.iter_mut().zip(moved) {
-                    if shard.link.is_up() && !names.is_empty() {
-                        shard.resubscribe.extend(names);
-                    }
-                }
-            }
-            Err(e) => {
-                log::warn!("cannot fetch the Redis Cluster slot map: {e}");
-                self.refresh_all |= all;
-                self.refresh_at = Some(Instant::now() + REFRESH_WHILE_DOWN);
-            }
+/// An unsubscribe ack for `channel`: true when nobody asked for it (the
+/// user is still here), so the shard says its slot moved away.
+fn slot_moved_away(shared: &Shared, unsubscribing: &mut HashMap<CompactString, u32>, channel: &[u8]) -> bool {
+    let Some(name) = channels::user_name_of_channel(channel) else {
+        return false;
+    };
+    match unsubscribing.get_mut(name) {
+        Some(count) if *count > 1 => *count -= 1,
+        Some(_) => {
+            unsubscribing.remove(name);
         }
+        None => return shared.hub.directory.lookup(name).is_some(),
     }
-
-    fn rebuild_shards(&mut self, topology: Topology) {
-        let mut old = std::mem::take(&mut self.shards);
-        let mut shards = Vec::with_capacity(topology.masters.len());
-        for &addr in &topology.masters {
-            match old.iter().position(|s| s.link.addr == addr) {
-                Some(j) => shards.push(old.swap_remove(j)),
-                None => {
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    shards.push(Shard {
-                        link: Link::new(addr, token, "subscriber", self.shared.settings.ping),
-                        token,
-                        hello_left: 0,
-                        subscribed: 0,
-                        resubscribe: VecDeque::new(),
-                    });
-                }
-            }
-        }
-        for mut gone in old {
-            gone.link.fail(self.poll.registry(), "no longer a master");
-        }
-        self.topology = topology;
-        self.shards = shards;
-    }
+    false
 }

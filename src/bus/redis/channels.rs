@@ -1,0 +1,104 @@
+//! The bus's pub/sub channels, and the PUBLISH commands reactors encode for
+//! them: whole commands sized exactly, so the publisher thread only copies
+//! bytes.
+
+use super::cluster;
+use super::resp;
+
+/// The channel of the seed's broadcast scheme.
+pub const BROADCAST_CHANNEL: &[u8] = b"msg";
+/// Per-user channels are `sb:u:{NAME}`: the braces make NAME the hash tag,
+/// so in Redis Cluster a user's channel and registry key share a slot.
+const USER_CHANNEL_PREFIX: &[u8] = b"sb:u:{";
+const USER_CHANNEL_SUFFIX: &[u8] = b"}";
+
+/// `PUBLISH sb:u:{NAME} PAYLOAD` (SPUBLISH in Redis Cluster), sized exactly,
+/// and the channel's slot (0 outside Redis Cluster).
+pub fn encode_user_publish(name: &[u8], payload: &[u8], cluster: bool) -> (Box<[u8]>, u16) {
+    let verb: &[u8] = if cluster { b"SPUBLISH" } else { b"PUBLISH" };
+    let channel_len = USER_CHANNEL_PREFIX.len() + name.len() + USER_CHANNEL_SUFFIX.len();
+    let mut command = Vec::with_capacity(
+        resp::header_len(3) + resp::bulk_len(verb.len()) + resp::bulk_len(channel_len) + resp::bulk_len(payload.len()),
+    );
+    resp::push_header(&mut command, b'*', 3);
+    resp::push_bulk(&mut command, verb);
+    resp::push_header(&mut command, b'$', channel_len);
+    let channel_at = command.len();
+    command.extend_from_slice(USER_CHANNEL_PREFIX);
+    command.extend_from_slice(name);
+    command.extend_from_slice(USER_CHANNEL_SUFFIX);
+    let slot = if cluster { cluster::slot(&command[channel_at..]) } else { 0 };
+    command.extend_from_slice(b"\r\n");
+    resp::push_bulk(&mut command, payload);
+    (command.into_boxed_slice(), slot)
+}
+
+/// `PUBLISH msg JSON`: the seed's bytes, without the trailing newline a
+/// recipient gets, and the channel's slot (0 outside Redis Cluster).
+pub fn encode_broadcast_publish(payload: &[u8], cluster: bool) -> (Box<[u8]>, u16) {
+    let json = payload.strip_suffix(b"\n").unwrap_or(payload);
+    let mut command = Vec::with_capacity(
+        resp::header_len(3) + resp::bulk_len(7) + resp::bulk_len(BROADCAST_CHANNEL.len()) + resp::bulk_len(json.len()),
+    );
+    resp::push_command(&mut command, &[b"PUBLISH", BROADCAST_CHANNEL, json]);
+    let slot = if cluster { cluster::slot(BROADCAST_CHANNEL) } else { 0 };
+    (command.into_boxed_slice(), slot)
+}
+
+/// `sb:u:{NAME}` for `name`.
+pub fn user_channel(name: &[u8]) -> Vec<u8> {
+    let mut channel = Vec::with_capacity(USER_CHANNEL_PREFIX.len() + name.len() + USER_CHANNEL_SUFFIX.len());
+    channel.extend_from_slice(USER_CHANNEL_PREFIX);
+    channel.extend_from_slice(name);
+    channel.extend_from_slice(USER_CHANNEL_SUFFIX);
+    channel
+}
+
+/// NAME from `sb:u:{NAME}`.
+pub fn user_of_channel(channel: &[u8]) -> Option<&[u8]> {
+    channel.strip_prefix(USER_CHANNEL_PREFIX)?.strip_suffix(USER_CHANNEL_SUFFIX)
+}
+
+/// The user NAME of `sb:u:{NAME}`, when it is a user channel and UTF-8.
+pub fn user_name_of_channel(channel: &[u8]) -> Option<&str> {
+    user_of_channel(channel).and_then(|name| std::str::from_utf8(name).ok())
+}
+
+/// The user name inside a PUBLISH/SPUBLISH command this bus encoded.
+pub fn recipient_of_command(command: &[u8]) -> Option<&[u8]> {
+    let (frame, _) = resp::parse(command).ok()??;
+    let channel = frame.items()?.get(1)?.bytes()?;
+    user_of_channel(channel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_publish_is_exact_resp_with_its_slot() {
+        let payload = b"{\"MessageType\":\"chatmsg\"}\n";
+        let (command, slot) = encode_user_publish(b"bob", payload, false);
+        let mut expected = Vec::new();
+        resp::push_command(&mut expected, &[b"PUBLISH", b"sb:u:{bob}", payload]);
+        assert_eq!(&command[..], &expected[..]);
+        assert_eq!(command.len(), expected.len());
+        assert_eq!(slot, 0);
+        let (command, slot) = encode_user_publish(b"bob", payload, true);
+        assert!(command.starts_with(b"*3\r\n$8\r\nSPUBLISH\r\n"));
+        assert_eq!(slot, cluster::slot(b"bob"));
+        assert_eq!(recipient_of_command(&command), Some(&b"bob"[..]));
+        assert_eq!(user_of_channel(&user_channel(b"a}b")), Some(&b"a}b"[..]));
+        assert_eq!(user_name_of_channel(b"sb:u:{bob}"), Some("bob"));
+        assert_eq!(user_name_of_channel(b"msg"), None);
+    }
+
+    #[test]
+    fn a_broadcast_publish_carries_the_seed_bytes() {
+        let (command, slot) = encode_broadcast_publish(b"{\"a\":1}\n", false);
+        assert_eq!(&command[..], b"*3\r\n$7\r\nPUBLISH\r\n$3\r\nmsg\r\n$7\r\n{\"a\":1}\r\n");
+        assert_eq!(slot, 0);
+        let (_, slot) = encode_broadcast_publish(b"{}", true);
+        assert_eq!(slot, cluster::slot(BROADCAST_CHANNEL));
+    }
+}

@@ -1,0 +1,342 @@
+//! The registry as a table: each row drives it through claims, releases,
+//! Redis replies and link changes, and lists what it must do in order: the
+//! commands it sends, the logins it decides, the channels it gives up.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use mio::{Poll, Token};
+
+use super::*;
+use crate::bus::redis::shared::{Shared, SubJob};
+use crate::config::Routing;
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// A user logs in under a name on a connection (a token).
+    Claim(&'static str, usize),
+    /// The user on that connection gives the name up.
+    Release(&'static str, usize),
+    /// Redis answers the oldest command in flight.
+    Reply(Answer),
+    /// The link drops: every command in flight is lost.
+    Down,
+    /// The link is back: the registry re-asserts what it holds.
+    Up,
+    /// The master that holds this node's lease key is down; the rest is up.
+    LeaseDown(&'static str),
+}
+use Step::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    /// To a claim: the name is ours now.
+    Ours,
+    /// To a claim: this node holds the name.
+    HeldBy(&'static str),
+    /// To EXISTS on a holder's lease: 1 alive, 0 expired.
+    Lease(i64),
+    /// To a release or the lease's SET.
+    Done,
+    /// Redis refused the command.
+    Error,
+}
+use Answer::*;
+
+struct Row {
+    what: &'static str,
+    steps: &'static [Step],
+    /// What the registry did, in order: `claim NAME [over NODE]`, `alive? NODE`,
+    /// `release NAME` (commands), `accept N` / `refuse N` (LoginDecided to
+    /// connection N), `unsubscribe NAME N`.
+    then: &'static [&'static str],
+}
+
+const fn row(what: &'static str, steps: &'static [Step], then: &'static [&'static str]) -> Row {
+    Row { what, steps, then }
+}
+
+const ROWS: &[Row] = &[
+    row("a free name is granted", &[Claim("alice", 1), Reply(Ours)], &["claim alice", "accept 1"]),
+    row(
+        "a name held by a live node is refused",
+        &[Claim("alice", 1), Reply(HeldBy("b")), Reply(Lease(1))],
+        &["claim alice", "alive? b", "refuse 1", "unsubscribe alice 1"],
+    ),
+    row(
+        "a dead node's name is taken over",
+        &[Claim("alice", 1), Reply(HeldBy("b")), Reply(Lease(0)), Reply(Ours)],
+        &["claim alice", "alive? b", "claim alice over b", "accept 1"],
+    ),
+    row(
+        "takeovers give up after three races",
+        &[
+            Claim("alice", 1),
+            Reply(HeldBy("b")),
+            Reply(Lease(0)),
+            Reply(HeldBy("c")),
+            Reply(Lease(0)),
+            Reply(HeldBy("d")),
+            Reply(Lease(0)),
+            Reply(HeldBy("e")),
+            Reply(Lease(0)),
+        ],
+        &[
+            "claim alice",
+            "alive? b",
+            "claim alice over b",
+            "alive? c",
+            "claim alice over c",
+            "alive? d",
+            "claim alice over d",
+            "alive? e",
+            "refuse 1",
+            "unsubscribe alice 1",
+        ],
+    ),
+    row(
+        "a holder whose lease is out of reach refuses the login",
+        &[LeaseDown("b"), Claim("alice", 1), Reply(HeldBy("b"))],
+        &["claim alice", "refuse 1", "unsubscribe alice 1"],
+    ),
+    row("an error reply grants locally", &[Claim("alice", 1), Reply(Error)], &["claim alice", "accept 1"]),
+    row(
+        "a claim while Redis is down is granted locally and re-asserted",
+        &[Down, Claim("alice", 1), Up, Reply(Ours)],
+        &["accept 1", "claim alice"],
+    ),
+    row(
+        "a claim lost with its link is granted locally",
+        &[Claim("alice", 1), Down, Up, Reply(Ours)],
+        &["claim alice", "accept 1", "claim alice"],
+    ),
+    row(
+        "a name taken meanwhile is revoked after the reconnect",
+        &[Down, Claim("alice", 1), Up, Reply(HeldBy("b")), Reply(Lease(1))],
+        &["accept 1", "claim alice", "alive? b", "refuse 1", "unsubscribe alice 1"],
+    ),
+    row(
+        "a re-assertion lost again is retried at the next reconnect",
+        &[Down, Claim("alice", 1), Up, Down, Up, Reply(Ours)],
+        &["accept 1", "claim alice", "claim alice"],
+    ),
+    row(
+        "a re-assertion that cannot reach the holder's lease keeps the name",
+        &[Down, Claim("alice", 1), LeaseDown("b"), Up, Reply(HeldBy("b")), Down, Up],
+        &["accept 1", "claim alice", "claim alice"],
+    ),
+    row(
+        "a release is sent",
+        &[Claim("alice", 1), Reply(Ours), Release("alice", 1)],
+        &["claim alice", "accept 1", "release alice"],
+    ),
+    row(
+        "a release while down waits for the reconnect",
+        &[Claim("alice", 1), Reply(Ours), Down, Release("alice", 1), Up],
+        &["claim alice", "accept 1", "release alice"],
+    ),
+    row(
+        "a release lost with its link is sent again",
+        &[Claim("alice", 1), Reply(Ours), Release("alice", 1), Down, Up, Reply(Done)],
+        &["claim alice", "accept 1", "release alice", "release alice"],
+    ),
+    row(
+        "another connection's release is ignored",
+        &[Claim("alice", 1), Reply(Ours), Release("alice", 2), Down, Up],
+        &["claim alice", "accept 1", "claim alice"],
+    ),
+    row(
+        "a release that overtakes its claim gives the name back after it",
+        &[Claim("alice", 1), Release("alice", 1), Reply(Ours)],
+        &["claim alice", "release alice"],
+    ),
+    row(
+        "a release that overtakes a refused claim sends nothing",
+        &[Claim("alice", 1), Release("alice", 1), Reply(HeldBy("b")), Reply(Lease(1))],
+        &["claim alice", "alive? b"],
+    ),
+    row(
+        "a release that overtakes a lost claim waits for the reconnect",
+        &[Claim("alice", 1), Release("alice", 1), Down, Up],
+        &["claim alice", "release alice"],
+    ),
+    row(
+        "a second login waits for the first claim",
+        &[Claim("alice", 1), Release("alice", 1), Claim("alice", 2), Reply(Ours), Reply(Done), Reply(Ours)],
+        &["claim alice", "release alice", "claim alice", "accept 2"],
+    ),
+    row(
+        "a second login that left before its turn is not claimed",
+        &[Claim("alice", 1), Release("alice", 1), Claim("alice", 2), Release("alice", 2), Reply(Ours)],
+        &["claim alice", "release alice"],
+    ),
+    row(
+        "a release during a re-assertion gives the name back after it",
+        &[Down, Claim("alice", 1), Up, Release("alice", 1), Reply(Ours)],
+        &["accept 1", "claim alice", "release alice"],
+    ),
+    row(
+        "a release during a lost re-assertion waits for the reconnect",
+        &[Down, Claim("alice", 1), Up, Release("alice", 1), Down, Up],
+        &["accept 1", "claim alice", "release alice"],
+    ),
+    row(
+        "a release lost while the next login's claim is in flight",
+        &[Claim("alice", 1), Reply(Ours), Release("alice", 1), Claim("alice", 2), Down, Up],
+        &["claim alice", "accept 1", "release alice", "claim alice", "accept 2", "claim alice"],
+    ),
+    row(
+        "names are independent",
+        &[Claim("alice", 1), Claim("bob", 2), Reply(HeldBy("b")), Reply(Ours), Reply(Lease(1))],
+        &["claim alice", "claim bob", "alive? b", "accept 2", "refuse 1", "unsubscribe alice 1"],
+    ),
+];
+
+/// The registry wired to a pretend Redis: commands go in flight while the
+/// link is up and are lost (`on_lost`) while it is down, as in the publisher.
+struct Wire {
+    shared: Arc<Shared>,
+    _poll: Poll,
+    registry: Registry,
+    in_flight: VecDeque<Outgoing>,
+    up: bool,
+    down_slots: Vec<u16>,
+    seen: Vec<String>,
+}
+
+impl Wire {
+    fn new() -> Wire {
+        let (shared, poll) = Shared::for_tests(Routing::Targeted);
+        let registry = Registry::new("me".into(), Duration::from_secs(15));
+        Wire {
+            shared,
+            _poll: poll,
+            registry,
+            in_flight: VecDeque::new(),
+            up: true,
+            down_slots: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, step: Step) {
+        let Wire { shared, registry, in_flight, up, down_slots, .. } = self;
+        let link_up = *up;
+        let is_up = |slot: u16| link_up && !down_slots.contains(&slot);
+        match step {
+            Claim(name, n) => {
+                shared.logins.begin(name, at(n), false);
+                registry.claim(shared, name.into(), at(n), is_up(Registry::slot_of_name(name)));
+            }
+            Release(name, n) => {
+                shared.logins.cancel(name, at(n));
+                registry.release(name.into(), at(n), is_up(Registry::slot_of_name(name)));
+            }
+            Reply(reply) => {
+                let sent = in_flight.pop_front().expect("a reply to no command");
+                let frame = match reply {
+                    Ours => Frame::Bulk(Some(b"")),
+                    HeldBy(node) => Frame::Bulk(Some(node.as_bytes())),
+                    Lease(n) => Frame::Integer(n),
+                    Done => Frame::Integer(1),
+                    Error => Frame::Error(b"ERR refused"),
+                };
+                registry.on_reply(shared, sent.awaiting, &frame, &is_up);
+            }
+            Down => {
+                *up = false;
+                let is_up = |_: u16| false;
+                for sent in std::mem::take(in_flight) {
+                    registry.on_lost(shared, sent.awaiting, &is_up);
+                }
+            }
+            Up => {
+                *up = true;
+                let is_up = |slot: u16| !down_slots.contains(&slot);
+                registry.on_link_up(&|_| true);
+                registry.pump_reassert(usize::MAX, &is_up);
+            }
+            LeaseDown(node) => down_slots.push(cluster::slot(&Registry::node_key(node))),
+        }
+        self.settle();
+    }
+
+    /// Sends the registry's commands, then records them and what reached
+    /// reactors and the subscriber.
+    fn settle(&mut self) {
+        while !self.registry.out.is_empty() {
+            for sent in std::mem::take(&mut self.registry.out) {
+                self.seen.push(describe(&sent.command));
+                let link_up = self.up && !self.down_slots.contains(&sent.slot);
+                if link_up {
+                    self.in_flight.push_back(sent);
+                } else {
+                    let (up, down) = (self.up, &self.down_slots);
+                    self.registry.on_lost(&self.shared, sent.awaiting, &|s| up && !down.contains(&s));
+                }
+            }
+        }
+        for (token, accepted) in self.shared.decisions() {
+            self.seen.push(format!("{} {token}", if accepted { "accept" } else { "refuse" }));
+        }
+        while let Some(job) = self.shared.sub_jobs.pop() {
+            if let SubJob::Unsubscribe { name, at } = job {
+                self.seen.push(format!("unsubscribe {name} {}", at.token.0));
+            }
+        }
+    }
+}
+
+fn at(token: usize) -> ConnRef {
+    ConnRef { reactor: 0, token: Token(token) }
+}
+
+/// A registry command in the table's words.
+fn describe(command: &[u8]) -> String {
+    let (frame, _) = resp::parse(command).expect("valid RESP").expect("a whole command");
+    let args: Vec<String> = frame
+        .items()
+        .expect("an array")
+        .iter()
+        .map(|a| String::from_utf8_lossy(a.bytes().expect("bulk")).into())
+        .collect();
+    let braced = |key: &str| key[key.find('{').map_or(0, |i| i + 1)..].trim_end_matches('}').to_string();
+    match args[0].as_str() {
+        "EVAL" if args[1].as_bytes() == CLAIM_SCRIPT && args[5].is_empty() => format!("claim {}", braced(&args[3])),
+        "EVAL" if args[1].as_bytes() == CLAIM_SCRIPT => format!("claim {} over {}", braced(&args[3]), args[5]),
+        "EVAL" if args[1].as_bytes() == RELEASE_SCRIPT => format!("release {}", braced(&args[3])),
+        "EXISTS" => format!("alive? {}", braced(&args[1])),
+        "SET" => "lease".into(),
+        "DEL" => "drop lease".into(),
+        other => panic!("unexpected command {other}"),
+    }
+}
+
+#[test]
+fn the_registry_follows_its_table() {
+    for row in ROWS {
+        let mut wire = Wire::new();
+        for &step in row.steps {
+            wire.step(step);
+        }
+        assert_eq!(wire.seen, row.then, "{}", row.what);
+    }
+}
+
+#[test]
+fn the_lease_is_renewed_a_third_of_the_lease_apart_and_dropped_at_shutdown() {
+    let mut wire = Wire::new();
+    let start = Instant::now();
+    let next = wire.registry.renew_lease(start, true);
+    assert_eq!(next, start + Duration::from_secs(5));
+    wire.registry.renew_lease(start + Duration::from_secs(1), true);
+    wire.registry.renew_lease(next, false);
+    wire.registry.drop_lease();
+    wire.settle();
+    assert_eq!(wire.seen, ["lease", "drop lease"]);
+}
+
+#[test]
+fn a_held_name_costs_no_more_than_its_connection_and_a_flag() {
+    assert!(std::mem::size_of::<Name>() <= std::mem::size_of::<ConnRef>() + std::mem::size_of::<usize>());
+}

@@ -9,9 +9,8 @@ use hdrhistogram::Histogram;
 
 use crate::accounting::Tally;
 use crate::config::{Args, Plan, FD_HEADROOM};
-use crate::driver::Command;
 use crate::fleet::{Fleet, FleetError};
-use crate::ipc::Report;
+use crate::ipc::{Command, Report};
 use crate::procfs;
 use crate::report::{self, MemorySnapshot, Outcome, Row};
 use crate::stats::{self, get, Counter, COUNTER_COUNT};

@@ -26,6 +26,7 @@ use crate::accounting::{Receipts, Tally};
 use crate::clock::monotonic_ns;
 use crate::codec::{self, ProtocolError};
 use crate::config::Plan;
+use crate::ipc::Command;
 use crate::message::{self, Incoming, Mark};
 use crate::stats::{self, Counter, Counters};
 
@@ -48,19 +49,6 @@ const ACTIVE_TICK: Duration = Duration::from_millis(1);
 const IDLE_TICK: Duration = Duration::from_millis(100);
 /// Error descriptions one thread keeps for the report.
 const MAX_SAMPLES: usize = 20;
-
-/// What the worker tells its threads to do. The discriminant is the phase id reported in
-/// `done_phase` when the phase is over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum Command {
-    Connect = 1,
-    Login = 2,
-    Chat = 3,
-    Churn = 4,
-    Finish = 5,
-}
 
 /// What a driver thread shares with its worker's reporter.
 pub struct Shared {

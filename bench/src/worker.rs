@@ -12,8 +12,8 @@ use mio::Waker;
 
 use crate::accounting::Tally;
 use crate::config::WorkerSetup;
-use crate::driver::{self, lock, Command, Driver, Shared, WAKER};
-use crate::ipc::{self, Order, Report};
+use crate::driver::{self, lock, Driver, Shared, WAKER};
+use crate::ipc::{self, Command, Order, Report};
 use crate::stats::{self, COUNTER_COUNT};
 
 /// How often a worker checks whether its threads finished a phase.

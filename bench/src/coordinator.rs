@@ -11,9 +11,11 @@ use crate::accounting::Tally;
 use crate::config::{Args, Plan, FD_HEADROOM};
 use crate::fleet::{Fleet, FleetError};
 use crate::ipc::{Command, Report};
+use crate::outcome::{Histograms, MemorySnapshot, Outcome};
 use crate::procfs;
-use crate::report::{self, MemorySnapshot, Outcome, Row};
+use crate::report;
 use crate::stats::{self, get, Counter, COUNTER_COUNT};
+use crate::timeline::Row;
 
 /// Connect failures with no success at all after which the run stops: the target is wrong.
 const HOPELESS_FAILURES: u64 = 100;
@@ -205,7 +207,7 @@ impl<'a> Run<'a> {
         }
         outcome.counters = counters;
         outcome.tally = tally;
-        outcome.hists = report::Histograms { connect, login, churn, latency };
+        outcome.hists = Histograms { connect, login, churn, latency };
         outcome.samples = std::mem::take(&mut self.samples);
         outcome.workers = self.fleet.workers.len() as u32;
         outcome.threads = self.threads;
@@ -408,8 +410,8 @@ impl Progress {
             row.loadgen_cpu_pct,
             row.server_cpu_pct,
             row.machine_cpu_pct,
-            report::mib(row.server_rss),
-            report::mib(row.slab),
+            mib(row.server_rss),
+            mib(row.slab),
         );
         if let Some(bar) = &self.bar {
             bar.set_message(line);
@@ -424,4 +426,9 @@ impl Progress {
             bar.finish();
         }
     }
+}
+
+/// Bytes as MiB with one decimal, for the progress line.
+fn mib(bytes: u64) -> String {
+    format!("{:.1}MiB", bytes as f64 / (1024.0 * 1024.0))
 }

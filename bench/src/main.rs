@@ -24,11 +24,16 @@ mod config;
 mod coordinator;
 mod driver;
 mod fleet;
+mod human;
 mod ipc;
 mod message;
+mod outcome;
 mod procfs;
 mod report;
 mod stats;
+mod summary;
+mod timeline;
+mod verdict;
 mod worker;
 
 use clap::Parser as _;

@@ -29,6 +29,7 @@ mod ipc;
 mod message;
 mod outcome;
 mod procfs;
+mod progress;
 mod report;
 mod stats;
 mod summary;

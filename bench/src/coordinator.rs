@@ -114,8 +114,7 @@ impl<'a> Run<'a> {
     }
 
     fn execute(&mut self) -> Result<i32, RunError> {
-        let mut outcome = Outcome::default();
-        outcome.baseline = self.memory();
+        let mut outcome = Outcome { baseline: self.memory(), ..Outcome::default() };
         if self.plan.connections > 0 {
             self.connect_and_login(&mut outcome)?;
             if self.args.hold > 0.0 {

@@ -8,7 +8,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+
+use crate::pattern::Pattern;
 
 /// Where connections go and how many per source address, unless told otherwise.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:9000/ws";
@@ -18,16 +20,6 @@ pub const DEFAULT_PER_SOURCE: u32 = 20_000;
 /// File descriptors a worker keeps for itself (epoll, wakers, pipes, libraries) below
 /// RLIMIT_NOFILE: 20,000 allowed here gives 19,000 sockets per worker.
 pub const FD_HEADROOM: u64 = 1_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-pub enum Pattern {
-    /// Any connection, on any node.
-    Random,
-    /// A connection on a different target URL (needs two URLs or more).
-    CrossNode,
-    /// A connection on the same target URL as the sender.
-    SameNode,
-}
 
 /// Load generator for switchboard (and any server speaking the seed's chat protocol).
 ///
@@ -241,31 +233,6 @@ impl Plan {
     }
 }
 
-impl Pattern {
-    /// Picks the recipient of a message from `sender`, given a random number.
-    pub fn pick_recipient(self, sender: u32, total: u32, nodes: u32, random: u64) -> u32 {
-        let nodes = nodes.max(1);
-        // Indices on node r are r, r + nodes, r + 2 * nodes, ... below total.
-        let on_node = |node: u32, random: u64| {
-            let count = (total - node).div_ceil(nodes).max(1);
-            node + (random % count as u64) as u32 * nodes
-        };
-        match self {
-            Pattern::Random => (random % total.max(1) as u64) as u32,
-            Pattern::SameNode => on_node(sender % nodes, random),
-            Pattern::CrossNode => {
-                let nodes_used = nodes.min(total);
-                if nodes_used < 2 {
-                    return sender;
-                }
-                let offset = 1 + (random % (nodes_used as u64 - 1)) as u32;
-                let node = (sender % nodes + offset) % nodes_used;
-                on_node(node, random >> 20)
-            }
-        }
-    }
-}
-
 /// Parses `ws://host[:port][/path]` and resolves the host.
 fn parse_url(url: &str) -> Result<Target, ConfigError> {
     let bad = |why: &str| ConfigError::BadUrl { url: url.to_string(), why: why.to_string() };
@@ -340,32 +307,6 @@ mod tests {
         assert!(parse_url("http://x/ws").is_err());
         assert!(parse_url("wss://x/ws").is_err());
         assert!(parse_url("ws:///ws").is_err());
-    }
-
-    #[test]
-    fn recipients_follow_the_pattern() {
-        let (total, nodes) = (100u32, 3u32);
-        for r in 0..5000u64 {
-            let random = crate::codec::splitmix64(r);
-            let sender = (r % total as u64) as u32;
-            let same = Pattern::SameNode.pick_recipient(sender, total, nodes, random);
-            assert!(same < total);
-            assert_eq!(same % nodes, sender % nodes);
-            let cross = Pattern::CrossNode.pick_recipient(sender, total, nodes, random);
-            assert!(cross < total);
-            assert_ne!(cross % nodes, sender % nodes);
-            assert!(Pattern::Random.pick_recipient(sender, total, nodes, random) < total);
-        }
-    }
-
-    #[test]
-    fn same_node_covers_every_recipient() {
-        let mut seen = [false; 10];
-        for r in 0..1000u64 {
-            let j = Pattern::SameNode.pick_recipient(1, 10, 3, crate::codec::splitmix64(r));
-            seen[j as usize] = true;
-        }
-        assert_eq!(seen.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i).collect::<Vec<_>>(), vec![1, 4, 7]);
     }
 
     #[test]

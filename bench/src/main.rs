@@ -28,6 +28,7 @@ mod human;
 mod ipc;
 mod message;
 mod outcome;
+mod pattern;
 mod procfs;
 mod progress;
 mod report;

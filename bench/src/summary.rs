@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
-use crate::config::{Args, Pattern, Plan};
+use crate::config::{Args, Plan};
 use crate::outcome::{MemorySnapshot, Outcome};
+use crate::pattern::Pattern;
 use crate::stats::{Counter, Percentiles, ERROR_KINDS};
 use crate::timeline::Row;
 use crate::verdict::Verdict;

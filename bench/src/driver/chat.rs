@@ -34,7 +34,7 @@ impl Driver {
         let sender = self.first + slot as u32;
         let random = self.next_random();
         let recipient =
-            self.plan.pattern.pick_recipient(sender, self.plan.connections, self.plan.targets.len() as u32, random);
+            self.plan.pattern.pick_recipient(sender, 0..self.plan.connections, self.plan.targets.len() as u32, random);
         let seq = self.conns[slot].seq;
         self.conns[slot].seq += 1;
         self.data.clear();

@@ -59,6 +59,12 @@ pub struct Args {
     /// Chat messages per second over all connections (0 = no chat phase).
     #[arg(long, default_value_t = 0)]
     pub rate: u32,
+    /// Closed-loop chat instead of --rate: every connection keeps IN_FLIGHT messages under
+    /// way and sends the next one as soon as one of them is delivered, so the run measures
+    /// what the server sustains. Recipients follow --pattern among the connections of the
+    /// sender's own reactor thread, the one that sees the delivery.
+    #[arg(long, value_name = "IN_FLIGHT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub closed_loop: Option<u16>,
     /// Seconds of chat.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -133,7 +139,10 @@ pub struct Plan {
     pub login: bool,
     pub login_rate: u32,
     pub name_prefix: String,
+    /// Open-loop chat messages per second (0: none, or closed loop).
     pub rate: u32,
+    /// Closed-loop chat: messages each connection keeps under way.
+    pub closed_loop: Option<u16>,
     pub duration_ns: u64,
     pub payload: usize,
     pub pattern: Pattern,
@@ -193,7 +202,12 @@ impl Plan {
         if args.per_source == 0 {
             return Err(ConfigError::Invalid("--per-source must be > 0".into()));
         }
-        if (args.rate > 0 || args.churn_rate > 0) && args.no_login {
+        if args.rate > 0 && args.closed_loop.is_some() {
+            return Err(ConfigError::Invalid(
+                "--rate (open loop) and --closed-loop are two ways to pace chat: give one".into(),
+            ));
+        }
+        if (args.rate > 0 || args.closed_loop.is_some() || args.churn_rate > 0) && args.no_login {
             return Err(ConfigError::Invalid("chat and churn need logged-in connections: drop --no-login".into()));
         }
         if args.name_prefix.contains(['"', '\\']) {
@@ -211,6 +225,7 @@ impl Plan {
             login_rate: args.login_rate,
             name_prefix: args.name_prefix.clone(),
             rate: args.rate,
+            closed_loop: args.closed_loop,
             duration_ns: (args.duration * 1e9) as u64,
             payload: args.payload,
             pattern: args.pattern,
@@ -218,6 +233,11 @@ impl Plan {
             churn_duration_ns: (args.churn_duration * 1e9) as u64,
             seed: std::process::id() as u64 ^ crate::clock::monotonic_ns(),
         })
+    }
+
+    /// Whether there is a chat phase, open or closed loop.
+    pub fn chats(&self) -> bool {
+        self.rate > 0 || self.closed_loop.is_some()
     }
 
     pub fn target_of(&self, index: u32) -> &Target {

@@ -123,7 +123,7 @@ impl<'a> Run<'a> {
             }
             outcome.full = self.memory();
             outcome.open_at_full = self.total(Counter::Open);
-            if self.plan.rate > 0 {
+            if self.plan.chats() {
                 self.chat(&mut outcome)?;
             }
             if self.plan.churn_rate > 0 {

@@ -62,18 +62,15 @@ fn login_line(out: &mut String, s: &Summary<'_>) {
 }
 
 fn chat_lines(out: &mut String, s: &Summary<'_>) {
+    let pace = match s.config.closed_loop {
+        Some(n) => format!("{:.0}/s, closed loop, {n} in flight per connection", s.chat.sent_per_s),
+        None => format!("{:.0}/s of {} asked", s.chat.sent_per_s, s.chat.target_rate),
+    };
     let _ = writeln!(
         out,
-        "chat:    {} sent ({:.0}/s of {} asked), {} delivered, {} lost, {} duplicated, \
+        "chat:    {} sent ({pace}), {} delivered, {} lost, {} duplicated, \
          {} skipped, {} behind schedule",
-        s.chat.sent,
-        s.chat.sent_per_s,
-        s.chat.target_rate,
-        s.chat.delivered,
-        s.chat.lost,
-        s.chat.duplicated,
-        s.chat.send_skipped,
-        s.chat.send_behind
+        s.chat.sent, s.chat.delivered, s.chat.lost, s.chat.duplicated, s.chat.send_skipped, s.chat.send_behind
     );
     let l = &s.chat.latency;
     let _ = writeln!(

@@ -79,7 +79,7 @@ impl Outcome {
 
     /// Whether the chat phase ran (it was asked for and everyone was there for it).
     pub fn chat_ran(&self, plan: &Plan) -> bool {
-        plan.rate > 0 && self.chat_skipped.is_none() && plan.connections > 0
+        plan.chats() && self.chat_skipped.is_none() && plan.connections > 0
     }
 
     /// Chat messages sent and never delivered; none when chat did not run.

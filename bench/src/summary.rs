@@ -47,6 +47,8 @@ pub struct ConfigSummary<'a> {
     pub name_prefix: &'a str,
     pub hold_s: f64,
     pub rate: u32,
+    /// Closed-loop chat: messages each connection keeps under way; null for open loop.
+    pub closed_loop: Option<u16>,
     pub duration_s: f64,
     pub payload: usize,
     pub pattern: Pattern,
@@ -199,6 +201,7 @@ impl<'a> ConfigSummary<'a> {
             name_prefix: &plan.name_prefix,
             hold_s: args.hold,
             rate: plan.rate,
+            closed_loop: plan.closed_loop,
             duration_s: args.duration,
             payload: plan.payload,
             pattern: plan.pattern,

@@ -1,5 +1,14 @@
-//! Sending chat messages: a random ready sender, a recipient by `--pattern`, a timed
+//! Sending chat messages, paced one of two ways:
+//! - open loop (`--rate`): at the thread's share of the rate, from a random ready sender,
+//!   whatever the server does;
+//! - closed loop (`--closed-loop N`): every connection keeps N messages under way and
+//!   sends the next one when one of its messages is delivered, so the run measures what
+//!   the server sustains.
+//!
+//! Either way a message goes to a recipient picked by `--pattern` and carries a timed
 //! `Data` marker.
+
+use std::ops::Range;
 
 use super::conn::State;
 use super::Driver;
@@ -12,7 +21,49 @@ use crate::stats::Counter;
 /// reading must not make the load generator grow without bound.
 const OUTPUT_LIMIT: usize = 256 * 1024;
 
+/// Closed-loop chat's bookkeeping for one thread: messages under way per connection, and
+/// the connections that may have room to send again. Empty (no heap) outside it; 2 bytes
+/// per connection within.
+#[derive(Debug, Default)]
+pub(super) struct Windows {
+    /// Messages a connection may have under way.
+    size: u16,
+    /// Per slot: messages sent and not yet delivered.
+    in_flight: Vec<u16>,
+    /// Slots to refill at the end of the turn, perhaps more than once each.
+    ready: Vec<u32>,
+}
+
+impl Windows {
+    /// Every one of `slots` connections starts with an empty window.
+    pub(super) fn open(size: u16, slots: usize) -> Self {
+        Windows { size, in_flight: vec![0; slots], ready: (0..slots as u32).rev().collect() }
+    }
+
+    /// One of `slot`'s messages was delivered: it may send another.
+    pub(super) fn delivered(&mut self, slot: u32) {
+        if let Some(n) = self.in_flight.get_mut(slot as usize) {
+            *n = n.saturating_sub(1);
+            self.ready.push(slot);
+        }
+    }
+
+    /// `slot`'s queued output went out: if it held back because that output was full, it
+    /// may send now.
+    pub(super) fn drained(&mut self, slot: u32) {
+        if (slot as usize) < self.in_flight.len() {
+            self.ready.push(slot);
+        }
+    }
+
+    fn room(&self, slot: u32) -> u16 {
+        self.size - self.in_flight[slot as usize]
+    }
+}
+
 impl Driver {
+    /// One open-loop message from a random ready sender; counted as skipped when none of a
+    /// few tries finds one.
     pub(super) fn send_chat(&mut self) {
         let count = self.conns.len() as u64;
         if count == 0 {
@@ -21,9 +72,8 @@ impl Driver {
         let mut chosen = None;
         for _ in 0..8 {
             let slot = (self.next_random() % count) as usize;
-            let conn = &self.conns[slot];
-            if conn.state == State::Ready && conn.out.len() < OUTPUT_LIMIT {
-                chosen = Some(slot);
+            if self.can_send(slot as u32) {
+                chosen = Some(slot as u32);
                 break;
             }
         }
@@ -31,21 +81,90 @@ impl Driver {
             self.shared.counters.add(Counter::SendSkipped, 1);
             return;
         };
-        let sender = self.first + slot as u32;
+        self.wbuf.clear();
+        self.push_chat(slot, 0..self.plan.connections);
+        if self.send_wbuf(slot) {
+            self.shared.counters.add(Counter::Sent, 1);
+        }
+    }
+
+    /// Closed loop: fills the windows that deliveries (or drained output) opened, each
+    /// connection's new messages in one write, at most `budget` messages this turn.
+    pub(super) fn refill_windows(&mut self, mut budget: u64) {
+        // Recipients come from this thread's own connections: only this thread sees the
+        // delivery that lets the sender go on.
+        let among = self.first..self.first + self.count;
+        while budget > 0 {
+            let Some(slot) = self.windows.ready.pop() else {
+                return;
+            };
+            // A connection whose output is full is woken again when it drains.
+            if !self.can_send(slot) {
+                continue;
+            }
+            let room = self.windows.room(slot);
+            let n = (room as u64).min(budget) as u16;
+            if n == 0 {
+                continue;
+            }
+            self.wbuf.clear();
+            for _ in 0..n {
+                self.push_chat(slot, among.clone());
+            }
+            if self.send_wbuf(slot) {
+                self.shared.counters.add(Counter::Sent, n as u64);
+                self.windows.in_flight[slot as usize] += n;
+            }
+            budget -= n as u64;
+            if n < room {
+                self.windows.ready.push(slot);
+            }
+        }
+    }
+
+    fn can_send(&self, slot: u32) -> bool {
+        let conn = &self.conns[slot as usize];
+        conn.state == State::Ready && conn.out.len() < OUTPUT_LIMIT
+    }
+
+    /// Appends one chat message from `slot` to `self.wbuf`, to a recipient in `among`.
+    fn push_chat(&mut self, slot: u32, among: Range<u32>) {
+        let sender = self.first + slot;
         let random = self.next_random();
-        let recipient =
-            self.plan.pattern.pick_recipient(sender, 0..self.plan.connections, self.plan.targets.len() as u32, random);
-        let seq = self.conns[slot].seq;
-        self.conns[slot].seq += 1;
+        let recipient = self.plan.pattern.pick_recipient(sender, among, self.plan.targets.len() as u32, random);
+        let conn = &mut self.conns[slot as usize];
+        let seq = conn.seq;
+        conn.seq += 1;
         self.data.clear();
         message::write_chat_data(&mut self.data, monotonic_ns(), sender, seq, self.plan.payload);
         self.json.clear();
         message::write_chat(&mut self.json, &self.plan.name_prefix, sender, recipient, &self.data);
-        self.wbuf.clear();
         let mask = self.next_mask();
         codec::encode_client_frame(&mut self.wbuf, codec::OP_TEXT, &self.json, mask);
-        if self.send_wbuf(slot as u32) {
-            self.shared.counters.add(Counter::Sent, 1);
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_reopen_on_delivery_only_for_this_threads_senders() {
+        let mut w = Windows::open(2, 3);
+        assert_eq!(w.ready, vec![2, 1, 0]);
+        w.ready.clear();
+        w.in_flight[1] = 2;
+        assert_eq!(w.room(1), 0);
+        w.delivered(1);
+        assert_eq!((w.room(1), &w.ready[..]), (1, &[1][..]));
+        // A sender of another thread (index before `first` wraps far out of range).
+        w.delivered(0u32.wrapping_sub(5));
+        w.drained(7);
+        assert_eq!(w.ready, vec![1]);
+        // Outside closed loop nothing is kept.
+        let mut idle = Windows::default();
+        idle.delivered(0);
+        idle.drained(0);
+        assert!(idle.ready.is_empty() && idle.in_flight.is_empty());
     }
 }

@@ -69,6 +69,7 @@ impl Driver {
                     stats::record_nanos(&mut self.latency_hist, latency);
                     stats::record_nanos(&mut self.interval_hist, latency);
                     self.receipts.record(from, seq);
+                    self.windows.delivered(from.wrapping_sub(self.first));
                     self.shared.counters.add(Counter::Received, 1);
                 }
                 None => {

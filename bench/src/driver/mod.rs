@@ -37,6 +37,7 @@ use crate::config::Plan;
 use crate::ipc::Command;
 use crate::stats::{self, Counter};
 
+use self::chat::Windows;
 use self::conn::{Conn, State};
 pub use self::shared::{lock, Final, Shared};
 
@@ -59,10 +60,29 @@ const MAX_SAMPLES: usize = 20;
 
 enum Activity {
     Idle,
-    Connect { start_ns: u64, next: u32 },
-    Login { start_ns: u64, next: u32 },
-    Chat { start_ns: u64, end_ns: u64, scheduled: u64 },
-    Churn { start_ns: u64, end_ns: u64, scheduled: u64 },
+    Connect {
+        start_ns: u64,
+        next: u32,
+    },
+    Login {
+        start_ns: u64,
+        next: u32,
+    },
+    /// Open-loop chat: `scheduled` messages so far of the thread's share of `--rate`.
+    Chat {
+        start_ns: u64,
+        end_ns: u64,
+        scheduled: u64,
+    },
+    /// Closed-loop chat: deliveries refill the windows until `end_ns`.
+    ClosedLoop {
+        end_ns: u64,
+    },
+    Churn {
+        start_ns: u64,
+        end_ns: u64,
+        scheduled: u64,
+    },
 }
 
 pub struct Driver {
@@ -94,6 +114,7 @@ pub struct Driver {
     latency_hist: Histogram<u64>,
     interval_hist: Histogram<u64>,
     receipts: Receipts,
+    windows: Windows,
     samples_taken: usize,
     last_publish_ns: u64,
 }
@@ -132,6 +153,7 @@ impl Driver {
             latency_hist: stats::new_histogram(),
             interval_hist: stats::new_histogram(),
             receipts: Receipts::default(),
+            windows: Windows::default(),
             samples_taken: 0,
             last_publish_ns: 0,
         })
@@ -188,7 +210,7 @@ impl Driver {
             self.activity = match command {
                 Command::Connect => Activity::Connect { start_ns: now, next: 0 },
                 Command::Login => Activity::Login { start_ns: now, next: 0 },
-                Command::Chat => Activity::Chat { start_ns: now, end_ns: now + self.plan.duration_ns, scheduled: 0 },
+                Command::Chat => self.start_chat(now),
                 Command::Churn => {
                     Activity::Churn { start_ns: now, end_ns: now + self.plan.churn_duration_ns, scheduled: 0 }
                 }
@@ -196,6 +218,18 @@ impl Driver {
             };
         }
         false
+    }
+
+    /// The chat phase as `--rate` or `--closed-loop` asks for it.
+    fn start_chat(&mut self, now: u64) -> Activity {
+        let end_ns = now + self.plan.duration_ns;
+        match self.plan.closed_loop {
+            Some(size) => {
+                self.windows = Windows::open(size, self.conns.len());
+                Activity::ClosedLoop { end_ns }
+            }
+            None => Activity::Chat { start_ns: now, end_ns, scheduled: 0 },
+        }
     }
 
     /// Starts whatever the current activity has due by `now`.
@@ -239,6 +273,15 @@ impl Driver {
                     self.send_chat();
                 }
                 self.activity = Activity::Chat { start_ns, end_ns, scheduled: scheduled + n };
+            }
+            Activity::ClosedLoop { end_ns } => {
+                if now >= end_ns {
+                    // What is under way arrives during the coordinator's grace period.
+                    self.windows = Windows::default();
+                    self.finish_phase(Command::Chat);
+                    return;
+                }
+                self.refill_windows(CHAT_BATCH);
             }
             Activity::Churn { start_ns, end_ns, scheduled } => {
                 if now >= end_ns {

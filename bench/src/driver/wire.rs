@@ -97,6 +97,10 @@ impl Driver {
         } else {
             conn.out.drain(..written);
         }
+        if written > 0 {
+            // Closed loop: a sender that held back while its output was full may go on.
+            self.windows.drained(slot);
+        }
     }
 
     fn read(&mut self, slot: u32, until_would_block: bool) {

@@ -61,8 +61,9 @@ pub struct Args {
     pub rate: u32,
     /// Closed-loop chat instead of --rate: every connection keeps IN_FLIGHT messages under
     /// way and sends the next one as soon as one of them is delivered, so the run measures
-    /// what the server sustains. Recipients follow --pattern among the connections of the
-    /// sender's own reactor thread, the one that sees the delivery.
+    /// what the server sustains. Each connection talks to one partner all run: the next
+    /// connection of its own reactor thread (the one that sees the delivery) that --pattern
+    /// allows; cross-node, connection i talks to i + 1.
     #[arg(long, value_name = "IN_FLIGHT", value_parser = clap::value_parser!(u16).range(1..))]
     pub closed_loop: Option<u16>,
     /// Seconds of chat.

@@ -46,6 +46,34 @@ impl Pattern {
             }
         }
     }
+
+    /// The one recipient `sender` talks to for a whole closed-loop run: the next
+    /// connection in `among` (cyclically) that the pattern allows. Cross-node that is the
+    /// next one, on the next node; same-node the next one on the sender's node; random
+    /// simply the next one. The sender itself when nobody else qualifies.
+    pub fn partner(self, sender: u32, among: Range<u32>, nodes: u32) -> u32 {
+        let nodes = nodes.max(1);
+        let (first, end) = (among.start, among.end.max(among.start + 1));
+        let len = end - first;
+        let after = |steps: u32| first + (sender - first + steps) % len;
+        match self {
+            Pattern::Random => after(1),
+            Pattern::CrossNode if nodes < 2 || len < 2 => sender,
+            // Only at the wrap can the next one be on the sender's node; the one after it
+            // then is not.
+            Pattern::CrossNode if after(1) % nodes == sender % nodes => {
+                if len < 3 {
+                    sender
+                } else {
+                    after(2)
+                }
+            }
+            Pattern::CrossNode => after(1),
+            Pattern::SameNode if sender + nodes < end => sender + nodes,
+            // Wrap to the sender's node's first connection in `among`.
+            Pattern::SameNode => first + (sender % nodes + nodes - first % nodes) % nodes,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -77,6 +105,33 @@ mod tests {
             seen[j as usize] = true;
         }
         assert_eq!(seen.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i).collect::<Vec<_>>(), vec![1, 4, 7]);
+    }
+
+    #[test]
+    fn partners_follow_the_pattern_within_a_range() {
+        for (among, nodes) in [(0u32..512u32, 2u32), (0..512, 32), (37..101, 3), (37..102, 3), (5..8, 2), (5..7, 4)] {
+            let mut partnered = std::collections::HashMap::new();
+            for sender in among.clone() {
+                let cross = Pattern::CrossNode.partner(sender, among.clone(), nodes);
+                assert!(among.contains(&cross), "{cross} outside {among:?}");
+                assert_ne!(cross % nodes, sender % nodes, "{sender} -> {cross} in {among:?}");
+                *partnered.entry(cross).or_insert(0) += 1;
+                let same = Pattern::SameNode.partner(sender, among.clone(), nodes);
+                assert!(among.contains(&same));
+                assert_eq!(same % nodes, sender % nodes);
+                assert_eq!(
+                    Pattern::Random.partner(sender, among.clone(), nodes),
+                    if sender + 1 < among.end { sender + 1 } else { among.start }
+                );
+            }
+            // Everyone is someone's partner, but perhaps the one after a wrap.
+            assert!(partnered.len() + 1 >= among.len(), "{among:?}: {} partners", partnered.len());
+        }
+        // 512 users on 2 or 32 nodes: user i talks to user i + 1, the last to the first.
+        assert_eq!(Pattern::CrossNode.partner(7, 0..512, 32), 8);
+        assert_eq!(Pattern::CrossNode.partner(511, 0..512, 32), 0);
+        assert_eq!(Pattern::CrossNode.partner(4, 0..5, 2), 1);
+        assert_eq!(Pattern::CrossNode.partner(3, 3..4, 2), 3);
     }
 
     #[test]

@@ -5,10 +5,9 @@
 //!   sends the next one when one of its messages is delivered, so the run measures what
 //!   the server sustains.
 //!
-//! Either way a message goes to a recipient picked by `--pattern` and carries a timed
-//! `Data` marker.
-
-use std::ops::Range;
+//! Either way `--pattern` decides the recipient and the message carries a timed `Data`
+//! marker. Open loop picks a recipient per message; closed loop gives each connection one
+//! partner in its own thread for the whole run (see `refill_windows`).
 
 use super::conn::State;
 use super::Driver;
@@ -81,8 +80,12 @@ impl Driver {
             self.shared.counters.add(Counter::SendSkipped, 1);
             return;
         };
+        let sender = self.first + slot;
+        let random = self.next_random();
+        let nodes = self.plan.targets.len() as u32;
+        let recipient = self.plan.pattern.pick_recipient(sender, 0..self.plan.connections, nodes, random);
         self.wbuf.clear();
-        self.push_chat(slot, 0..self.plan.connections);
+        self.push_chat(slot, recipient);
         if self.send_wbuf(slot) {
             self.shared.counters.add(Counter::Sent, 1);
         }
@@ -91,9 +94,14 @@ impl Driver {
     /// Closed loop: fills the windows that deliveries (or drained output) opened, each
     /// connection's new messages in one write, at most `budget` messages this turn.
     pub(super) fn refill_windows(&mut self, mut budget: u64) {
-        // Recipients come from this thread's own connections: only this thread sees the
-        // delivery that lets the sender go on.
+        // The partner is one of this thread's own connections: only this thread sees the
+        // delivery that lets the sender go on. It stays the same all run, as in a
+        // conversation: the deliveries one read brings back then release one sender,
+        // whose next messages go out in one write. A recipient per message costs a write
+        // here and a read at the node per message: through Redis that measured about half
+        // the throughput, the load generator's work rather than the cluster's.
         let among = self.first..self.first + self.count;
+        let nodes = self.plan.targets.len() as u32;
         while budget > 0 {
             let Some(slot) = self.windows.ready.pop() else {
                 return;
@@ -107,9 +115,10 @@ impl Driver {
             if n == 0 {
                 continue;
             }
+            let recipient = self.plan.pattern.partner(self.first + slot, among.clone(), nodes);
             self.wbuf.clear();
             for _ in 0..n {
-                self.push_chat(slot, among.clone());
+                self.push_chat(slot, recipient);
             }
             if self.send_wbuf(slot) {
                 self.shared.counters.add(Counter::Sent, n as u64);
@@ -127,11 +136,9 @@ impl Driver {
         conn.state == State::Ready && conn.out.len() < OUTPUT_LIMIT
     }
 
-    /// Appends one chat message from `slot` to `self.wbuf`, to a recipient in `among`.
-    fn push_chat(&mut self, slot: u32, among: Range<u32>) {
+    /// Appends one chat message from `slot` to `recipient` to `self.wbuf`.
+    fn push_chat(&mut self, slot: u32, recipient: u32) {
         let sender = self.first + slot;
-        let random = self.next_random();
-        let recipient = self.plan.pattern.pick_recipient(sender, among, self.plan.targets.len() as u32, random);
         let conn = &mut self.conns[slot as usize];
         let seq = conn.seq;
         conn.seq += 1;

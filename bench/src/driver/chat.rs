@@ -85,7 +85,7 @@ impl Driver {
         let nodes = self.plan.targets.len() as u32;
         let recipient = self.plan.pattern.pick_recipient(sender, 0..self.plan.connections, nodes, random);
         self.wbuf.clear();
-        self.push_chat(slot, recipient);
+        self.push_chat(slot, recipient, monotonic_ns());
         if self.send_wbuf(slot) {
             self.shared.counters.add(Counter::Sent, 1);
         }
@@ -116,9 +116,11 @@ impl Driver {
                 continue;
             }
             let recipient = self.plan.pattern.partner(self.first + slot, among.clone(), nodes);
+            // One write, one send time.
+            let now = monotonic_ns();
             self.wbuf.clear();
             for _ in 0..n {
-                self.push_chat(slot, recipient);
+                self.push_chat(slot, recipient, now);
             }
             if self.send_wbuf(slot) {
                 self.shared.counters.add(Counter::Sent, n as u64);
@@ -136,14 +138,14 @@ impl Driver {
         conn.state == State::Ready && conn.out.len() < OUTPUT_LIMIT
     }
 
-    /// Appends one chat message from `slot` to `recipient` to `self.wbuf`.
-    fn push_chat(&mut self, slot: u32, recipient: u32) {
+    /// Appends one chat message from `slot` to `recipient`, sent at `sent_ns`, to `self.wbuf`.
+    fn push_chat(&mut self, slot: u32, recipient: u32, sent_ns: u64) {
         let sender = self.first + slot;
         let conn = &mut self.conns[slot as usize];
         let seq = conn.seq;
         conn.seq += 1;
         self.data.clear();
-        message::write_chat_data(&mut self.data, monotonic_ns(), sender, seq, self.plan.payload);
+        message::write_chat_data(&mut self.data, sent_ns, sender, seq, self.plan.payload);
         self.json.clear();
         message::write_chat(&mut self.json, &self.plan.name_prefix, sender, recipient, &self.data);
         let mask = self.next_mask();

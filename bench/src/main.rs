@@ -11,7 +11,7 @@
 //! - `ipc`: the orders and reports between coordinator and workers (JSON lines)
 //! - `worker`: a worker process: driver threads plus a reporter
 //! - `driver`: one mio reactor thread holding a range of connections (`driver/`: its
-//!   lifecycle, wire, inbound, chat, failure, conn and shared parts)
+//!   lifecycle, wire, inbound, chat, window, failure, conn and shared parts)
 //!
 //! On the wire and in the counts:
 //! - `codec`: WebSocket client handshake and frames

@@ -7,7 +7,8 @@
 //!
 //! Either way `--pattern` decides the recipient and the message carries a timed `Data`
 //! marker. Open loop picks a recipient per message; closed loop gives each connection one
-//! partner in its own thread for the whole run (see `refill_windows`).
+//! partner in its own thread for the whole run (see `refill_windows`) and keeps its
+//! windows in `window`.
 
 use super::conn::State;
 use super::Driver;
@@ -19,46 +20,6 @@ use crate::stats::Counter;
 /// Output a connection may have waiting before chat sends pass it by: a server that stops
 /// reading must not make the load generator grow without bound.
 const OUTPUT_LIMIT: usize = 256 * 1024;
-
-/// Closed-loop chat's bookkeeping for one thread: messages under way per connection, and
-/// the connections that may have room to send again. Empty (no heap) outside it; 2 bytes
-/// per connection within.
-#[derive(Debug, Default)]
-pub(super) struct Windows {
-    /// Messages a connection may have under way.
-    size: u16,
-    /// Per slot: messages sent and not yet delivered.
-    in_flight: Vec<u16>,
-    /// Slots to refill at the end of the turn, perhaps more than once each.
-    ready: Vec<u32>,
-}
-
-impl Windows {
-    /// Every one of `slots` connections starts with an empty window.
-    pub(super) fn open(size: u16, slots: usize) -> Self {
-        Windows { size, in_flight: vec![0; slots], ready: (0..slots as u32).rev().collect() }
-    }
-
-    /// One of `slot`'s messages was delivered: it may send another.
-    pub(super) fn delivered(&mut self, slot: u32) {
-        if let Some(n) = self.in_flight.get_mut(slot as usize) {
-            *n = n.saturating_sub(1);
-            self.ready.push(slot);
-        }
-    }
-
-    /// `slot`'s queued output went out: if it held back because that output was full, it
-    /// may send now.
-    pub(super) fn drained(&mut self, slot: u32) {
-        if (slot as usize) < self.in_flight.len() {
-            self.ready.push(slot);
-        }
-    }
-
-    fn room(&self, slot: u32) -> u16 {
-        self.size - self.in_flight[slot as usize]
-    }
-}
 
 impl Driver {
     /// One open-loop message from a random ready sender; counted as skipped when none of a
@@ -103,7 +64,7 @@ impl Driver {
         let among = self.first..self.first + self.count;
         let nodes = self.plan.targets.len() as u32;
         while budget > 0 {
-            let Some(slot) = self.windows.ready.pop() else {
+            let Some(slot) = self.windows.next_ready() else {
                 return;
             };
             // A connection whose output is full is woken again when it drains.
@@ -124,11 +85,12 @@ impl Driver {
             }
             if self.send_wbuf(slot) {
                 self.shared.counters.add(Counter::Sent, n as u64);
-                self.windows.in_flight[slot as usize] += n;
+                self.windows.sent(slot, n);
             }
             budget -= n as u64;
             if n < room {
-                self.windows.ready.push(slot);
+                // Out of budget for this turn: the rest next turn.
+                self.windows.later(slot);
             }
         }
     }
@@ -150,30 +112,5 @@ impl Driver {
         message::write_chat(&mut self.json, &self.plan.name_prefix, sender, recipient, &self.data);
         let mask = self.next_mask();
         codec::encode_client_frame(&mut self.wbuf, codec::OP_TEXT, &self.json, mask);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_reopen_on_delivery_only_for_this_threads_senders() {
-        let mut w = Windows::open(2, 3);
-        assert_eq!(w.ready, vec![2, 1, 0]);
-        w.ready.clear();
-        w.in_flight[1] = 2;
-        assert_eq!(w.room(1), 0);
-        w.delivered(1);
-        assert_eq!((w.room(1), &w.ready[..]), (1, &[1][..]));
-        // A sender of another thread (index before `first` wraps far out of range).
-        w.delivered(0u32.wrapping_sub(5));
-        w.drained(7);
-        assert_eq!(w.ready, vec![1]);
-        // Outside closed loop nothing is kept.
-        let mut idle = Windows::default();
-        idle.delivered(0);
-        idle.drained(0);
-        assert!(idle.ready.is_empty() && idle.in_flight.is_empty());
     }
 }

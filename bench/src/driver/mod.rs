@@ -9,7 +9,7 @@
 //! - `lifecycle`: connect, handshake, login, and churn's close and reconnect
 //! - `wire`: socket readiness, writes (queued when the socket would block) and reads
 //! - `inbound`: frames and messages from the server
-//! - `chat`: sending chat messages
+//! - `chat`: sending chat messages, open or closed loop; `window`: closed loop's windows
 //! - `failure`: deadlines and errors, which close a connection
 //! - `conn`: the per-connection state; `shared`: what the worker sees of the thread
 
@@ -19,6 +19,7 @@ mod failure;
 mod inbound;
 mod lifecycle;
 mod shared;
+mod window;
 mod wire;
 
 use std::collections::VecDeque;
@@ -37,9 +38,9 @@ use crate::config::Plan;
 use crate::ipc::Command;
 use crate::stats::{self, Counter};
 
-use self::chat::Windows;
 use self::conn::{Conn, State};
 pub use self::shared::{lock, Final, Shared};
+use self::window::Windows;
 
 /// The token of the thread's waker; connection tokens are `generation << 32 | slot`.
 pub const WAKER: Token = Token(usize::MAX);

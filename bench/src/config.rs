@@ -8,7 +8,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+
+use crate::pattern::Pattern;
 
 /// Where connections go and how many per source address, unless told otherwise.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:9000/ws";
@@ -18,16 +20,6 @@ pub const DEFAULT_PER_SOURCE: u32 = 20_000;
 /// File descriptors a worker keeps for itself (epoll, wakers, pipes, libraries) below
 /// RLIMIT_NOFILE: 20,000 allowed here gives 19,000 sockets per worker.
 pub const FD_HEADROOM: u64 = 1_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-pub enum Pattern {
-    /// Any connection, on any node.
-    Random,
-    /// A connection on a different target URL (needs two URLs or more).
-    CrossNode,
-    /// A connection on the same target URL as the sender.
-    SameNode,
-}
 
 /// Load generator for switchboard (and any server speaking the seed's chat protocol).
 ///
@@ -67,6 +59,13 @@ pub struct Args {
     /// Chat messages per second over all connections (0 = no chat phase).
     #[arg(long, default_value_t = 0)]
     pub rate: u32,
+    /// Closed-loop chat instead of --rate: every connection keeps IN_FLIGHT messages under
+    /// way and sends the next one as soon as one of them is delivered, so the run measures
+    /// what the server sustains. Each connection talks to one partner all run: the next
+    /// connection of its own reactor thread (the one that sees the delivery) that --pattern
+    /// allows; cross-node, connection i talks to i + 1.
+    #[arg(long, value_name = "IN_FLIGHT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub closed_loop: Option<u16>,
     /// Seconds of chat.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -141,7 +140,10 @@ pub struct Plan {
     pub login: bool,
     pub login_rate: u32,
     pub name_prefix: String,
+    /// Open-loop chat messages per second (0: none, or closed loop).
     pub rate: u32,
+    /// Closed-loop chat: messages each connection keeps under way.
+    pub closed_loop: Option<u16>,
     pub duration_ns: u64,
     pub payload: usize,
     pub pattern: Pattern,
@@ -201,7 +203,12 @@ impl Plan {
         if args.per_source == 0 {
             return Err(ConfigError::Invalid("--per-source must be > 0".into()));
         }
-        if (args.rate > 0 || args.churn_rate > 0) && args.no_login {
+        if args.rate > 0 && args.closed_loop.is_some() {
+            return Err(ConfigError::Invalid(
+                "--rate (open loop) and --closed-loop are two ways to pace chat: give one".into(),
+            ));
+        }
+        if (args.rate > 0 || args.closed_loop.is_some() || args.churn_rate > 0) && args.no_login {
             return Err(ConfigError::Invalid("chat and churn need logged-in connections: drop --no-login".into()));
         }
         if args.name_prefix.contains(['"', '\\']) {
@@ -219,6 +226,7 @@ impl Plan {
             login_rate: args.login_rate,
             name_prefix: args.name_prefix.clone(),
             rate: args.rate,
+            closed_loop: args.closed_loop,
             duration_ns: (args.duration * 1e9) as u64,
             payload: args.payload,
             pattern: args.pattern,
@@ -226,6 +234,11 @@ impl Plan {
             churn_duration_ns: (args.churn_duration * 1e9) as u64,
             seed: std::process::id() as u64 ^ crate::clock::monotonic_ns(),
         })
+    }
+
+    /// Whether there is a chat phase, open or closed loop.
+    pub fn chats(&self) -> bool {
+        self.rate > 0 || self.closed_loop.is_some()
     }
 
     pub fn target_of(&self, index: u32) -> &Target {
@@ -238,31 +251,6 @@ impl Plan {
         }
         let slot = (index / self.per_source) as usize % self.sources.len();
         Some(self.sources[slot])
-    }
-}
-
-impl Pattern {
-    /// Picks the recipient of a message from `sender`, given a random number.
-    pub fn pick_recipient(self, sender: u32, total: u32, nodes: u32, random: u64) -> u32 {
-        let nodes = nodes.max(1);
-        // Indices on node r are r, r + nodes, r + 2 * nodes, ... below total.
-        let on_node = |node: u32, random: u64| {
-            let count = (total - node).div_ceil(nodes).max(1);
-            node + (random % count as u64) as u32 * nodes
-        };
-        match self {
-            Pattern::Random => (random % total.max(1) as u64) as u32,
-            Pattern::SameNode => on_node(sender % nodes, random),
-            Pattern::CrossNode => {
-                let nodes_used = nodes.min(total);
-                if nodes_used < 2 {
-                    return sender;
-                }
-                let offset = 1 + (random % (nodes_used as u64 - 1)) as u32;
-                let node = (sender % nodes + offset) % nodes_used;
-                on_node(node, random >> 20)
-            }
-        }
     }
 }
 
@@ -340,32 +328,6 @@ mod tests {
         assert!(parse_url("http://x/ws").is_err());
         assert!(parse_url("wss://x/ws").is_err());
         assert!(parse_url("ws:///ws").is_err());
-    }
-
-    #[test]
-    fn recipients_follow_the_pattern() {
-        let (total, nodes) = (100u32, 3u32);
-        for r in 0..5000u64 {
-            let random = crate::codec::splitmix64(r);
-            let sender = (r % total as u64) as u32;
-            let same = Pattern::SameNode.pick_recipient(sender, total, nodes, random);
-            assert!(same < total);
-            assert_eq!(same % nodes, sender % nodes);
-            let cross = Pattern::CrossNode.pick_recipient(sender, total, nodes, random);
-            assert!(cross < total);
-            assert_ne!(cross % nodes, sender % nodes);
-            assert!(Pattern::Random.pick_recipient(sender, total, nodes, random) < total);
-        }
-    }
-
-    #[test]
-    fn same_node_covers_every_recipient() {
-        let mut seen = [false; 10];
-        for r in 0..1000u64 {
-            let j = Pattern::SameNode.pick_recipient(1, 10, 3, crate::codec::splitmix64(r));
-            seen[j as usize] = true;
-        }
-        assert_eq!(seen.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i).collect::<Vec<_>>(), vec![1, 4, 7]);
     }
 
     #[test]

@@ -2,19 +2,20 @@
 //! chat + grace, churn), samples the servers and itself once a second, and adds up the
 //! workers' exact totals into the summary.
 
-use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
 use crate::accounting::Tally;
 use crate::config::{Args, Plan, FD_HEADROOM};
-use crate::driver::Command;
 use crate::fleet::{Fleet, FleetError};
-use crate::ipc::Report;
+use crate::ipc::{Command, Report};
+use crate::outcome::{Histograms, MemorySnapshot, Outcome};
 use crate::procfs;
-use crate::report::{self, MemorySnapshot, Outcome, Row};
+use crate::progress::Progress;
+use crate::report;
 use crate::stats::{self, get, Counter, COUNTER_COUNT};
+use crate::timeline::Row;
 
 /// Connect failures with no success at all after which the run stops: the target is wrong.
 const HOPELESS_FAILURES: u64 = 100;
@@ -113,57 +114,17 @@ impl<'a> Run<'a> {
     }
 
     fn execute(&mut self) -> Result<i32, RunError> {
-        let mut outcome = Outcome::default();
-        let target = self.plan.connections as u64;
-        outcome.baseline = self.memory();
-        let mut cpu_marks = Vec::new();
-
-        if target > 0 {
-            self.phase = "connect";
-            let t = Instant::now();
-            self.fleet.order(Command::Connect);
-            self.wait_phase(Command::Connect, true)?;
-            outcome.connect_secs = t.elapsed().as_secs_f64();
-            if self.total(Counter::ConnectOk) == 0 {
-                return Err(self.no_connection());
-            }
-            if self.plan.login {
-                self.phase = "login";
-                let t = Instant::now();
-                self.fleet.order(Command::Login);
-                self.wait_phase(Command::Login, false)?;
-                outcome.login_secs = t.elapsed().as_secs_f64();
-            }
-            outcome.established = self.total(Counter::ConnectOk);
-            outcome.logged_in = self.total(Counter::LoginOk);
+        let mut outcome = Outcome { baseline: self.memory(), ..Outcome::default() };
+        if self.plan.connections > 0 {
+            self.connect_and_login(&mut outcome)?;
             if self.args.hold > 0.0 {
                 self.phase = "hold";
                 self.wait_for(Duration::from_secs_f64(self.args.hold))?;
             }
             outcome.full = self.memory();
             outcome.open_at_full = self.total(Counter::Open);
-
-            if self.plan.rate > 0 {
-                let everyone_ready = outcome.established == target && (outcome.logged_in == outcome.established);
-                if everyone_ready {
-                    self.phase = "chat";
-                    cpu_marks.push(self.cpu_seconds());
-                    let t = Instant::now();
-                    self.fleet.order(Command::Chat);
-                    self.wait_phase(Command::Chat, false)?;
-                    outcome.chat_secs = t.elapsed().as_secs_f64();
-                    cpu_marks.push(self.cpu_seconds());
-                    self.phase = "grace";
-                    let t = Instant::now();
-                    self.wait_delivered(Duration::from_secs_f64(self.args.grace))?;
-                    outcome.grace_secs = t.elapsed().as_secs_f64();
-                } else {
-                    outcome.chat_skipped = Some(format!(
-                        "chat skipped: only {} of {target} connections established and {} \
-                         logged in; messages to missing users would count as lost",
-                        outcome.established, outcome.logged_in
-                    ));
-                }
+            if self.plan.chats() {
+                self.chat(&mut outcome)?;
             }
             if self.plan.churn_rate > 0 {
                 self.phase = "churn";
@@ -181,41 +142,66 @@ impl<'a> Run<'a> {
         // The workers have exited and been waited for: getrusage now covers them exactly.
         outcome.cpu_total = (procfs::rusage_cpu_seconds(), servers_cpu);
         self.progress.finish();
-
-        let mut counters = vec![0; COUNTER_COUNT];
-        let mut connect = stats::new_histogram();
-        let mut login = stats::new_histogram();
-        let mut churn = stats::new_histogram();
-        let mut latency = stats::new_histogram();
-        let mut tally = Tally::default();
-        for (_, report) in finals {
-            match report {
-                Report::Final { counters: c, connect: hc, login: hl, churn: hch, latency: ht, tally: t } => {
-                    for (sum, v) in counters.iter_mut().zip(c) {
-                        *sum += v;
-                    }
-                    for (into, text) in [(&mut connect, hc), (&mut login, hl), (&mut churn, hch), (&mut latency, ht)] {
-                        let h = stats::decode_histogram(&text).map_err(RunError::Invalid)?;
-                        stats::merge(into, &h);
-                    }
-                    tally.add(t);
-                }
-                Report::Stats { samples, .. } => self.samples.extend(samples),
-                Report::Ready { .. } => {}
-            }
-        }
-        outcome.counters = counters;
-        outcome.tally = tally;
-        outcome.hists = report::Histograms { connect, login, churn, latency };
+        add_finals(&mut outcome, finals, &mut self.samples)?;
         outcome.samples = std::mem::take(&mut self.samples);
         outcome.workers = self.fleet.workers.len() as u32;
         outcome.threads = self.threads;
         outcome.wall_secs = self.started.elapsed().as_secs_f64();
-        if let [before, after] = cpu_marks[..] {
-            outcome.chat_cpu = Some((after.0 - before.0, after.1 - before.1, after.2 - before.2));
-        }
         outcome.rows = std::mem::take(&mut self.rows);
         Ok(report::finish(self.args, &self.plan, outcome))
+    }
+
+    /// The connect phase, then (unless `--no-login`) the login phase.
+    ///
+    /// # Errors
+    /// No connection could be made at all, or the workers fail.
+    fn connect_and_login(&mut self, outcome: &mut Outcome) -> Result<(), RunError> {
+        self.phase = "connect";
+        let t = Instant::now();
+        self.fleet.order(Command::Connect);
+        self.wait_phase(Command::Connect, true)?;
+        outcome.connect_secs = t.elapsed().as_secs_f64();
+        if self.total(Counter::ConnectOk) == 0 {
+            return Err(self.no_connection());
+        }
+        if self.plan.login {
+            self.phase = "login";
+            let t = Instant::now();
+            self.fleet.order(Command::Login);
+            self.wait_phase(Command::Login, false)?;
+            outcome.login_secs = t.elapsed().as_secs_f64();
+        }
+        outcome.established = self.total(Counter::ConnectOk);
+        outcome.logged_in = self.total(Counter::LoginOk);
+        Ok(())
+    }
+
+    /// The chat phase and its grace period, or the reason it is skipped: messages to
+    /// users who are not there would count as lost and hide the server's own losses.
+    fn chat(&mut self, outcome: &mut Outcome) -> Result<(), RunError> {
+        let target = self.plan.connections as u64;
+        let everyone_ready = outcome.established == target && outcome.logged_in == outcome.established;
+        if !everyone_ready {
+            outcome.chat_skipped = Some(format!(
+                "chat skipped: only {} of {target} connections established and {} \
+                 logged in; messages to missing users would count as lost",
+                outcome.established, outcome.logged_in
+            ));
+            return Ok(());
+        }
+        self.phase = "chat";
+        let before = self.cpu_seconds();
+        let t = Instant::now();
+        self.fleet.order(Command::Chat);
+        self.wait_phase(Command::Chat, false)?;
+        outcome.chat_secs = t.elapsed().as_secs_f64();
+        let after = self.cpu_seconds();
+        outcome.chat_cpu = Some((after.0 - before.0, after.1 - before.1, after.2 - before.2));
+        self.phase = "grace";
+        let t = Instant::now();
+        self.wait_delivered(Duration::from_secs_f64(self.args.grace))?;
+        outcome.grace_secs = t.elapsed().as_secs_f64();
+        Ok(())
     }
 
     /// Waits until every worker has finished `phase`. In the connect phase, gives up
@@ -372,57 +358,36 @@ impl<'a> Run<'a> {
     }
 }
 
-/// The live progress line on stderr: indicatif on a terminal, a plain line otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    plain: bool,
-}
-
-impl Progress {
-    fn new(quiet: bool) -> Self {
-        if quiet {
-            return Self { bar: None, plain: false };
-        }
-        if std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            Self { bar: Some(bar), plain: false }
-        } else {
-            Self { bar: None, plain: true }
-        }
-    }
-
-    fn show(&self, row: &Row, totals: &[u64], errors: u64, target: u32) {
-        let p99 = row.p99_us.map_or("-".into(), |us| format!("{:.2}ms", us as f64 / 1000.0));
-        let line = format!(
-            "{:>5.0}s {:<7} conns {}/{} login {} | sent {:.0}/s deliv {:.0}/s p99 {p99} | \
-             sent {} recv {} err {errors} | cpu loadgen {:.0}% server {:.0}% machine {:.0}% | server rss {} slab {}",
-            row.t,
-            row.phase,
-            row.connections,
-            target,
-            row.logged_in,
-            row.sent_per_s,
-            row.delivered_per_s,
-            get(totals, Counter::Sent),
-            get(totals, Counter::Received),
-            row.loadgen_cpu_pct,
-            row.server_cpu_pct,
-            row.machine_cpu_pct,
-            report::mib(row.server_rss),
-            report::mib(row.slab),
-        );
-        if let Some(bar) = &self.bar {
-            bar.set_message(line);
-            bar.tick();
-        } else if self.plain {
-            eprintln!("{line}");
+/// Adds the workers' final reports into `outcome`: counters, whole-run histograms (merged
+/// exactly) and receipt tallies; error descriptions that came with them go to `samples`.
+fn add_finals(outcome: &mut Outcome, finals: Vec<(usize, Report)>, samples: &mut Vec<String>) -> Result<(), RunError> {
+    let mut counters = vec![0; COUNTER_COUNT];
+    let mut hists = Histograms::default();
+    let mut tally = Tally::default();
+    for (_, report) in finals {
+        match report {
+            Report::Final { counters: c, connect, login, churn, latency, tally: t } => {
+                for (sum, v) in counters.iter_mut().zip(c) {
+                    *sum += v;
+                }
+                let pairs = [
+                    (&mut hists.connect, connect),
+                    (&mut hists.login, login),
+                    (&mut hists.churn, churn),
+                    (&mut hists.latency, latency),
+                ];
+                for (into, text) in pairs {
+                    let h = stats::decode_histogram(&text).map_err(RunError::Invalid)?;
+                    stats::merge(into, &h);
+                }
+                tally.add(t);
+            }
+            Report::Stats { samples: more, .. } => samples.extend(more),
+            Report::Ready { .. } => {}
         }
     }
-
-    fn finish(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish();
-        }
-    }
+    outcome.counters = counters;
+    outcome.tally = tally;
+    outcome.hists = hists;
+    Ok(())
 }

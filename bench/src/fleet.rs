@@ -8,8 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::{Plan, WorkerSetup};
-use crate::driver::Command;
-use crate::ipc::{self, Order, Report};
+use crate::ipc::{self, Command, Order, Report};
 
 /// How long workers get to start and to hand in their final reports.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

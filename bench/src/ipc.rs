@@ -5,7 +5,19 @@
 use std::io::{self, BufRead, Write};
 
 use crate::accounting::Tally;
-use crate::driver::Command;
+
+/// What the coordinator orders and each worker passes on to its threads. The
+/// discriminant is the phase id reported in `done_phase` when the phase is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Command {
+    Connect = 1,
+    Login = 2,
+    Chat = 3,
+    Churn = 4,
+    Finish = 5,
+}
 
 /// Coordinator to worker (the first line is a [`crate::config::WorkerSetup`] instead).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -2,19 +2,31 @@
 //! WebSocket chat protocol.
 //!
 //! # Layout
+//! Processes and phases:
 //! - `config`: command line, and the deterministic run plan every worker gets
+//! - `pattern`: who a chat message goes to (per message, or one partner in closed loop)
 //! - `coordinator`: the parent process: phases, sampling, totals
+//! - `progress`: the live progress line
 //! - `fleet`: starting worker processes and talking to them
-//! - `ipc`: the JSON-lines protocol between coordinator and workers
+//! - `ipc`: the orders and reports between coordinator and workers (JSON lines)
 //! - `worker`: a worker process: driver threads plus a reporter
-//! - `driver`: one mio reactor thread holding a range of connections
+//! - `driver`: one mio reactor thread holding a range of connections (`driver/`: its
+//!   lifecycle, wire, inbound, chat, window, failure, conn and shared parts)
+//!
+//! On the wire and in the counts:
 //! - `codec`: WebSocket client handshake and frames
 //! - `message`: the chat messages and the markers carried in `Data`
 //! - `accounting`: exact lost / duplicate counting
 //! - `stats`: shared counters and histograms (V2-serialized across processes)
-//! - `procfs`: RSS, CPU, slab and RLIMIT_NOFILE
+//! - `procfs`: RSS, CPU, slab, machine facts and RLIMIT_NOFILE
 //! - `clock`: CLOCK_MONOTONIC timestamps, comparable across processes
-//! - `report`, `chart`: JSON / human / CSV summaries and the SVG chart
+//!
+//! The end of a run:
+//! - `outcome`: what the coordinator measured
+//! - `verdict`: why a run failed, and its exit status
+//! - `summary`: the JSON summary; `human`: the same as text
+//! - `timeline`: the per-second rows and their CSV; `chart`: their SVG
+//! - `report`: writes all of it
 
 mod accounting;
 mod chart;
@@ -24,11 +36,18 @@ mod config;
 mod coordinator;
 mod driver;
 mod fleet;
+mod human;
 mod ipc;
 mod message;
+mod outcome;
+mod pattern;
 mod procfs;
+mod progress;
 mod report;
 mod stats;
+mod summary;
+mod timeline;
+mod verdict;
 mod worker;
 
 use clap::Parser as _;

@@ -52,25 +52,56 @@ pub fn write_login(out: &mut Vec<u8>, prefix: &str, index: u32) {
 
 /// Appends a chat message from `sender` to `recipient` carrying `data` (already JSON-safe).
 pub fn write_chat(out: &mut Vec<u8>, prefix: &str, sender: u32, recipient: u32, data: &[u8]) {
-    let _ = write!(out, r#"{{"MessageType":"chatmsg","Data":""#);
+    // Written by hand, not with `write!`: this runs once per message sent.
+    out.extend_from_slice(br#"{"MessageType":"chatmsg","Data":""#);
     out.extend_from_slice(data);
-    let _ = write!(out, r#"","Reciever":"{prefix}{recipient}","Sender":"{prefix}{sender}"}}"#);
+    out.extend_from_slice(br#"","Reciever":""#);
+    out.extend_from_slice(prefix.as_bytes());
+    push_decimal(out, recipient.into());
+    out.extend_from_slice(br#"","Sender":""#);
+    out.extend_from_slice(prefix.as_bytes());
+    push_decimal(out, sender.into());
+    out.extend_from_slice(br#""}"#);
 }
 
 /// Appends a timed `Data` value, `t=<ns>;s=<sender>:<seq>;`, padded with `x` to
 /// `payload` bytes (it is longer when `payload` is too small to hold the marker).
 pub fn write_chat_data(out: &mut Vec<u8>, sent_ns: u64, sender: u32, seq: u32, payload: usize) {
     let start = out.len();
-    let _ = write!(out, "t={sent_ns};s={sender}:{seq};");
+    out.extend_from_slice(b"t=");
+    push_decimal(out, sent_ns);
+    out.extend_from_slice(b";s=");
+    push_decimal(out, sender.into());
+    out.push(b':');
+    push_decimal(out, seq.into());
+    out.push(b';');
     let written = out.len() - start;
     if written < payload {
         out.resize(start + payload, b'x');
     }
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// Reads a server text frame.
 pub fn parse_incoming(payload: &[u8]) -> Incoming<'_> {
     let trimmed = payload.trim_ascii();
+    if let Some(chat) = parse_plain_chat(trimmed) {
+        return chat;
+    }
     if trimmed.first() == Some(&b'"') {
         return match serde_json::from_slice::<String>(trimmed) {
             Ok(s) if s == "User already exists" => Incoming::UserExists,
@@ -90,6 +121,34 @@ pub fn parse_incoming(payload: &[u8]) -> Incoming<'_> {
         "errormsg" => Incoming::ServerError(msg.data.unwrap_or_default().into_owned()),
         _ => Incoming::Unexpected,
     }
+}
+
+/// A delivered chat message in the exact shape the seed and switchboard send, with no
+/// escapes in its strings, read without a JSON parser (it is most of what the load
+/// generator receives). Anything else is left to serde_json, which reads this shape the
+/// same way.
+fn parse_plain_chat(text: &[u8]) -> Option<Incoming<'_>> {
+    let rest = text.strip_prefix(br#"{"MessageType":"chatmsg","Data":""#)?;
+    let (data, rest) = plain_string(rest)?;
+    let rest = rest.strip_prefix(br#","Reciever":""#)?;
+    let (reciever, rest) = plain_string(rest)?;
+    let rest = rest.strip_prefix(br#","Sender":""#)?;
+    let (sender, rest) = plain_string(rest)?;
+    (rest == b"}").then_some(Incoming::Chat {
+        data: Cow::Borrowed(data),
+        reciever: Cow::Borrowed(reciever),
+        sender: Cow::Borrowed(sender),
+    })
+}
+
+/// The contents of a JSON string up to its closing quote, and what follows the quote;
+/// `None` if an escape or a control character comes first, or the text is not UTF-8.
+fn plain_string(text: &[u8]) -> Option<(&str, &[u8])> {
+    let end = text.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    if text[end] != b'"' {
+        return None;
+    }
+    Some((std::str::from_utf8(&text[..end]).ok()?, &text[end + 1..]))
 }
 
 /// Reads the marker at the start of a chat message's `Data`.
@@ -157,6 +216,48 @@ mod tests {
             Incoming::ServerError("login first".into())
         );
         assert_eq!(parse_incoming(b"garbage"), Incoming::Unexpected);
+    }
+
+    #[test]
+    fn the_plain_chat_shape_reads_as_serde_reads_it() {
+        let serde = |text: &[u8]| match serde_json::from_slice::<WireMessage<'_>>(text.trim_ascii()) {
+            Ok(m) if m.kind == "chatmsg" => Some((
+                m.data.unwrap_or_default().into_owned(),
+                m.reciever.unwrap_or_default().into_owned(),
+                m.sender.unwrap_or_default().into_owned(),
+            )),
+            _ => None,
+        };
+        let cases: [&[u8]; 9] = [
+            br#"{"MessageType":"chatmsg","Data":"t=1;s=2:3;xx","Reciever":"u9","Sender":"u42"}"#,
+            b"{\"MessageType\":\"chatmsg\",\"Data\":\"\",\"Reciever\":\"u9\",\"Sender\":\"u4\"}\n",
+            "{\"MessageType\":\"chatmsg\",\"Data\":\"\u{e9}t\u{e9}\",\"Reciever\":\"b\",\"Sender\":\"a\"}".as_bytes(),
+            br#"{"MessageType":"chatmsg","Data":"a\"b","Reciever":"u9","Sender":"u4"}"#,
+            br#"{"MessageType":"chatmsg","Data":"\u003c","Reciever":"u9","Sender":"u4"}"#,
+            br#"{"MessageType":"chatmsg","Data":"x","Reciever":"u9","Sender":"u4","Extra":1}"#,
+            br#"{"MessageType":"chatmsg","Data":"x","Reciever":"u9"}"#,
+            br#"{"MessageType":"chatmsg","Data":"x","Reciever":"u9","Sender":"u4"}}"#,
+            b"{\"MessageType\":\"chatmsg\",\"Data\":\"a\tb\",\"Reciever\":\"u9\",\"Sender\":\"u4\"}",
+        ];
+        for text in cases {
+            let fast = match parse_incoming(text) {
+                Incoming::Chat { data, reciever, sender } => {
+                    Some((data.into_owned(), reciever.into_owned(), sender.into_owned()))
+                }
+                _ => None,
+            };
+            assert_eq!(fast, serde(text), "{}", String::from_utf8_lossy(text));
+        }
+        assert!(parse_plain_chat(cases[0]).is_some() && parse_plain_chat(cases[3]).is_none());
+    }
+
+    #[test]
+    fn decimals_are_written_like_display() {
+        for n in [0u64, 7, 10, 99, 1_000_000_007, u32::MAX as u64, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     #[test]

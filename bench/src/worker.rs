@@ -2,7 +2,7 @@
 //! few driver threads, obeys the coordinator's orders from stdin and reports on stdout.
 //! If the coordinator goes away (stdin closes), the worker exits at once.
 
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Write};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -12,8 +12,8 @@ use mio::Waker;
 
 use crate::accounting::Tally;
 use crate::config::WorkerSetup;
-use crate::driver::{self, lock, Command, Driver, Shared, WAKER};
-use crate::ipc::{self, Order, Report};
+use crate::driver::{self, lock, Driver, Shared, WAKER};
+use crate::ipc::{self, Command, Order, Report};
 use crate::stats::{self, COUNTER_COUNT};
 
 /// How often a worker checks whether its threads finished a phase.
@@ -34,9 +34,19 @@ pub fn run() -> io::Result<()> {
     let setup: WorkerSetup =
         ipc::read_line(&mut stdin)?.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no setup line"))?;
     crate::procfs::raise_nofile_limit();
+    let threads = start_threads(setup)?;
+    let orders = read_orders(stdin);
+    let mut out = io::stdout().lock();
+    ipc::send_line(&mut out, &Report::Ready { pid: std::process::id() })?;
+    obey(&threads, &orders, &mut out)?;
+    finish(threads, &mut out)
+}
+
+/// Starts the driver threads, each with a contiguous share of the worker's connections.
+fn start_threads(setup: WorkerSetup) -> io::Result<Vec<Thread>> {
     let plan = Arc::new(setup.plan);
     let threads = setup.threads.clamp(1, setup.count.max(1));
-    let mut workers = Vec::new();
+    let mut started = Vec::new();
     for t in 0..threads {
         let from = setup.first + (setup.count as u64 * t as u64 / threads as u64) as u32;
         let to = setup.first + (setup.count as u64 * (t as u64 + 1) / threads as u64) as u32;
@@ -44,9 +54,14 @@ pub fn run() -> io::Result<()> {
         let driver = Driver::new(plan.clone(), shared.clone(), from, to - from)?;
         let waker = Waker::new(driver.registry(), WAKER)?;
         let handle = thread::Builder::new().name(format!("driver-{}-{t}", setup.worker)).spawn(move || driver.run())?;
-        workers.push(Thread { shared, waker, handle });
+        started.push(Thread { shared, waker, handle });
     }
+    Ok(started)
+}
 
+/// Reads the coordinator's orders on a thread of their own; the channel closes when the
+/// coordinator is gone.
+fn read_orders(mut stdin: BufReader<io::Stdin>) -> mpsc::Receiver<Command> {
     let (orders_tx, orders) = mpsc::channel::<Command>();
     thread::spawn(move || {
         while let Ok(Some(order)) = ipc::read_line::<Order>(&mut stdin) {
@@ -56,17 +71,19 @@ pub fn run() -> io::Result<()> {
         }
         // Dropping the sender tells the main loop that the coordinator is gone.
     });
+    orders
+}
 
-    let mut out = io::stdout().lock();
-    ipc::send_line(&mut out, &Report::Ready { pid: std::process::id() })?;
+/// Passes orders on to every thread and reports their stats, until told to finish.
+fn obey(threads: &[Thread], orders: &mpsc::Receiver<Command>, out: &mut impl Write) -> io::Result<()> {
     let mut next_report = crate::clock::next_second_boundary();
     let mut reported_phase = 0;
     loop {
         let wait = next_report.saturating_duration_since(Instant::now()).min(PHASE_CHECK_EVERY);
         match orders.recv_timeout(wait) {
-            Ok(Command::Finish) => break,
+            Ok(Command::Finish) => return Ok(()),
             Ok(command) => {
-                for w in &workers {
+                for w in threads {
                     lock(&w.shared.commands).push(command);
                     let _ = w.waker.wake();
                 }
@@ -75,9 +92,9 @@ pub fn run() -> io::Result<()> {
             Err(mpsc::RecvTimeoutError::Disconnected) => std::process::exit(3),
         }
         // Report at once when a phase ends, so the coordinator moves on without waiting.
-        let phase = lowest_done_phase(&workers);
+        let phase = lowest_done_phase(threads);
         if Instant::now() >= next_report || phase != reported_phase {
-            ipc::send_line(&mut out, &stats_report(&workers))?;
+            ipc::send_line(out, &stats_report(threads))?;
             reported_phase = phase;
             // Once a second, on the second (see clock::next_second_boundary).
             if Instant::now() >= next_report {
@@ -85,18 +102,21 @@ pub fn run() -> io::Result<()> {
             }
         }
     }
+}
 
-    for w in &workers {
+/// Stops the threads and sends the last interval report, then the worker's totals.
+fn finish(threads: Vec<Thread>, out: &mut impl Write) -> io::Result<()> {
+    for w in &threads {
         lock(&w.shared.commands).push(Command::Finish);
         let _ = w.waker.wake();
     }
     // One last interval report, then the totals.
-    let last = stats_report(&workers);
+    let last = stats_report(&threads);
     let mut counters = vec![0; COUNTER_COUNT];
     let (mut connect, mut login, mut churn, mut latency) =
         (stats::new_histogram(), stats::new_histogram(), stats::new_histogram(), stats::new_histogram());
     let mut tally = Tally::default();
-    for w in workers {
+    for w in threads {
         let done = w.handle.join().map_err(|_| io::Error::other("driver thread panicked"))?;
         w.shared.counters.add_to(&mut counters);
         stats::merge(&mut connect, &done.connect);
@@ -105,9 +125,9 @@ pub fn run() -> io::Result<()> {
         stats::merge(&mut latency, &done.latency);
         tally.add(done.tally);
     }
-    ipc::send_line(&mut out, &last)?;
+    ipc::send_line(out, &last)?;
     ipc::send_line(
-        &mut out,
+        out,
         &Report::Final {
             counters,
             connect: stats::encode_histogram(&connect),
@@ -116,22 +136,21 @@ pub fn run() -> io::Result<()> {
             latency: stats::encode_histogram(&latency),
             tally,
         },
-    )?;
-    Ok(())
+    )
 }
 
-fn lowest_done_phase(workers: &[Thread]) -> u8 {
-    workers.iter().map(|w| w.shared.done_phase.load(Ordering::Acquire)).min().unwrap_or(0)
+fn lowest_done_phase(threads: &[Thread]) -> u8 {
+    threads.iter().map(|w| w.shared.done_phase.load(Ordering::Acquire)).min().unwrap_or(0)
 }
 
-fn stats_report(workers: &[Thread]) -> Report {
+fn stats_report(threads: &[Thread]) -> Report {
     // Phase first: a thread stores it after its last counter update of the phase, so
     // counters read afterwards include everything the phase did.
-    let done_phase = lowest_done_phase(workers);
+    let done_phase = lowest_done_phase(threads);
     let mut counters = vec![0; COUNTER_COUNT];
     let mut interval = stats::new_histogram();
     let mut samples = Vec::new();
-    for w in workers {
+    for w in threads {
         w.shared.counters.add_to(&mut counters);
         let mut h = lock(&w.shared.interval_latency);
         stats::merge(&mut interval, &h);

@@ -3,24 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{finish_loadgen, run_loadgen, Node};
-
-/// One value from the node's /metrics.
-fn metric(port: u16, name: &str) -> u64 {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect for /metrics");
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
-}
+use common::{finish_loadgen, metric, run_loadgen, Node};
 
 #[test]
 fn two_thousand_users_all_delivered_and_counted_by_the_node() {

@@ -2,7 +2,8 @@
 //! - `TestServer`: a small, independent, thread-per-connection WebSocket chat server (std
 //!   only) that speaks the seed's protocol, counts what it saw, and can drop messages on
 //!   purpose;
-//! - `Node`: the real switchboard binary, built on demand;
+//! - `Node`: the real switchboard binary, built on demand, and `metric` to read its
+//!   `/metrics`;
 //! - `run_loadgen`: the real `loadgen` binary, with its JSON summary parsed.
 
 #![allow(dead_code)]
@@ -302,6 +303,18 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One value from the node's /metrics.
+pub fn metric(port: u16, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect for /metrics");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
 }
 
 fn parse_listening(line: &str) -> Option<u16> {

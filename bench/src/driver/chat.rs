@@ -1,0 +1,116 @@
+//! Sending chat messages, paced one of two ways:
+//! - open loop (`--rate`): at the thread's share of the rate, from a random ready sender,
+//!   whatever the server does;
+//! - closed loop (`--closed-loop N`): every connection keeps N messages under way and
+//!   sends the next one when one of its messages is delivered, so the run measures what
+//!   the server sustains.
+//!
+//! Either way `--pattern` decides the recipient and the message carries a timed `Data`
+//! marker. Open loop picks a recipient per message; closed loop gives each connection one
+//! partner in its own thread for the whole run (see `refill_windows`) and keeps its
+//! windows in `window`.
+
+use super::conn::State;
+use super::Driver;
+use crate::clock::monotonic_ns;
+use crate::codec;
+use crate::message;
+use crate::stats::Counter;
+
+/// Output a connection may have waiting before chat sends pass it by: a server that stops
+/// reading must not make the load generator grow without bound.
+const OUTPUT_LIMIT: usize = 256 * 1024;
+
+impl Driver {
+    /// One open-loop message from a random ready sender; counted as skipped when none of a
+    /// few tries finds one.
+    pub(super) fn send_chat(&mut self) {
+        let count = self.conns.len() as u64;
+        if count == 0 {
+            return;
+        }
+        let mut chosen = None;
+        for _ in 0..8 {
+            let slot = (self.next_random() % count) as usize;
+            if self.can_send(slot as u32) {
+                chosen = Some(slot as u32);
+                break;
+            }
+        }
+        let Some(slot) = chosen else {
+            self.shared.counters.add(Counter::SendSkipped, 1);
+            return;
+        };
+        let sender = self.first + slot;
+        let random = self.next_random();
+        let nodes = self.plan.targets.len() as u32;
+        let recipient = self.plan.pattern.pick_recipient(sender, 0..self.plan.connections, nodes, random);
+        self.wbuf.clear();
+        self.push_chat(slot, recipient, monotonic_ns());
+        if self.send_wbuf(slot) {
+            self.shared.counters.add(Counter::Sent, 1);
+        }
+    }
+
+    /// Closed loop: fills the windows that deliveries (or drained output) opened, each
+    /// connection's new messages in one write, at most `budget` messages this turn.
+    pub(super) fn refill_windows(&mut self, mut budget: u64) {
+        // The partner is one of this thread's own connections: only this thread sees the
+        // delivery that lets the sender go on. It stays the same all run, as in a
+        // conversation: the deliveries one read brings back then release one sender,
+        // whose next messages go out in one write. A recipient per message costs a write
+        // here and a read at the node per message: through Redis that measured about half
+        // the throughput, the load generator's work rather than the cluster's.
+        let among = self.first..self.first + self.count;
+        let nodes = self.plan.targets.len() as u32;
+        while budget > 0 {
+            let Some(slot) = self.windows.next_ready() else {
+                return;
+            };
+            // A connection whose output is full is woken again when it drains.
+            if !self.can_send(slot) {
+                continue;
+            }
+            let room = self.windows.room(slot);
+            let n = (room as u64).min(budget) as u16;
+            if n == 0 {
+                continue;
+            }
+            let recipient = self.plan.pattern.partner(self.first + slot, among.clone(), nodes);
+            // One write, one send time.
+            let now = monotonic_ns();
+            self.wbuf.clear();
+            for _ in 0..n {
+                self.push_chat(slot, recipient, now);
+            }
+            if self.send_wbuf(slot) {
+                self.shared.counters.add(Counter::Sent, n as u64);
+                self.windows.sent(slot, n);
+            }
+            budget -= n as u64;
+            if n < room {
+                // Out of budget for this turn: the rest next turn.
+                self.windows.later(slot);
+            }
+        }
+    }
+
+    fn can_send(&self, slot: u32) -> bool {
+        let conn = &self.conns[slot as usize];
+        conn.state == State::Ready && conn.out.len() < OUTPUT_LIMIT
+    }
+
+    /// Appends one chat message from `slot` to `recipient`, sent at `sent_ns`, to `self.wbuf`.
+    fn push_chat(&mut self, slot: u32, recipient: u32, sent_ns: u64) {
+        let sender = self.first + slot;
+        let conn = &mut self.conns[slot as usize];
+        let seq = conn.seq;
+        conn.seq += 1;
+        self.data.clear();
+        message::write_chat_data(&mut self.data, sent_ns, sender, seq, self.plan.payload);
+        self.json.clear();
+        message::write_chat(&mut self.json, &self.plan.name_prefix, sender, recipient, &self.data);
+        let mask = self.next_mask();
+        codec::encode_client_frame(&mut self.wbuf, codec::OP_TEXT, &self.json, mask);
+    }
+}

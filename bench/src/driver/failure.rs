@@ -1,0 +1,79 @@
+//! How a connection ends when something goes wrong: its deadline passes or an error
+//! closes it; either way the error and the failed step are counted.
+
+use std::collections::VecDeque;
+
+use super::conn::State;
+use super::Driver;
+use crate::codec::ProtocolError;
+use crate::stats::Counter;
+
+impl Driver {
+    pub(super) fn expire_deadlines(&mut self, now: u64) {
+        // Give back the queue's memory once a connect or login wave has passed.
+        if self.deadlines.is_empty() && self.deadlines.capacity() > 1024 {
+            self.deadlines = VecDeque::new();
+        }
+        while let Some(&(deadline, slot, generation)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let conn = &self.conns[slot as usize];
+            let expired = conn.generation == generation
+                && conn.state.is_pending()
+                && conn.started_ns + self.plan.connect_timeout_ns <= now;
+            if !expired {
+                continue;
+            }
+            let what = match conn.state {
+                State::Connecting => "TCP connect",
+                State::Handshaking => "WebSocket handshake answer",
+                State::Closing => "close answer",
+                _ => "login confirmation",
+            };
+            let detail = format!(
+                "{} timed out waiting for the {what} after {:.1} s",
+                self.describe(slot),
+                self.plan.connect_timeout_ns as f64 / 1e9
+            );
+            self.fail(slot, Counter::ErrTimeout, detail);
+        }
+    }
+
+    pub(super) fn fail_protocol(&mut self, slot: u32, error: ProtocolError) {
+        let detail = format!("{}: {error}", self.describe(slot));
+        self.fail(slot, Counter::ErrProtocol, detail);
+    }
+
+    /// Closes a connection because of an error, counting the error and the failed step.
+    pub(super) fn fail(&mut self, slot: u32, kind: Counter, detail: String) {
+        let conn = &self.conns[slot as usize];
+        match conn.state {
+            State::Idle | State::Closed => return,
+            // The end of a close we asked for is not an error.
+            State::Closing => return self.close_done(slot),
+            State::Connecting | State::Handshaking => {
+                let counter = if conn.churning { Counter::ChurnFail } else { Counter::ConnectFail };
+                self.shared.counters.add(counter, 1);
+                self.conns[slot as usize].churning = false;
+            }
+            State::LoginPending => self.count_login_failure(slot),
+            State::Open | State::Ready => {}
+        }
+        self.shared.counters.add(kind, 1);
+        self.sample(detail);
+        self.drop_conn(slot);
+    }
+
+    /// Closes the socket and frees the connection's buffers.
+    pub(super) fn drop_conn(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        if let Some(mut stream) = conn.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        conn.out = Vec::new();
+        conn.inp = Vec::new();
+        self.set_state(slot, State::Closed);
+    }
+}

@@ -1,0 +1,114 @@
+//! What the server sends: control frames, chat deliveries (timed, checked and recorded
+//! for exact loss accounting), login confirmations and errors.
+
+use super::conn::State;
+use super::Driver;
+use crate::clock::monotonic_ns;
+use crate::codec;
+use crate::message::{self, Incoming, Mark};
+use crate::stats::{self, Counter};
+
+impl Driver {
+    pub(super) fn on_frame(&mut self, slot: u32, frame: codec::Frame<'_>) {
+        if !frame.fin || frame.opcode == codec::OP_CONTINUATION {
+            let detail = format!("{} sent a fragmented message (not supported)", self.describe(slot));
+            self.fail(slot, Counter::ErrProtocol, detail);
+            return;
+        }
+        match frame.opcode {
+            codec::OP_TEXT if self.conns[slot as usize].state == State::Closing => {}
+            codec::OP_TEXT => self.on_text(slot, frame.payload),
+            codec::OP_PING => {
+                self.wbuf.clear();
+                let mask = self.next_mask();
+                codec::encode_client_frame(&mut self.wbuf, codec::OP_PONG, frame.payload, mask);
+                self.send_wbuf(slot);
+            }
+            codec::OP_PONG => {}
+            codec::OP_BINARY => {
+                let detail = format!("{} sent a binary frame", self.describe(slot));
+                self.fail(slot, Counter::ErrProtocol, detail);
+            }
+            codec::OP_CLOSE if self.conns[slot as usize].state == State::Closing => self.close_done(slot),
+            codec::OP_CLOSE => {
+                let code = frame.payload.get(..2).map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
+                let reason = String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default());
+                let detail = format!(
+                    "{} sent close {code} {reason:?} while {:?}",
+                    self.describe(slot),
+                    self.conns[slot as usize].state
+                );
+                self.send_close(slot, code);
+                self.fail(slot, Counter::ErrClosed, detail);
+            }
+            other => {
+                let detail = format!("{} sent opcode {other:#x}", self.describe(slot));
+                self.fail(slot, Counter::ErrProtocol, detail);
+            }
+        }
+    }
+
+    fn on_text(&mut self, slot: u32, payload: &[u8]) {
+        let index = self.first + slot;
+        match message::parse_incoming(payload) {
+            Incoming::Chat { data, reciever, sender } => match message::parse_mark(&data) {
+                Some(Mark::Login) => self.on_login_confirmed(slot),
+                Some(Mark::Chat { sent_ns, sender: from, seq }) => {
+                    let prefix = &self.plan.name_prefix;
+                    let to_me = message::index_of_name(&reciever, prefix) == Some(index);
+                    let from_sender = message::index_of_name(&sender, prefix) == Some(from);
+                    if !(to_me && from_sender) {
+                        self.shared.counters.add(Counter::Misrouted, 1);
+                        self.sample(format!(
+                            "connection {prefix}{index} got a message for {reciever:?} \
+                             from {sender:?} (sent by index {from})"
+                        ));
+                        return;
+                    }
+                    let latency = monotonic_ns().saturating_sub(sent_ns);
+                    stats::record_nanos(&mut self.latency_hist, latency);
+                    stats::record_nanos(&mut self.interval_hist, latency);
+                    self.receipts.record(from, seq);
+                    self.windows.delivered(from.wrapping_sub(self.first));
+                    self.shared.counters.add(Counter::Received, 1);
+                }
+                None => {
+                    let detail = format!(
+                        "{} delivered a chat message with unknown Data {:?}",
+                        self.describe(slot),
+                        truncate(&data)
+                    );
+                    self.shared.counters.add(Counter::ErrProtocol, 1);
+                    self.sample(detail);
+                }
+            },
+            Incoming::UserExists => {
+                let detail = format!("login as {}{index} rejected: \"User already exists\"", self.plan.name_prefix);
+                self.shared.counters.add(Counter::ErrLoginRejected, 1);
+                self.sample(detail);
+                if self.conns[slot as usize].state == State::LoginPending {
+                    self.count_login_failure(slot);
+                    self.set_state(slot, State::Open);
+                }
+            }
+            Incoming::ServerError(text) => {
+                self.shared.counters.add(Counter::ErrServer, 1);
+                let detail = format!("{} sent error {:?}", self.describe(slot), truncate(&text));
+                self.sample(detail);
+            }
+            Incoming::Unexpected => {
+                self.shared.counters.add(Counter::ErrProtocol, 1);
+                let detail = format!(
+                    "{} sent unexpected text {:?}",
+                    self.describe(slot),
+                    truncate(&String::from_utf8_lossy(payload))
+                );
+                self.sample(detail);
+            }
+        }
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(120).collect()
+}

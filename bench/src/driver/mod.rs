@@ -1,0 +1,386 @@
+//! One reactor thread of a worker: a `mio::Poll` and a fixed range of connections that it
+//! alone opens, logs in, chats on, churns and closes. Per connection it keeps only a
+//! [`Conn`] (72 bytes); reads go through one thread-wide 64 KiB buffer.
+//!
+//! The loop: poll, dispatch events by token, take commands, expire deadlines, advance the
+//! current activity (connect, login, chat or churn at its rate), publish interval stats.
+//!
+//! `Driver` is one type told in several files, one concern each:
+//! - `lifecycle`: connect, handshake, login, and churn's close and reconnect
+//! - `wire`: socket readiness, writes (queued when the socket would block) and reads
+//! - `inbound`: frames and messages from the server
+//! - `chat`: sending chat messages, open or closed loop; `window`: closed loop's windows
+//! - `failure`: deadlines and errors, which close a connection
+//! - `conn`: the per-connection state; `shared`: what the worker sees of the thread
+
+mod chat;
+mod conn;
+mod failure;
+mod inbound;
+mod lifecycle;
+mod shared;
+mod window;
+mod wire;
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use mio::{Events, Poll, Token};
+
+use crate::accounting::Receipts;
+use crate::clock::monotonic_ns;
+use crate::codec;
+use crate::config::Plan;
+use crate::ipc::Command;
+use crate::stats::{self, Counter};
+
+use self::conn::{Conn, State};
+pub use self::shared::{lock, Final, Shared};
+use self::window::Windows;
+
+/// The token of the thread's waker; connection tokens are `generation << 32 | slot`.
+pub const WAKER: Token = Token(usize::MAX);
+/// One read's worth; also the most a connection can hold as a partial frame plus this.
+const READ_CHUNK: usize = 64 * 1024;
+/// Connects or logins started per loop turn, so that a burst never starves reading.
+const START_BATCH: u32 = 512;
+/// Chat messages sent per loop turn at most, for the same reason.
+const CHAT_BATCH: u64 = 4096;
+/// How often interval latencies are handed to the worker's reporter.
+const PUBLISH_EVERY_NS: u64 = 100_000_000;
+/// Poll timeout while an activity runs: its pacing granularity.
+const ACTIVE_TICK: Duration = Duration::from_millis(1);
+/// Poll timeout while idle.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+/// Error descriptions one thread keeps for the report.
+const MAX_SAMPLES: usize = 20;
+
+enum Activity {
+    Idle,
+    Connect {
+        start_ns: u64,
+        next: u32,
+    },
+    Login {
+        start_ns: u64,
+        next: u32,
+    },
+    /// Open-loop chat: `scheduled` messages so far of the thread's share of `--rate`.
+    Chat {
+        start_ns: u64,
+        end_ns: u64,
+        scheduled: u64,
+    },
+    /// Closed-loop chat: deliveries refill the windows until `end_ns`.
+    ClosedLoop {
+        end_ns: u64,
+    },
+    Churn {
+        start_ns: u64,
+        end_ns: u64,
+        scheduled: u64,
+    },
+}
+
+pub struct Driver {
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    first: u32,
+    /// Connection state, pushed in slot order as the connect phase starts each one.
+    conns: Vec<Conn>,
+    /// Connections this thread is responsible for.
+    count: u32,
+    poll: Poll,
+    activity: Activity,
+    /// Fraction of all connections this thread holds: its share of every rate.
+    share: f64,
+    /// Connections in a pending state (connecting, handshaking, awaiting login).
+    pending: u32,
+    /// Churned connections whose close is done, to reconnect at the end of the turn.
+    reconnects: Vec<u32>,
+    deadlines: VecDeque<(u64, u32, u16)>,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    json: Vec<u8>,
+    data: Vec<u8>,
+    rng: u64,
+    connect_hist: Histogram<u64>,
+    login_hist: Histogram<u64>,
+    /// Churn reconnects: TCP connect to re-login confirmed.
+    churn_hist: Histogram<u64>,
+    latency_hist: Histogram<u64>,
+    interval_hist: Histogram<u64>,
+    receipts: Receipts,
+    windows: Windows,
+    samples_taken: usize,
+    last_publish_ns: u64,
+}
+
+impl Driver {
+    /// A driver for connections `first .. first + count`.
+    ///
+    /// # Errors
+    /// The poll instance cannot be created.
+    pub fn new(plan: Arc<Plan>, shared: Arc<Shared>, first: u32, count: u32) -> io::Result<Self> {
+        // Reserved, not touched: pages become resident as connections are started, so the
+        // RSS growth the coordinator reports per connection includes this state.
+        let conns = Vec::with_capacity(count as usize);
+        let share = count as f64 / plan.connections.max(1) as f64;
+        let rng = codec::splitmix64(plan.seed ^ (first as u64).wrapping_mul(0x9E37));
+        Ok(Self {
+            plan,
+            shared,
+            first,
+            conns,
+            count,
+            poll: Poll::new()?,
+            activity: Activity::Idle,
+            share,
+            pending: 0,
+            reconnects: Vec::new(),
+            deadlines: VecDeque::new(),
+            rbuf: vec![0; READ_CHUNK],
+            wbuf: Vec::with_capacity(4096),
+            json: Vec::with_capacity(4096),
+            data: Vec::with_capacity(4096),
+            rng,
+            connect_hist: stats::new_histogram(),
+            login_hist: stats::new_histogram(),
+            churn_hist: stats::new_histogram(),
+            latency_hist: stats::new_histogram(),
+            interval_hist: stats::new_histogram(),
+            receipts: Receipts::default(),
+            windows: Windows::default(),
+            samples_taken: 0,
+            last_publish_ns: 0,
+        })
+    }
+
+    /// The poll's registry, to make the worker's waker for this thread.
+    pub fn registry(&self) -> &mio::Registry {
+        self.poll.registry()
+    }
+
+    /// Runs until told to finish; returns the thread's histograms and receipts.
+    pub fn run(mut self) -> Final {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = match self.activity {
+                Activity::Idle => IDLE_TICK,
+                _ => ACTIVE_TICK,
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.sample(format!("poll failed: {e}"));
+                    break;
+                }
+            }
+            for event in events.iter() {
+                if event.token() != WAKER {
+                    self.on_event(event);
+                }
+            }
+            let now = monotonic_ns();
+            if self.take_commands(now) {
+                break;
+            }
+            self.expire_deadlines(now);
+            self.reconnect_closed(now);
+            self.advance(now);
+            if now.saturating_sub(self.last_publish_ns) >= PUBLISH_EVERY_NS {
+                self.publish(now);
+            }
+        }
+        self.publish(monotonic_ns());
+        Final {
+            connect: self.connect_hist,
+            login: self.login_hist,
+            churn: self.churn_hist,
+            latency: self.latency_hist,
+            tally: self.receipts.tally(),
+        }
+    }
+
+    fn take_commands(&mut self, now: u64) -> bool {
+        let commands: Vec<Command> = std::mem::take(&mut *lock(&self.shared.commands));
+        for command in commands {
+            self.activity = match command {
+                Command::Connect => Activity::Connect { start_ns: now, next: 0 },
+                Command::Login => Activity::Login { start_ns: now, next: 0 },
+                Command::Chat => self.start_chat(now),
+                Command::Churn => {
+                    Activity::Churn { start_ns: now, end_ns: now + self.plan.churn_duration_ns, scheduled: 0 }
+                }
+                Command::Finish => return true,
+            };
+        }
+        false
+    }
+
+    /// The chat phase as `--rate` or `--closed-loop` asks for it.
+    fn start_chat(&mut self, now: u64) -> Activity {
+        let end_ns = now + self.plan.duration_ns;
+        match self.plan.closed_loop {
+            Some(size) => {
+                self.windows = Windows::open(size, self.conns.len());
+                Activity::ClosedLoop { end_ns }
+            }
+            None => Activity::Chat { start_ns: now, end_ns, scheduled: 0 },
+        }
+    }
+
+    /// Starts whatever the current activity has due by `now`.
+    fn advance(&mut self, now: u64) {
+        let count = self.count;
+        match self.activity {
+            Activity::Idle => {}
+            Activity::Connect { start_ns, next } => {
+                let due = self.due(start_ns, now, self.plan.connect_rate, count as u64) as u32;
+                let end = due.min(next + START_BATCH);
+                for slot in next..end {
+                    self.start_connect(slot, now);
+                }
+                self.activity = Activity::Connect { start_ns, next: end };
+                if end == count && self.in_flight() == 0 {
+                    self.finish_phase(Command::Connect);
+                }
+            }
+            Activity::Login { start_ns, next } => {
+                let due = self.due(start_ns, now, self.plan.login_rate, count as u64) as u32;
+                let end = due.min(next + START_BATCH);
+                for slot in next..end {
+                    if self.conns.get(slot as usize).is_some_and(|c| c.state == State::Open) {
+                        self.start_login(slot, now);
+                    }
+                }
+                self.activity = Activity::Login { start_ns, next: end };
+                if end == count && self.in_flight() == 0 {
+                    self.finish_phase(Command::Login);
+                }
+            }
+            Activity::Chat { start_ns, end_ns, scheduled } => {
+                if now >= end_ns {
+                    self.finish_phase(Command::Chat);
+                    return;
+                }
+                let scheduled = self.catch_up(start_ns, now, self.plan.rate, scheduled);
+                let due = self.due(start_ns, now, self.plan.rate, u64::MAX);
+                let n = due.saturating_sub(scheduled).min(CHAT_BATCH);
+                for _ in 0..n {
+                    self.send_chat();
+                }
+                self.activity = Activity::Chat { start_ns, end_ns, scheduled: scheduled + n };
+            }
+            Activity::ClosedLoop { end_ns } => {
+                if now >= end_ns {
+                    // What is under way arrives during the coordinator's grace period.
+                    self.windows = Windows::default();
+                    self.finish_phase(Command::Chat);
+                    return;
+                }
+                self.refill_windows(CHAT_BATCH);
+            }
+            Activity::Churn { start_ns, end_ns, scheduled } => {
+                if now >= end_ns {
+                    // Reconnects still under way finish (or time out) first.
+                    if self.in_flight() == 0 {
+                        self.finish_phase(Command::Churn);
+                    }
+                    return;
+                }
+                let scheduled = self.catch_up(start_ns, now, self.plan.churn_rate, scheduled);
+                let due = self.due(start_ns, now, self.plan.churn_rate, u64::MAX);
+                let n = due.saturating_sub(scheduled).min(START_BATCH as u64);
+                for _ in 0..n {
+                    self.churn_one(now);
+                }
+                self.activity = Activity::Churn { start_ns, end_ns, scheduled: scheduled + n };
+            }
+        }
+    }
+
+    /// How many operations this thread's share of `rate` allows since `start_ns`
+    /// (`rate` 0: all of `limit` at once).
+    fn due(&self, start_ns: u64, now: u64, rate: u32, limit: u64) -> u64 {
+        if rate == 0 {
+            return limit;
+        }
+        let elapsed = now.saturating_sub(start_ns) as f64 / 1e9;
+        let due = (elapsed * rate as f64 * self.share) as u64 + 1;
+        due.min(limit)
+    }
+
+    /// Drops what is more than one second behind schedule, counting it, so a saturated
+    /// load generator reports the shortfall instead of bursting later.
+    fn catch_up(&mut self, start_ns: u64, now: u64, rate: u32, scheduled: u64) -> u64 {
+        let due = self.due(start_ns, now, rate, u64::MAX);
+        let per_second = ((rate as f64 * self.share) as u64).max(1);
+        let behind = due.saturating_sub(scheduled);
+        if behind > per_second {
+            let dropped = behind - per_second;
+            self.shared.counters.add(Counter::SendBehind, dropped);
+            return scheduled + dropped;
+        }
+        scheduled
+    }
+
+    fn finish_phase(&mut self, phase: Command) {
+        self.activity = Activity::Idle;
+        self.shared.done_phase.store(phase as u8, Ordering::Release);
+    }
+
+    fn in_flight(&self) -> u32 {
+        self.pending
+    }
+
+    fn set_state(&mut self, slot: u32, state: State) {
+        let conn = &mut self.conns[slot as usize];
+        let was_open = conn.state.is_open();
+        if conn.state.is_pending() {
+            self.pending -= 1;
+        }
+        if state.is_pending() {
+            self.pending += 1;
+        }
+        conn.state = state;
+        match (was_open, state.is_open()) {
+            (false, true) => self.shared.counters.add(Counter::Open, 1),
+            (true, false) => self.shared.counters.sub(Counter::Open, 1),
+            _ => {}
+        }
+    }
+
+    fn publish(&mut self, now: u64) {
+        self.last_publish_ns = now;
+        if self.interval_hist.is_empty() {
+            return;
+        }
+        stats::merge(&mut lock(&self.shared.interval_latency), &self.interval_hist);
+        self.interval_hist.reset();
+    }
+
+    fn sample(&mut self, detail: String) {
+        if self.samples_taken < MAX_SAMPLES {
+            self.samples_taken += 1;
+            lock(&self.shared.samples).push(detail);
+        }
+    }
+
+    fn describe(&self, slot: u32) -> String {
+        let index = self.first + slot;
+        format!("{}{index} on {}", self.plan.name_prefix, self.plan.target_of(index).url)
+    }
+
+    fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(1);
+        codec::splitmix64(self.rng)
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        (self.next_random() as u32).to_le_bytes()
+    }
+}

@@ -1,0 +1,49 @@
+//! What a driver thread shares with its worker while it runs, and what it hands back at
+//! the end.
+
+use std::sync::atomic::AtomicU8;
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+use crate::accounting::Tally;
+use crate::ipc::Command;
+use crate::stats::{self, Counters};
+
+/// What a driver thread shares with its worker's reporter.
+pub struct Shared {
+    pub counters: Counters,
+    /// Chat latencies since the reporter last took them.
+    pub interval_latency: Mutex<Histogram<u64>>,
+    /// Error descriptions not yet reported.
+    pub samples: Mutex<Vec<String>>,
+    pub commands: Mutex<Vec<Command>>,
+    /// The last phase this thread finished.
+    pub done_phase: AtomicU8,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            counters: Counters::default(),
+            interval_latency: Mutex::new(stats::new_histogram()),
+            samples: Mutex::default(),
+            commands: Mutex::default(),
+            done_phase: AtomicU8::new(0),
+        }
+    }
+}
+
+/// What a thread hands back when told to finish.
+pub struct Final {
+    pub connect: Histogram<u64>,
+    pub login: Histogram<u64>,
+    pub churn: Histogram<u64>,
+    pub latency: Histogram<u64>,
+    pub tally: Tally,
+}
+
+/// Locks a mutex, ignoring poisoning: the data are counters and samples, still usable.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

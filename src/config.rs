@@ -3,7 +3,10 @@
 //! `main.rs` parses the command line into [`Config`]; [`Config::validate`]
 //! refuses bad combinations at start with a message that says what to change.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -27,8 +30,31 @@ pub enum Routing {
     Broadcast,
 }
 
+/// A secret given on the command line or in the environment: never shown
+/// by `Debug`, so logging the configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
 #[derive(Parser, Debug, Clone)]
-#[command(name = "switchboard", version, about = "WebSocket chat node (seed protocol), clustered through Redis")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "WebSocket chat node (seed protocol), clustered through Redis",
+    after_help = "Mint a signed token for a user: switchboard token --help"
+)]
 pub struct Config {
     /// Address to listen on. Port 0 picks a free port (printed at start).
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:9000")]
@@ -85,9 +111,50 @@ pub struct Config {
     #[arg(long, default_value_t = 60)]
     pub keepalive: u64,
 
-    /// Longest user name, in bytes. Names are Redis channel names too.
+    /// Longest user name, in bytes, as given and as its key (see README, "User
+    /// names"). Names are Redis channel names too; 64 bytes fit any real name.
     #[arg(long, default_value_t = 64)]
     pub max_name_len: usize,
+
+    /// Secret for HS256/384/512 tokens: authenticated mode, where a login needs a
+    /// signed token whose `sub` is the user name. At least 32 bytes (RFC 7518
+    /// 3.2). Prefer the file or the environment: a command line is visible to
+    /// every local user. Default: none of the three --auth-* keys, open mode
+    /// (the seed's: any client takes any name), announced by a WARN line at start.
+    #[arg(long, env = "SWITCHBOARD_AUTH_SECRET", hide_env_values = true, value_name = "SECRET",
+          conflicts_with_all = ["auth_secret_file", "auth_public_key"])]
+    pub auth_secret: Option<Secret>,
+
+    /// File holding the HS256 secret (one trailing newline is dropped).
+    #[arg(long, value_name = "PATH", conflicts_with = "auth_public_key")]
+    pub auth_secret_file: Option<PathBuf>,
+
+    /// PEM public key whose private half signs the tokens (RSA: RS*/PS*; EC
+    /// P-256: ES256, P-384: ES384; Ed25519: EdDSA). The node then holds no
+    /// secret that could mint tokens.
+    #[arg(long, value_name = "PEM-FILE")]
+    pub auth_public_key: Option<PathBuf>,
+
+    /// Seconds a token's nbf or iat may lie ahead of this node's clock (the
+    /// issuer's clock may run ahead). 60 s is the usual default (jsonwebtoken,
+    /// Spring Security) and covers NTP-kept clocks many times over; exp gets no
+    /// leeway, so a connection never outlives its token.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub auth_leeway: u64,
+
+    /// The `aud` tokens must name. Default: none, and a token naming any
+    /// audience is refused (it was issued for another service).
+    #[arg(long, value_name = "AUD")]
+    pub auth_audience: Option<String>,
+
+    /// Origin allowed to open a WebSocket (repeatable): `https://chat.example.com`,
+    /// `https://*.example.com` (any subdomain), `http://localhost:*` (any port),
+    /// `*` (any). Others get 403. Default: any in open mode (nothing to protect);
+    /// in authenticated mode only pages of this host (Origin's host:port equals
+    /// the Host header), so another site cannot use a visitor's token or cookies.
+    /// A request without an Origin (not a browser) is always let through.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
 
     /// Redis URL (redis://host:port) to join a cluster; without it the node runs alone.
     #[arg(long, env = "SWITCHBOARD_REDIS")]
@@ -124,6 +191,8 @@ pub enum ConfigError {
     OutOfRange { flag: &'static str, min: u64, max: u64, unit: &'static str, got: u64 },
     #[error("{flag} needs --redis URL")]
     NeedsRedis { flag: &'static str },
+    #[error("{flag} needs --auth-secret, --auth-secret-file or --auth-public-key")]
+    NeedsAuth { flag: &'static str },
 }
 
 /// `value` of `flag` within `min..=max`.
@@ -157,6 +226,10 @@ impl Config {
         in_range("--message-timeout", self.message_timeout, 1, 86_400, " s")?;
         in_range("--handshake-timeout", self.handshake_timeout, 1, 86_400, " s")?;
         in_range("--max-name-len", self.max_name_len as u64, 1, 1024, " bytes")?;
+        in_range("--auth-leeway", self.auth_leeway, 0, 3600, " s")?;
+        if self.auth_audience.is_some() && !self.authenticated() {
+            return Err(ConfigError::NeedsAuth { flag: "--auth-audience" });
+        }
         // The lease is renewed every third of it.
         in_range("--lease-secs", self.lease_secs, 3, 86_400, " s")?;
         if self.redis.is_none() {
@@ -168,6 +241,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether logins need signed tokens (one of the --auth-* keys is given).
+    pub fn authenticated(&self) -> bool {
+        self.auth_secret.is_some() || self.auth_secret_file.is_some() || self.auth_public_key.is_some()
     }
 
     /// Reactor count with 0 resolved to the number of cores.

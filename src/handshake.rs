@@ -1,9 +1,12 @@
 //! The HTTP side of a connection: the WebSocket upgrade (RFC 6455 section 4),
-//! `/healthz`, `/metrics`, and clear HTTP errors for everything else.
+//! with its Origin check and the token it may carry, `/healthz`, `/metrics`,
+//! and clear HTTP errors for everything else.
 
 use std::fmt::Write;
 
 use tungstenite::handshake::derive_accept_key;
+
+use crate::auth::OriginPolicy;
 
 /// Most headers we look at in one request; more gets 431.
 const MAX_HEADERS: usize = 48;
@@ -17,11 +20,13 @@ pub enum Endpoint {
 
 /// What to do with the bytes received so far.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Outcome<'a> {
     /// The request head is not complete yet.
     Incomplete,
-    /// Upgraded: the 101 response is in `out`; `consumed` bytes were the request.
-    Upgrade { endpoint: Endpoint, consumed: usize },
+    /// Upgraded: the 101 response is in `out`; `consumed` bytes were the
+    /// request, which may have carried a token (`Authorization: Bearer`, or
+    /// `?token=` where a browser cannot set headers).
+    Upgrade { endpoint: Endpoint, consumed: usize, token: Option<&'a str> },
     /// A plain HTTP response is in `out`; close after sending it.
     Respond { status: u16 },
 }
@@ -31,11 +36,18 @@ pub struct Routes<'a> {
     pub ws_path: &'a str,
     pub echo_path: Option<&'a str>,
     pub max_header_bytes: usize,
+    /// Which pages may open a WebSocket (403 for others).
+    pub origins: &'a OriginPolicy,
 }
 
 /// Reads a request head from `buf`; writes any response into `out`.
 /// `metrics` renders `/metrics` when asked for.
-pub fn handle(buf: &[u8], routes: &Routes<'_>, out: &mut Vec<u8>, metrics: impl FnOnce() -> String) -> Outcome {
+pub fn handle<'b>(
+    buf: &'b [u8],
+    routes: &Routes<'_>,
+    out: &mut Vec<u8>,
+    metrics: impl FnOnce() -> String,
+) -> Outcome<'b> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let consumed = match req.parse(buf) {
@@ -85,12 +97,32 @@ pub fn handle(buf: &[u8], routes: &Routes<'_>, out: &mut Vec<u8>, metrics: impl 
     let Some(key) = header("Sec-WebSocket-Key").filter(|k| is_valid_key(k)) else {
         return respond(out, 400, "missing or malformed Sec-WebSocket-Key\n", &[]);
     };
+    let origin = header("Origin");
+    if !routes.origins.allows(origin, header("Host")) {
+        let shown = String::from_utf8_lossy(origin.unwrap_or_default());
+        return respond(out, 403, &format!("Origin {shown} may not open a WebSocket here (--allowed-origin)\n"), &[]);
+    }
+    let token = bearer(header("Authorization")).or_else(|| query_token(full_path));
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     out.extend_from_slice(derive_accept_key(key).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
-    Outcome::Upgrade { endpoint, consumed }
+    Outcome::Upgrade { endpoint, consumed, token }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header (RFC 6750 2.1).
+fn bearer(value: Option<&[u8]>) -> Option<&str> {
+    let value = std::str::from_utf8(value?).ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// The `token` parameter of the query. A JWT is base64url and dots, which
+/// need no percent-escaping, so it is taken as it stands.
+fn query_token(path: &str) -> Option<&str> {
+    let (_, query) = path.split_once('?')?;
+    query.split('&').find_map(|pair| pair.strip_prefix("token=")).filter(|t| !t.is_empty())
 }
 
 /// A key is 16 random bytes in base64: 24 characters ending in "==".
@@ -100,10 +132,11 @@ fn is_valid_key(key: &[u8]) -> bool {
         && key[..22].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
-fn respond(out: &mut Vec<u8>, status: u16, body: &str, extra: &[(&str, &str)]) -> Outcome {
+fn respond(out: &mut Vec<u8>, status: u16, body: &str, extra: &[(&str, &str)]) -> Outcome<'static> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
@@ -127,11 +160,16 @@ fn respond(out: &mut Vec<u8>, status: u16, body: &str, extra: &[(&str, &str)]) -
 mod tests {
     use super::*;
 
-    const ROUTES: Routes<'static> = Routes { ws_path: "/ws", echo_path: Some("/echo"), max_header_bytes: 8192 };
+    const ROUTES: Routes<'static> =
+        Routes { ws_path: "/ws", echo_path: Some("/echo"), max_header_bytes: 8192, origins: &OriginPolicy::Any };
 
-    fn run(req: &str) -> (Outcome, String) {
+    fn run(req: &str) -> (Outcome<'_>, String) {
+        run_with(req, &ROUTES)
+    }
+
+    fn run_with<'a>(req: &'a str, routes: &Routes<'_>) -> (Outcome<'a>, String) {
         let mut out = Vec::new();
-        let outcome = handle(req.as_bytes(), &ROUTES, &mut out, || "m 1\n".into());
+        let outcome = handle(req.as_bytes(), routes, &mut out, || "m 1\n".into());
         (outcome, String::from_utf8(out).unwrap())
     }
 
@@ -140,7 +178,7 @@ mod tests {
     #[test]
     fn upgrades_with_the_rfc_accept_key() {
         let (outcome, out) = run(UPGRADE);
-        assert_eq!(outcome, Outcome::Upgrade { endpoint: Endpoint::Chat, consumed: UPGRADE.len() });
+        assert_eq!(outcome, Outcome::Upgrade { endpoint: Endpoint::Chat, consumed: UPGRADE.len(), token: None });
         assert!(out.starts_with("HTTP/1.1 101 "));
         // The example from RFC 6455 section 1.3.
         assert!(out.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
@@ -169,5 +207,39 @@ mod tests {
         let (outcome, out) = run("GET /metrics HTTP/1.1\r\n\r\n");
         assert_eq!(outcome, Outcome::Respond { status: 200 });
         assert!(out.ends_with("m 1\n"));
+    }
+
+    fn token_of(req: &str) -> Option<String> {
+        match run(req).0 {
+            Outcome::Upgrade { token, .. } => token.map(str::to_string),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_token_comes_in_the_authorization_header_or_the_query() {
+        let header = UPGRADE.replace("Host: h\r\n", "Host: h\r\nAuthorization: Bearer a.b.c\r\n");
+        assert_eq!(token_of(&header).as_deref(), Some("a.b.c"));
+        let lower = UPGRADE.replace("Host: h\r\n", "Host: h\r\nauthorization: bearer  x.y.z \r\n");
+        assert_eq!(token_of(&lower).as_deref(), Some("x.y.z"));
+        let basic = UPGRADE.replace("Host: h\r\n", "Host: h\r\nAuthorization: Basic YTpi\r\n");
+        assert_eq!(token_of(&basic), None);
+        assert_eq!(token_of(&UPGRADE.replace("/ws?x=1", "/ws?x=1&token=q.r.s")).as_deref(), Some("q.r.s"));
+        assert_eq!(token_of(&UPGRADE.replace("/ws?x=1", "/ws?token=")), None);
+        assert_eq!(token_of(UPGRADE), None);
+    }
+
+    #[test]
+    fn origins_outside_the_policy_get_403() {
+        let same_host = OriginPolicy::SameHost;
+        let routes = Routes { origins: &same_host, ..ROUTES };
+        let evil = UPGRADE.replace("Host: h\r\n", "Host: h\r\nOrigin: https://evil.example\r\n");
+        let (outcome, out) = run_with(&evil, &routes);
+        assert_eq!(outcome, Outcome::Respond { status: 403 });
+        assert!(out.starts_with("HTTP/1.1 403 Forbidden\r\n") && out.contains("https://evil.example"), "{out}");
+        let own = UPGRADE.replace("Host: h\r\n", "Host: h\r\nOrigin: http://h\r\n");
+        assert!(matches!(run_with(&own, &routes).0, Outcome::Upgrade { .. }));
+        assert!(matches!(run_with(UPGRADE, &routes).0, Outcome::Upgrade { .. }), "no Origin");
+        assert!(matches!(run(&evil).0, Outcome::Upgrade { .. }), "any origin");
     }
 }

@@ -4,6 +4,8 @@
 //! # Layout
 //!
 //! - [`config`]: every knob, its default and why that default.
+//! - [`auth`]: signed tokens (authenticated mode), the Origin check, `switchboard token`.
+//! - [`names`]: the user-name profile: what a name may hold, the key it is unique under.
 //! - [`server`]: starts a node: open-file limit, listeners, reactors, the bus.
 //! - `reactor`: one poll loop per thread: accept, read, frames, chat, write,
 //!   timers, close; a connection's state lives there and nowhere else.
@@ -18,9 +20,10 @@
 //! - `limits`: the process's open-file limit.
 //!
 //! The public API is what the binary and the tests use: the parsers and
-//! encoders of the wire (fuzzed by `tests/garbage.rs`), the configuration
-//! and [`server::run`].
+//! encoders of the wire, the token verifier and the name profile (fuzzed by
+//! `tests/garbage.rs`), the configuration and [`server::run`].
 
+pub mod auth;
 mod bus;
 pub mod codec;
 pub mod config;
@@ -30,6 +33,7 @@ mod hub;
 mod inbox;
 mod limits;
 mod metrics;
+pub mod names;
 pub mod protocol;
 mod reactor;
 pub mod server;

@@ -11,6 +11,7 @@ use mio::Poll;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use thiserror::Error;
 
+use crate::auth::{Auth, AuthError};
 use crate::bus::local::LocalBus;
 use crate::bus::Bus;
 use crate::config::{AcceptMode, Config, ConfigError};
@@ -41,6 +42,8 @@ pub enum StartError {
     Reactor { reactor: usize, source: io::Error },
     #[error("cannot join the cluster: {0}")]
     Bus(crate::bus::redis::StartError),
+    #[error("{0}")]
+    Auth(#[from] AuthError),
 }
 
 /// A running node.
@@ -79,6 +82,8 @@ impl Node {
 /// A [`StartError`] saying what to change: bad config, port in use, no bus.
 pub fn start(config: Config) -> Result<Node, StartError> {
     config.validate()?;
+    let auth = Arc::new(Auth::from_config(&config)?);
+    auth.announce();
     let config = Arc::new(config);
     let room = match limits::raise_nofile() {
         Ok(n) => {
@@ -122,7 +127,8 @@ pub fn start(config: Config) -> Result<Node, StartError> {
         // The kernel spreads connections over reactors evenly on average; a
         // reactor that gets more grows its slab past this.
         let slab_capacity = capacity.div_ceil(reactors) + capacity / reactors / 8;
-        let reactor = Reactor::new(id, poll, listener, Arc::clone(&hub), Arc::clone(&bus), Arc::clone(&config))
+        let (hub, bus, config, auth) = (Arc::clone(&hub), Arc::clone(&bus), Arc::clone(&config), Arc::clone(&auth));
+        let reactor = Reactor::new(id, poll, listener, hub, bus, config, auth)
             .map(|r| r.with_slab_capacity(slab_capacity))
             .map_err(|source| StartError::Reactor { reactor: id, source })?;
         let thread = std::thread::Builder::new()

@@ -1,100 +1,52 @@
-//! The chat protocol on one connection: what each request does (login,
-//! chat, whoami), where a chat message goes (this reactor, another reactor
-//! of this node, or the bus), and the replies. Every text a client reads
-//! comes from [`protocol`].
+//! The chat protocol on one connection: what each request does (login and
+//! refresh in `login`; chat, whoami here), where a chat message goes (this
+//! reactor, another reactor of this node, or the bus), and the replies.
+//! Every text a client reads comes from [`protocol`].
 
 use std::mem;
 use std::sync::atomic::Ordering::Relaxed;
 
 use mio::Token;
 
-use super::conn::{Conn, Login};
+use super::conn::Conn;
 use super::context::{Context, Outcome};
+use super::login;
+use super::reply::{log_in_first, reply_error, reply_failure, reply_with};
 use super::write::queue_frame;
-use crate::bus::{Claim, Published, Undelivered};
+use crate::bus::{Published, Undelivered};
 use crate::codec::op;
 use crate::inbox::Command;
+use crate::names;
 use crate::protocol::{self, Failure, Request};
 
 /// One whole text message from a client of the chat endpoint.
 pub(super) fn on_text(conn: &mut Conn, token: Token, cx: &mut Context, text: &str) -> Outcome {
-    let request = match protocol::parse(text, cx.config.max_name_len) {
+    let request = match protocol::parse(text) {
         Ok(request) => request,
         Err(e) => return reply_error(conn, token, cx, &e.to_string()),
     };
     match request {
-        Request::Login { name } => login(conn, token, cx, &name),
+        Request::Login { name, token: jwt } => login::login(conn, token, cx, &name, &jwt),
+        Request::Refresh { token: jwt } => login::refresh(conn, token, cx, &jwt),
         Request::Chat { to, data } => chat(conn, token, cx, &to, &data),
         Request::WhoAmI => {
-            let mut encoded = mem::take(&mut cx.encode);
-            encoded.clear();
-            protocol::encode_whoami(&mut encoded, conn.speaker().unwrap_or_default());
-            let outcome = queue_frame(conn, token, cx, op::TEXT, &encoded);
-            cx.encode = encoded;
-            outcome
+            let name = conn.speaker().map(compact_str::CompactString::from).unwrap_or_default();
+            reply_with(conn, token, cx, |out| protocol::encode_whoami(out, &name))
         }
     }
 }
 
-/// Claims `name` on this node (the directory), then for the cluster (the bus).
-fn login(conn: &mut Conn, token: Token, cx: &mut Context, name: &str) -> Outcome {
-    if let Login::Pending(current) | Login::Granted(current) = conn.login() {
-        let why = Failure::AlreadyLoggedIn(current).to_string();
-        return reply_error(conn, token, cx, &why);
-    }
-    let at = cx.conn_ref(token);
-    if !cx.hub.directory.insert_if_absent(name, at) {
-        return queue_frame(conn, token, cx, op::TEXT, protocol::USER_EXISTS);
-    }
-    match cx.bus.claim(name, at) {
-        Claim::Granted => {
-            conn.log_in(name, true);
-            cx.stats().users.fetch_add(1, Relaxed);
-            Ok(())
-        }
-        Claim::Pending => {
-            conn.log_in(name, false);
-            Ok(())
-        }
-    }
-}
-
-/// The bus decided a login that was pending (the caller then takes up the
-/// input that waited for it), or (`accepted` false on a granted login) revoked one: after a Redis outage another node proved
-/// to hold the name, and the user here gets the seed's refusal.
-pub(super) fn login_decided(conn: &mut Conn, token: Token, cx: &mut Context, accepted: bool) -> Outcome {
-    match (conn.login(), accepted) {
-        (Login::Pending(_), true) => {
-            conn.grant();
-            cx.stats().users.fetch_add(1, Relaxed);
-            Ok(())
-        }
-        (Login::Pending(_), false) => refuse(conn, token, cx),
-        (Login::Granted(_), false) => {
-            cx.stats().users.fetch_sub(1, Relaxed);
-            refuse(conn, token, cx)
-        }
-        (Login::Granted(_), true) | (Login::Anonymous, _) => Ok(()),
-    }
-}
-
-/// Takes a name the bus gave to someone else (the bus knows already).
-fn refuse(conn: &mut Conn, token: Token, cx: &mut Context) -> Outcome {
-    if let Some((name, _)) = conn.log_out() {
-        cx.hub.directory.remove(&name, cx.conn_ref(token));
-    }
-    queue_frame(conn, token, cx, op::TEXT, protocol::USER_EXISTS)
-}
-
-/// Sends a chat message to `to`: on this reactor once the sender's handler
-/// is done, on another reactor through its inbox, elsewhere through the bus.
-/// It is encoded once, with the sender's name taken from the connection.
+/// Sends a chat message to `to` (as the sender wrote it; looked up by its
+/// key): on this reactor once the sender's handler is done, on another
+/// reactor through its inbox, elsewhere through the bus. It is encoded
+/// once, with the sender's name taken from the connection.
 fn chat(conn: &mut Conn, token: Token, cx: &mut Context, to: &str, data: &str) -> Outcome {
     // Never a pending login here: input waits until the bus decides.
     let Some(from) = conn.speaker() else {
-        return reply_failure(conn, token, cx, Failure::LogInFirst);
+        return log_in_first(conn, token, cx);
     };
-    let holder = cx.hub.directory.lookup(to);
+    let key = names::key(to);
+    let holder = cx.hub.directory.lookup(&key);
     if let Some(at) = holder.filter(|at| at.reactor == cx.id) {
         cx.local.push(at.token, |out| protocol::encode_chat(out, data, to, from));
         return Ok(());
@@ -107,7 +59,7 @@ fn chat(conn: &mut Conn, token: Token, cx: &mut Context, to: &str, data: &str) -
             cx.hub.send(at, Command::Deliver { token: at.token, payload: encoded[..].into() });
             Published::Sent
         }
-        None => cx.bus.publish(to, &encoded, cx.conn_ref(token)),
+        None => cx.bus.publish(&key, &encoded, cx.conn_ref(token)),
     };
     cx.encode = encoded;
     match published {
@@ -137,17 +89,4 @@ pub(super) fn undelivered(conn: &mut Conn, token: Token, cx: &mut Context, why: 
     match why {
         Undelivered::NotOnline(name) => reply_failure(conn, token, cx, Failure::NotOnline(name)),
     }
-}
-
-fn reply_failure(conn: &mut Conn, token: Token, cx: &mut Context, failure: Failure<'_>) -> Outcome {
-    reply_error(conn, token, cx, &failure.to_string())
-}
-
-fn reply_error(conn: &mut Conn, token: Token, cx: &mut Context, message: &str) -> Outcome {
-    let mut encoded = mem::take(&mut cx.encode);
-    encoded.clear();
-    protocol::encode_error(&mut encoded, message);
-    let outcome = queue_frame(conn, token, cx, op::TEXT, &encoded);
-    cx.encode = encoded;
-    outcome
 }

@@ -74,8 +74,10 @@ fn log_out(conn: &mut Conn, token: Token, cx: &mut Context) {
         return;
     };
     let at = cx.conn_ref(token);
-    cx.hub.directory.remove(&name, at);
-    cx.bus.release(&name, at);
+    // Held under its key (see `names`), not as the client wrote it.
+    let key = crate::names::key(&name);
+    cx.hub.directory.remove(&key, at);
+    cx.bus.release(&key, at);
     if granted {
         cx.stats().users.fetch_sub(1, Relaxed);
     }

@@ -8,7 +8,8 @@
 //! message needs is boxed behind one pointer, and the login is a name plus a one-byte state
 //! rather than an enum of two name-carrying variants (which would not fit the
 //! name's niche and would cost 8 bytes more per connection); [`Conn::login`]
-//! gives it back as the enum [`Login`].
+//! gives it back as the enum [`Login`]. A token's expiry is 4 bytes of Unix
+//! seconds, which fill padding the entry had anyway (still 80 bytes).
 
 use compact_str::CompactString;
 use mio::net::TcpStream;
@@ -63,6 +64,8 @@ pub(super) mod flag {
     pub const STALLED: u8 = 2;
     /// Has an entry in the reactor's stalled-message timer queue.
     pub const STALL_TIMER: u8 = 4;
+    /// Has an entry in the reactor's token-expiry wheel.
+    pub const EXPIRY_TIMER: u8 = 8;
 }
 
 /// A message arriving in fragments.
@@ -88,6 +91,8 @@ pub(super) struct Partial {
 pub(super) struct Conn {
     pub socket: TcpStream,
     generation: u32,
+    /// When the login's token expires, in Unix seconds (0: no token, open mode).
+    expiry: u32,
     pub phase: Phase,
     pub flags: u8,
     login: LoginState,
@@ -104,6 +109,7 @@ impl Conn {
         Conn {
             socket,
             generation,
+            expiry: 0,
             phase: Phase::Handshake,
             flags: 0,
             login: LoginState::Anonymous,
@@ -184,6 +190,16 @@ impl Conn {
         pending
     }
 
+    /// When the token of the login expires (Unix seconds; 0 when there is none).
+    pub fn expiry(&self) -> u64 {
+        u64::from(self.expiry)
+    }
+
+    /// Sets when the login's token expires (past 2106 counts as 2106).
+    pub fn set_expiry(&mut self, at: u64) {
+        self.expiry = u32::try_from(at).unwrap_or(u32::MAX);
+    }
+
     /// Ends the login, whatever its state: the name, and whether it was granted.
     pub fn log_out(&mut self) -> Option<(CompactString, bool)> {
         let granted = self.login == LoginState::Granted;
@@ -233,6 +249,8 @@ mod tests {
         // The slab entry is most of what an idle connection costs in user space.
         // 80 bytes in release builds; mio's sockets carry a selector id in debug builds.
         assert!(std::mem::size_of::<Conn>() <= 104, "{}", std::mem::size_of::<Conn>());
+        #[cfg(not(debug_assertions))]
+        assert_eq!(std::mem::size_of::<Conn>(), 80);
     }
 
     fn conn() -> Conn {

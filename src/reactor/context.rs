@@ -9,6 +9,7 @@ use mio::Token;
 use super::local::LocalDeliveries;
 use super::output::BufferPool;
 use super::timers::Timers;
+use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::directory::ConnRef;
@@ -37,6 +38,8 @@ pub(super) struct Context {
     pub hub: Arc<Hub>,
     pub bus: Arc<dyn Bus>,
     pub config: Arc<Config>,
+    /// Tokens (authenticated mode) and origins.
+    pub auth: Arc<Auth>,
     /// Where replies and chat messages are encoded before they are queued.
     pub encode: Vec<u8>,
     pub pool: BufferPool,

@@ -13,12 +13,15 @@
 //! - `accept`: new sockets, and which reactor takes each.
 //! - `read`: edge-triggered reads, HTTP heads and frames parsed in place.
 //! - `frames`: control frames, fragments, whole messages to their endpoint.
-//! - `chat`: the chat protocol: login, chat, whoami, routing, replies.
+//! - `chat`: the chat protocol: chat, whoami, routing.
+//! - `login`: logins (open mode, or signed tokens), refreshes, token expiry.
+//! - `reply`: error replies to a connection's client.
 //! - `local`: messages for other connections of this reactor.
 //! - `write`: output queued per turn and written once.
 //! - `output`: a connection's pending output, the buffer pool.
 //! - `context`: the reactor's state but its connections; the handlers' outcome.
 //! - `timers`: deadlines (handshake, stalled message, close), a FIFO per timeout.
+//! - `expiry`: tokens' deadlines, which vary: a wheel of one-second slots.
 //! - `stalled`: the `--message-timeout` rule.
 //! - `close`: what a [`Stop`] does.
 //! - `conn`: per-connection state.
@@ -28,10 +31,13 @@ mod chat;
 mod close;
 mod conn;
 mod context;
+mod expiry;
 mod frames;
 mod local;
+mod login;
 mod output;
 mod read;
+mod reply;
 mod stalled;
 mod timers;
 mod write;
@@ -53,6 +59,7 @@ use self::context::{Context, Outcome, Stop};
 use self::local::LocalDeliveries;
 use self::output::BufferPool;
 use self::timers::Timers;
+use crate::auth::{self, Auth};
 use crate::bus::Bus;
 use crate::codec::close::GOING_AWAY;
 use crate::config::Config;
@@ -81,6 +88,7 @@ impl Reactor {
         hub: Arc<Hub>,
         bus: Arc<dyn Bus>,
         config: Arc<Config>,
+        auth: Arc<Auth>,
     ) -> io::Result<Reactor> {
         if let Some(l) = listener.as_mut() {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
@@ -90,6 +98,7 @@ impl Reactor {
             hub,
             bus,
             config,
+            auth,
             encode: Vec::with_capacity(1024),
             pool: BufferPool::default(),
             dirty: Vec::new(),
@@ -283,6 +292,12 @@ impl Reactor {
         while let Some(token) = self.cx.timers.closing.pop_expired(now) {
             self.with_conn(token, |_, _| Err(Stop::Drop));
         }
+        if !self.cx.timers.tokens.is_empty() {
+            let unix = auth::unix_now();
+            while let Some(token) = self.cx.timers.tokens.pop_due(unix) {
+                self.with_conn(token, |conn, cx| login::check_expiry(conn, token, cx, unix));
+            }
+        }
         self.reap_closed();
     }
 
@@ -299,7 +314,7 @@ impl Reactor {
                 self.with_conn(token, |conn, cx| {
                     // Input waited while the login was pending: take it up now.
                     let was_pending = conn.is_pending();
-                    chat::login_decided(conn, token, cx, accepted)?;
+                    login::login_decided(conn, token, cx, accepted)?;
                     if was_pending {
                         read::resume(conn, token, cx)?;
                     }

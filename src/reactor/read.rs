@@ -16,11 +16,12 @@ use mio::Token;
 use super::conn::{Closing, Conn, Phase};
 use super::context::{Context, Outcome, Stop};
 use super::frames;
+use super::login;
 use super::stalled;
 use super::timers::CLOSE_GRACE;
 use super::write::{self, mark_dirty};
 use crate::codec::{self, close};
-use crate::handshake::{self, Routes};
+use crate::handshake::{self, Endpoint, Routes};
 
 /// Bytes read per `read` call: one buffer per reactor, shared by all its connections.
 pub(super) const SCRATCH_SIZE: usize = 64 * 1024;
@@ -116,7 +117,7 @@ fn process(conn: &mut Conn, token: Token, cx: &mut Context, buf: &mut [u8]) -> R
     loop {
         match conn.phase {
             Phase::Closing(_) | Phase::Gone => return Ok((buf.len(), 0)),
-            Phase::Handshake => match upgrade(conn, token, cx, &buf[pos..]) {
+            Phase::Handshake => match upgrade(conn, token, cx, &buf[pos..])? {
                 Some(consumed) if conn.is_open() => pos += consumed,
                 Some(_) => return Ok((buf.len(), 0)),
                 None => return Ok((pos, 0)),
@@ -149,24 +150,30 @@ fn process(conn: &mut Conn, token: Token, cx: &mut Context, buf: &mut [u8]) -> R
 }
 
 /// Answers the HTTP request at the front of `buf`: the upgrade (the
-/// connection is then open) or a plain response (it is then closing).
-/// Returns the bytes the request took, or `None` while it is incomplete.
-fn upgrade(conn: &mut Conn, token: Token, cx: &mut Context, buf: &[u8]) -> Option<usize> {
+/// connection is then open, and logged in if the request carried a token)
+/// or a plain response (it is then closing). Returns the bytes the request
+/// took, or `None` while it is incomplete.
+fn upgrade(conn: &mut Conn, token: Token, cx: &mut Context, buf: &[u8]) -> Result<Option<usize>, Stop> {
     let routes = Routes {
         ws_path: &cx.config.ws_path,
         echo_path: cx.config.echo_path.as_deref(),
         max_header_bytes: cx.config.max_header_bytes,
+        origins: cx.auth.origins(),
     };
     let hub = &cx.hub;
     // Written straight into the (empty) output: no pooled buffer is held
     // by a connection whose request is still incomplete.
     let outcome = handshake::handle(buf, &routes, conn.output.unpooled(), || hub.metrics.render());
     let consumed = match outcome {
-        handshake::Outcome::Incomplete => return None,
-        handshake::Outcome::Upgrade { endpoint, consumed } => {
+        handshake::Outcome::Incomplete => return Ok(None),
+        handshake::Outcome::Upgrade { endpoint, consumed, token: jwt } => {
             conn.phase = Phase::Open(endpoint);
             cx.stats().handshakes.fetch_add(1, Relaxed);
-            consumed
+            mark_dirty(conn, token, &mut cx.dirty);
+            if endpoint == Endpoint::Chat {
+                login::on_upgrade(conn, token, cx, jwt)?;
+            }
+            return Ok(Some(consumed));
         }
         handshake::Outcome::Respond { .. } => {
             conn.phase = Phase::Closing(Closing::Flushing);
@@ -175,5 +182,5 @@ fn upgrade(conn: &mut Conn, token: Token, cx: &mut Context, buf: &[u8]) -> Optio
         }
     };
     mark_dirty(conn, token, &mut cx.dirty);
-    Some(consumed)
+    Ok(Some(consumed))
 }

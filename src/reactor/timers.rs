@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
+use super::expiry::ExpiryWheel;
+
 /// How long a closing connection may take to send its EOF after our close frame.
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Longest sleep in poll with nothing scheduled: bounds how late timers fire.
@@ -46,6 +48,8 @@ pub(super) struct Timers {
     pub stalled: Deadlines,
     /// Connections waiting for the peer's EOF after our close.
     pub closing: Deadlines,
+    /// Logged-in connections whose token expires (each at its own time).
+    pub tokens: ExpiryWheel,
     /// Accepting is paused until then (out of descriptors).
     pub accept_paused_until: Option<Instant>,
     /// The epoch of the reactor's millisecond clock (`Conn::stalled_since`).
@@ -58,6 +62,7 @@ impl Timers {
             handshakes: Deadlines::default(),
             stalled: Deadlines::default(),
             closing: Deadlines::default(),
+            tokens: ExpiryWheel::new(),
             accept_paused_until: None,
             started: Instant::now(),
         }

@@ -127,6 +127,14 @@ pub enum Failure<'a> {
     NotOnline(&'a str),
     /// The message was not sent: too much waits for the link between nodes.
     LinkDown,
+    /// The message was not sent: the recipient's reactor has too much queued.
+    RecipientBusy(&'a str),
+    /// The connection sends over its message rate; what it sends is dropped.
+    RateLimited { rate: u32, burst: u32 },
+    /// The connection tried more logins than it may.
+    TooManyLogins(u8),
+    /// The connection did not log in within the login timeout (seconds).
+    LoginTimeout(u64),
 }
 
 impl fmt::Display for Failure<'_> {
@@ -136,6 +144,15 @@ impl fmt::Display for Failure<'_> {
             Failure::AlreadyLoggedIn(name) => write!(f, "already logged in as {name:?}"),
             Failure::NotOnline(name) => write!(f, "recipient {name:?} is not online"),
             Failure::LinkDown => f.write_str("message dropped: the link between nodes is down, try again later"),
+            Failure::RecipientBusy(name) => {
+                write!(f, "message dropped: too many messages are waiting for {name:?}, try again later")
+            }
+            Failure::RateLimited { rate, burst } => write!(
+                f,
+                "slow down: over {rate} messages/s (bursts of {burst}); messages are dropped, and a client that goes on is disconnected"
+            ),
+            Failure::TooManyLogins(max) => write!(f, "too many login attempts: at most {max} per connection"),
+            Failure::LoginTimeout(secs) => write!(f, "no login within {secs} s: closing"),
         }
     }
 }

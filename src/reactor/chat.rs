@@ -10,10 +10,10 @@ use mio::Token;
 
 use super::conn::{Conn, Login};
 use super::context::{Context, Outcome};
+use super::rate;
 use super::write::queue_frame;
 use crate::bus::{Claim, Published, Undelivered};
 use crate::codec::op;
-use crate::inbox::Command;
 use crate::protocol::{self, Failure, Request};
 
 /// One whole text message from a client of the chat endpoint.
@@ -38,6 +38,7 @@ pub(super) fn on_text(conn: &mut Conn, token: Token, cx: &mut Context, text: &st
 
 /// Claims `name` on this node (the directory), then for the cluster (the bus).
 fn login(conn: &mut Conn, token: Token, cx: &mut Context, name: &str) -> Outcome {
+    rate::count_login(conn, token, cx)?;
     if let Login::Pending(current) | Login::Granted(current) = conn.login() {
         let why = Failure::AlreadyLoggedIn(current).to_string();
         return reply_error(conn, token, cx, &why);
@@ -103,10 +104,11 @@ fn chat(conn: &mut Conn, token: Token, cx: &mut Context, to: &str, data: &str) -
     encoded.clear();
     protocol::encode_chat(&mut encoded, data, to, from);
     let published = match holder {
-        Some(at) => {
-            cx.hub.send(at, Command::Deliver { token: at.token, payload: encoded[..].into() });
-            Published::Sent
+        Some(at) if !cx.hub.deliver(at, &encoded) => {
+            cx.encode = encoded;
+            return reply_failure(conn, token, cx, Failure::RecipientBusy(to));
         }
+        Some(_) => Published::Sent,
         None => cx.bus.publish(to, &encoded, cx.conn_ref(token)),
     };
     cx.encode = encoded;

@@ -4,11 +4,14 @@
 //! pool when drained.
 //!
 //! The slab entry is most of what an idle connection costs in user space, so
-//! it is kept small (80 bytes): what only a connection in the middle of a
+//! it is kept small (88 bytes): what only a connection in the middle of a
 //! message needs is boxed behind one pointer, and the login is a name plus a one-byte state
 //! rather than an enum of two name-carrying variants (which would not fit the
 //! name's niche and would cost 8 bytes more per connection); [`Conn::login`]
-//! gives it back as the enum [`Login`].
+//! gives it back as the enum [`Login`]. The limits cost 8 bytes of it: the
+//! source address key (4), the message-rate bucket (4, see `rate`), and a
+//! count of login attempts (1, in what was padding); liveness and the limits'
+//! state are bits of `flags`.
 
 use compact_str::CompactString;
 use mio::net::TcpStream;
@@ -63,6 +66,17 @@ pub(super) mod flag {
     pub const STALLED: u8 = 2;
     /// Has an entry in the reactor's stalled-message timer queue.
     pub const STALL_TIMER: u8 = 4;
+    /// Sent something since the liveness sweep last visited it.
+    pub const HEARD: u8 = 8;
+    /// Pinged by the sweep and not heard from since.
+    pub const PING_OUT: u8 = 16;
+    /// Told it is over the message rate (cleared once it is under again).
+    pub const RATE_WARNED: u8 = 32;
+    /// Counted in the node's per-address table under `Conn::source`.
+    pub const COUNTED: u8 = 64;
+    /// Its login deadline passed while its login was pending: should the
+    /// login be refused, the connection is closed.
+    pub const LOGIN_DUE: u8 = 128;
 }
 
 /// A message arriving in fragments.
@@ -83,13 +97,27 @@ pub(super) struct Partial {
     /// When the connection started holding it (milliseconds on the
     /// reactor's wrapping clock; meaningful while `STALLED`).
     pub since: u32,
+    /// Bytes of this counted in the node's `--max-partial-bytes` budget.
+    pub held: usize,
+    /// Payload bytes of the partial frame at the front of `input` already
+    /// unmasked (in place) and checked as UTF-8, for a text frame.
+    pub unmasked: usize,
+    /// Of those, the bytes that end on a whole UTF-8 sequence.
+    pub frame_valid: usize,
 }
 
 pub(super) struct Conn {
     pub socket: TcpStream,
     generation: u32,
+    /// The source address key (`admission::source_key`): the peer's, or the
+    /// client's behind a trusted proxy once the upgrade named it.
+    pub source: u32,
+    /// The message-rate bucket's theoretical arrival time (`rate`).
+    pub tat: u32,
     pub phase: Phase,
     pub flags: u8,
+    /// Logins tried on this connection (`--max-login-attempts`).
+    pub logins: u8,
     login: LoginState,
     /// The name of a pending or granted login.
     user: Option<CompactString>,
@@ -100,12 +128,15 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, generation: u32) -> Conn {
+    pub fn new(socket: TcpStream, generation: u32, source: u32) -> Conn {
         Conn {
             socket,
             generation,
+            source,
+            tat: 0,
             phase: Phase::Handshake,
             flags: 0,
+            logins: 0,
             login: LoginState::Anonymous,
             user: None,
             output: Output::default(),
@@ -128,13 +159,16 @@ impl Conn {
         self.partial.get_or_insert_with(Box::default)
     }
 
-    /// Drops the partial state once it holds nothing, handing its buffer to `give`.
-    pub fn trim_partial(&mut self, give: impl FnOnce(Vec<u8>)) {
+    /// Drops the partial state once it holds nothing, handing its buffer to
+    /// `give`; returns the bytes it had counted against the node's budget.
+    pub fn trim_partial(&mut self, give: impl FnOnce(Vec<u8>)) -> usize {
         if self.partial.as_ref().is_some_and(|p| p.input.is_empty() && p.message.is_none()) {
             if let Some(p) = self.partial.take() {
                 give(p.input);
+                return p.held;
             }
         }
+        0
     }
 
     pub fn token(&self, key: usize) -> Token {
@@ -231,14 +265,14 @@ mod tests {
     #[test]
     fn an_idle_connection_is_small() {
         // The slab entry is most of what an idle connection costs in user space.
-        // 80 bytes in release builds; mio's sockets carry a selector id in debug builds.
-        assert!(std::mem::size_of::<Conn>() <= 104, "{}", std::mem::size_of::<Conn>());
+        // 88 bytes in release builds; mio's sockets carry a selector id in debug builds.
+        assert!(std::mem::size_of::<Conn>() <= 112, "{}", std::mem::size_of::<Conn>());
     }
 
     fn conn() -> Conn {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        Conn::new(TcpStream::from_std(stream), 1)
+        Conn::new(TcpStream::from_std(stream), 1, 0)
     }
 
     #[test]

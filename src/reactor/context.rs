@@ -8,6 +8,7 @@ use mio::Token;
 
 use super::local::LocalDeliveries;
 use super::output::BufferPool;
+use super::rate::MessageRate;
 use super::timers::Timers;
 use crate::bus::Bus;
 use crate::config::Config;
@@ -48,6 +49,11 @@ pub(super) struct Context {
     pub reap: Vec<usize>,
     pub timers: Timers,
     pub local: LocalDeliveries,
+    /// Microseconds on the reactor's wrapping clock, read once per turn (`rate`).
+    pub clock: u32,
+    pub rate: MessageRate,
+    /// Connections the node holds at most (`--max-connections`, resolved).
+    pub max_connections: usize,
 }
 
 impl Context {

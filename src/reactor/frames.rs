@@ -1,7 +1,8 @@
 //! What a reactor does with complete frames: control frames, the
 //! reassembly of fragmented messages (UTF-8 checked as fragments arrive, so
 //! a bad text message fails fast), and whole messages handed to their
-//! endpoint: echo, or the chat protocol.
+//! endpoint: echo, or the chat protocol. Chat messages and pings take a
+//! token of the connection's message rate first (`rate`).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -10,6 +11,7 @@ use mio::Token;
 use super::chat;
 use super::conn::{Conn, Fragments, Phase};
 use super::context::{Context, Outcome, Stop};
+use super::rate;
 use super::write::queue_frame;
 use crate::codec::{self, close, op, FrameHead};
 use crate::handshake::Endpoint;
@@ -17,6 +19,7 @@ use crate::handshake::Endpoint;
 /// Handles one complete, unmasked frame.
 pub(super) fn on_frame(conn: &mut Conn, token: Token, cx: &mut Context, head: FrameHead, payload: &[u8]) -> Outcome {
     match head.opcode {
+        op::PING if conn.phase == Phase::Open(Endpoint::Chat) && !rate::admit(conn, token, cx)? => Ok(()),
         op::PING => queue_frame(conn, token, cx, op::PONG, payload),
         op::PONG => Ok(()),
         op::CLOSE => on_close_frame(payload),
@@ -96,6 +99,10 @@ fn on_message(conn: &mut Conn, token: Token, cx: &mut Context, opcode: u8, paylo
     let Phase::Open(endpoint) = conn.phase else {
         return Ok(());
     };
+    // The echo endpoint is for conformance suites, which send fast: unlimited.
+    if endpoint == Endpoint::Chat && !rate::admit(conn, token, cx)? {
+        return Ok(());
+    }
     match (endpoint, opcode) {
         (Endpoint::Echo, op::BINARY) => queue_frame(conn, token, cx, opcode, payload),
         (Endpoint::Chat, op::BINARY) => {

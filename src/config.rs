@@ -100,8 +100,8 @@ pub struct Config {
     pub ping_interval: u64,
 
     /// Seconds a pinged WebSocket has to answer (any frame will do) before it
-    /// is closed with 1008. A live peer answers within a round trip; 10 s
-    /// allows for a congested mobile link.
+    /// is closed with 1008; shorter than --ping-interval. A live peer answers
+    /// within a round trip; 10 s allows for a congested mobile link.
     #[arg(long, default_value_t = 10)]
     pub pong_timeout: u64,
 
@@ -216,6 +216,8 @@ pub enum ConfigError {
     OutOfRange { flag: &'static str, min: u64, max: u64, unit: &'static str, got: u64 },
     #[error("{flag} needs --redis URL")]
     NeedsRedis { flag: &'static str },
+    #[error("--pong-timeout must be shorter than --ping-interval (got {pong} and {ping})")]
+    PongAfterPing { pong: u64, ping: u64 },
     #[error("--message-burst / --message-rate must be at most 1000 s (got {burst} / {rate})")]
     BurstTooLong { burst: u32, rate: u32 },
 }
@@ -263,6 +265,9 @@ impl Config {
         // which needs a visit at least every half hour.
         in_range("--ping-interval", self.ping_interval, 0, 1800, " s")?;
         in_range("--pong-timeout", self.pong_timeout, 1, 3600, " s")?;
+        if self.ping_interval > 0 && self.pong_timeout >= self.ping_interval {
+            return Err(ConfigError::PongAfterPing { pong: self.pong_timeout, ping: self.ping_interval });
+        }
         in_range("--message-rate", u64::from(self.message_rate), 0, 1_000_000, "/s")?;
         if self.message_rate > 0 {
             in_range("--message-burst", u64::from(self.message_burst), 1, 1_000_000, "")?;

@@ -10,7 +10,9 @@
 //! one clears both; one that has been silent a whole interval is pinged. The
 //! range of keys a tick visited is kept (two words per second, not per
 //! connection), and `--pong-timeout` later the same range is visited again:
-//! a connection still pinged and unheard is closed with 1008.
+//! a connection still pinged and unheard is closed with 1008. That is before
+//! the sweep comes back to those keys, since the pong timeout is shorter than
+//! the interval (`Config::validate`) and ticks are at least a second apart.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

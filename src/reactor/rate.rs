@@ -18,30 +18,8 @@ use super::conn::{flag, Conn};
 use super::context::{Context, Outcome, Stop};
 use super::write::queue_error;
 use crate::codec::close;
-use crate::config::Config;
 use crate::metrics::Limit;
 use crate::protocol::Failure;
-
-/// The message bucket's parameters, in microseconds of the reactor's clock.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct MessageRate {
-    /// Time one message takes out of the bucket (0: no limit).
-    interval: u32,
-    /// How far ahead of now the TAT may run: a burst of messages.
-    burst: u32,
-}
-
-impl MessageRate {
-    pub fn new(config: &Config) -> MessageRate {
-        if config.message_rate == 0 {
-            return MessageRate { interval: 0, burst: u32::MAX / 2 };
-        }
-        // validate() bounds the burst to 1000 s, so twice it stays clear of
-        // the clock's wrap (2^31 us, 35 minutes).
-        let interval = 1_000_000 / config.message_rate;
-        MessageRate { interval, burst: interval.saturating_mul(config.message_burst) }
-    }
-}
 
 /// Whether a message (or ping) may be served: `Ok(true)` to serve it,
 /// `Ok(false)` to drop it (the client has been told), `Err` to close.

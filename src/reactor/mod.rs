@@ -345,9 +345,12 @@ impl Reactor {
                     // Input waited while the login was pending: take it up now.
                     let was_pending = conn.is_pending();
                     chat::login_decided(conn, token, cx, accepted)?;
-                    if conn.has(flag::LOGIN_DUE) && conn.login() == Login::Anonymous {
-                        // Refused after its login deadline: no time left for another try.
-                        return liveness::login_timeout(conn, token, cx);
+                    if conn.has(flag::LOGIN_DUE) {
+                        if conn.login() == Login::Anonymous {
+                            // Refused after its login deadline: no time left for another try.
+                            return liveness::login_timeout(conn, token, cx);
+                        }
+                        conn.flags &= !flag::LOGIN_DUE;
                     }
                     if was_pending {
                         read::resume(conn, token, cx)?;

@@ -48,6 +48,7 @@ impl Hub {
 
     /// Queues a chat message for the connection `at`; false (and counted)
     /// when its reactor's inbox is full.
+    #[inline]
     pub fn deliver(&self, at: ConnRef, payload: &[u8]) -> bool {
         let queued = self.inboxes[at.reactor].try_deliver(at.token, payload);
         if !queued {

@@ -103,6 +103,7 @@ impl Inbox {
     /// Queues a chat message unless the inbox is full; false when refused.
     /// Producers racing past the check overshoot the bound by at most one
     /// message each.
+    #[inline]
     pub fn try_deliver(&self, token: Token, payload: &[u8]) -> bool {
         if self.len.load(Ordering::Relaxed) >= self.bound {
             return false;

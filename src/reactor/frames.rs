@@ -19,7 +19,9 @@ use crate::handshake::Endpoint;
 /// Handles one complete, unmasked frame.
 pub(super) fn on_frame(conn: &mut Conn, token: Token, cx: &mut Context, head: FrameHead, payload: &[u8]) -> Outcome {
     match head.opcode {
-        op::PING if conn.phase == Phase::Open(Endpoint::Chat) && !rate::admit(conn, token, cx)? => Ok(()),
+        op::PING if conn.phase == Phase::Open(Endpoint::Chat) && !rate::admit(conn, cx) => {
+            rate::over_rate(conn, token, cx)
+        }
         op::PING => queue_frame(conn, token, cx, op::PONG, payload),
         op::PONG => Ok(()),
         op::CLOSE => on_close_frame(payload),
@@ -99,10 +101,6 @@ fn on_message(conn: &mut Conn, token: Token, cx: &mut Context, opcode: u8, paylo
     let Phase::Open(endpoint) = conn.phase else {
         return Ok(());
     };
-    // The echo endpoint is for conformance suites, which send fast: unlimited.
-    if endpoint == Endpoint::Chat && !rate::admit(conn, token, cx)? {
-        return Ok(());
-    }
     match (endpoint, opcode) {
         (Endpoint::Echo, op::BINARY) => queue_frame(conn, token, cx, opcode, payload),
         (Endpoint::Chat, op::BINARY) => {
@@ -113,7 +111,9 @@ fn on_message(conn: &mut Conn, token: Token, cx: &mut Context, opcode: u8, paylo
         _ => match (endpoint, std::str::from_utf8(payload)) {
             (_, Err(_)) => Err(fail(close::INVALID_PAYLOAD, "text message is not valid UTF-8")),
             (Endpoint::Echo, Ok(_)) => queue_frame(conn, token, cx, opcode, payload),
-            (Endpoint::Chat, Ok(text)) => chat::on_text(conn, token, cx, text),
+            // The echo endpoint is for conformance suites, which send fast: unlimited.
+            (Endpoint::Chat, Ok(text)) if rate::admit(conn, cx) => chat::on_text(conn, token, cx, text),
+            (Endpoint::Chat, Ok(_)) => rate::over_rate(conn, token, cx),
         },
     }
 }

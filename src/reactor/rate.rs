@@ -21,38 +21,39 @@ use crate::codec::close;
 use crate::metrics::Limit;
 use crate::protocol::Failure;
 
-/// Whether a message (or ping) may be served: `Ok(true)` to serve it,
-/// `Ok(false)` to drop it (the client has been told), `Err` to close.
+/// Takes a token for a message (or ping): true when it is within the rate.
+/// Otherwise the caller hands the message to [`over_rate`] instead of serving it.
 #[inline]
-pub(super) fn admit(conn: &mut Conn, token: Token, cx: &mut Context) -> Result<bool, Stop> {
+pub(super) fn admit(conn: &mut Conn, cx: &Context) -> bool {
     let now = cx.clock;
-    let limit = cx.rate;
     // The TAT never falls behind now: an idle bucket is a full one.
     let from = if (conn.tat.wrapping_sub(now) as i32) < 0 { now } else { conn.tat };
-    conn.tat = from.wrapping_add(limit.interval);
-    let ahead = conn.tat.wrapping_sub(now);
-    if ahead <= limit.burst {
-        if conn.has(flag::RATE_WARNED) {
-            conn.flags &= !flag::RATE_WARNED;
-        }
-        return Ok(true);
+    conn.tat = from.wrapping_add(cx.rate.interval);
+    if conn.tat.wrapping_sub(now) > cx.rate.burst {
+        return false;
     }
-    over_rate(conn, token, cx, ahead)
+    if conn.has(flag::RATE_WARNED) {
+        conn.flags &= !flag::RATE_WARNED;
+    }
+    true
 }
 
+/// A message over the rate: dropped, with one errormsg until the client is
+/// under the rate again; a client a second burst over it is closed.
 #[cold]
-fn over_rate(conn: &mut Conn, token: Token, cx: &mut Context, ahead: u32) -> Result<bool, Stop> {
+#[inline(never)]
+pub(super) fn over_rate(conn: &mut Conn, token: Token, cx: &mut Context) -> Outcome {
     let (rate, burst) = (cx.config.message_rate, cx.config.message_burst);
-    if ahead > cx.rate.burst.saturating_mul(2) {
+    if conn.tat.wrapping_sub(cx.clock) > cx.rate.burst.saturating_mul(2) {
         cx.stats().hit(Limit::MessageRateClose);
         return Err(Stop::Close(close::POLICY, format!("message rate over {rate}/s").into()));
     }
     cx.stats().hit(Limit::MessageRate);
-    if !conn.has(flag::RATE_WARNED) {
-        conn.flags |= flag::RATE_WARNED;
-        queue_error(conn, token, cx, &Failure::RateLimited { rate, burst }.to_string())?;
+    if conn.has(flag::RATE_WARNED) {
+        return Ok(());
     }
-    Ok(false)
+    conn.flags |= flag::RATE_WARNED;
+    queue_error(conn, token, cx, &Failure::RateLimited { rate, burst }.to_string())
 }
 
 /// Counts one login attempt: past `--max-login-attempts` the connection gets

@@ -145,7 +145,7 @@ fn process(conn: &mut Conn, token: Token, cx: &mut Context, buf: &mut [u8]) -> R
                 // Only the frame at the front of held input can have been
                 // unmasked in part, as it arrived.
                 let done = match conn.partial.as_mut() {
-                    Some(p) if pos == 0 && p.unmasked > 0 => mem::take(&mut p.unmasked),
+                    Some(p) if pos == 0 => mem::take(&mut p.unmasked),
                     _ => 0,
                 };
                 if buf.len() - pos < total {
@@ -157,11 +157,17 @@ fn process(conn: &mut Conn, token: Token, cx: &mut Context, buf: &mut [u8]) -> R
                     }
                     return Ok((pos, total));
                 }
-                if let Some(p) = conn.partial.as_mut().filter(|_| done > 0) {
-                    p.frame_valid = 0;
+                if done > 0 {
+                    if let Some(p) = conn.partial.as_mut() {
+                        p.frame_valid = 0;
+                    }
                 }
                 let payload = &mut buf[pos + head.header_len..pos + total];
-                codec::apply_mask(&mut payload[done..], head.mask, done);
+                if done == 0 {
+                    codec::apply_mask(payload, head.mask, 0);
+                } else {
+                    codec::apply_mask(&mut payload[done..], head.mask, done);
+                }
                 pos += total;
                 frames::on_frame(conn, token, cx, head, payload)?;
             }

@@ -3,6 +3,9 @@
 //! refused with 429/503 and Retry-After, memory bounded and given back, and
 //! invalid UTF-8 failed before its frame is complete.
 
+// Helpers of tests: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{ErrorKind, Read, Write};

@@ -322,6 +322,17 @@ fn a_slow_consumer_is_reset_when_the_close_grace_ends() {
 }
 
 #[test]
+fn accepted_sockets_get_the_send_buffer_asked_for() {
+    let node = NodeProc::start(&["--send-buffer", "32768"]);
+    let _client = RawClient::open(node.addr, "/ws");
+    let filter = format!("( sport = :{} )", node.addr.port());
+    let out = std::process::Command::new("ss").args(["-tmnH", "state", "established", &filter]).output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    // The kernel doubles what SO_SNDBUF asks for (room for its bookkeeping).
+    assert!(out.contains(",tb65536,"), "{out}");
+}
+
+#[test]
 fn a_message_for_a_full_inbox_is_refused_to_its_sender() {
     let node = NodeProc::start(&["--reactors", "2", "--accept", "handoff", "--inbox-size", "1", "--message-rate", "0"]);
     // Handoff gives connections to the least-loaded reactor: 0, then 1.

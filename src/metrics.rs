@@ -111,6 +111,21 @@ impl Metrics {
         self.reactors.iter().map(|r| field(r).load(Relaxed)).sum()
     }
 
+    /// The limits clients ran into, and the bytes held in unfinished messages.
+    fn render_limits(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_partial_bytes bytes held in unfinished messages\n# TYPE switchboard_partial_bytes gauge\nswitchboard_partial_bytes {}",
+            self.partial_bytes.load(Relaxed)
+        );
+        out.push_str("# HELP switchboard_limit_hits_total clients that ran into a limit, by limit\n");
+        out.push_str("# TYPE switchboard_limit_hits_total counter\n");
+        for (limit, name) in Limit::ALL {
+            let hits = self.sum(|r| &r.limit_hits[limit as usize]);
+            let _ = writeln!(out, "switchboard_limit_hits_total{{limit=\"{name}\"}} {hits}");
+        }
+    }
+
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
@@ -148,11 +163,6 @@ impl Metrics {
             ),
         ];
         let bus = &self.bus;
-        let _ = writeln!(
-            out,
-            "# HELP switchboard_partial_bytes bytes held in unfinished messages\n# TYPE switchboard_partial_bytes gauge\nswitchboard_partial_bytes {}",
-            self.partial_bytes.load(Relaxed)
-        );
         let cluster: [(&str, &str, &str, u64); 9] = [
             ("switchboard_bus_connected", "gauge", "1 while the Redis link is up", bus.connected.load(Relaxed)),
             ("switchboard_bus_reconnects_total", "counter", "Redis reconnections", bus.reconnects.load(Relaxed)),
@@ -187,12 +197,7 @@ impl Metrics {
         for (name, kind, help, value) in node.iter().chain(cluster.iter()) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
-        out.push_str("# HELP switchboard_limit_hits_total clients that ran into a limit, by limit\n");
-        out.push_str("# TYPE switchboard_limit_hits_total counter\n");
-        for (limit, name) in Limit::ALL {
-            let hits = self.sum(|r| &r.limit_hits[limit as usize]);
-            let _ = writeln!(out, "switchboard_limit_hits_total{{limit=\"{name}\"}} {hits}");
-        }
+        self.render_limits(&mut out);
         out.push_str("# HELP switchboard_reactor_connections open connections per reactor\n");
         out.push_str("# TYPE switchboard_reactor_connections gauge\n");
         for (i, r) in self.reactors.iter().enumerate() {

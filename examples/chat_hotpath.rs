@@ -109,7 +109,8 @@ fn main() {
     let (mut child, addr) = match args.addr {
         Some(addr) => (None, addr),
         None => {
-            let node_args = ["--reactors", &REACTORS.to_string(), "--accept", "handoff"].map(String::from);
+            let mut node_args = ["--reactors", &REACTORS.to_string(), "--accept", "handoff"].map(String::from).to_vec();
+            node_args.extend(support::BENCH_LIMITS.map(String::from));
             let (c, a) = support::start_node(args.node.clone(), &node_args);
             (Some(c), a)
         }

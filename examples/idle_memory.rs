@@ -6,13 +6,19 @@
 //! JSON summary plus a human line. Exits 1 when the cost per connection is over
 //! `--budget` bytes.
 //!
+//! With `--hold SECS` it then keeps the connections open that long, answering
+//! the node's pings as a browser would, and reports the node's CPU time
+//! (utime + stime from /proc) over the hold: what idle connections cost.
+//!
 //!     cargo run --release --example idle_memory -- --connections 19000
+//!     cargo run --release --example idle_memory -- --connections 19000 --hold 60
 
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{ArgAction, Parser};
 
 use support::{open_logged_in, users};
 
@@ -43,6 +49,63 @@ struct Args {
     /// Most node RSS bytes one idle connection may cost.
     #[arg(long, default_value_t = 512)]
     budget: u64,
+    /// After measuring memory, hold the connections this many seconds
+    /// (answering pings) and report the node's CPU time over the hold.
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
+    /// Start the node with the per-address and per-second limits out of reach
+    /// (`--lift-limits=false` for a build that has no such flags).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    lift_limits: bool,
+}
+
+/// The node's CPU time so far (utime + stime), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read the node's /proc stat");
+    // Fields after the command name (which may hold spaces) start at state (3rd).
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).expect("stat format");
+    let fields: Vec<u64> = after.split_whitespace().skip(11).take(2).map(|v| v.parse().unwrap_or(0)).collect();
+    // SAFETY: sysconf reads a constant of the system.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (fields[0] + fields[1]) as f64 / ticks
+}
+
+/// Holds `streams` open for `secs`, answering every ping with a pong; returns
+/// the pings answered.
+fn hold(streams: Vec<TcpStream>, secs: u64) -> u64 {
+    let mut poll = mio::Poll::new().expect("poll");
+    let mut socks: Vec<mio::net::TcpStream> = Vec::with_capacity(streams.len());
+    for (i, s) in streams.into_iter().enumerate() {
+        s.set_nonblocking(true).expect("nonblocking");
+        let mut m = mio::net::TcpStream::from_std(s);
+        poll.registry().register(&mut m, mio::Token(i), mio::Interest::READABLE).expect("register");
+        socks.push(m);
+    }
+    let mut events = mio::Events::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    let mut pings = 0;
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until {
+        poll.poll(&mut events, Some(Duration::from_millis(200))).expect("poll");
+        for event in events.iter() {
+            let sock = &mut socks[event.token().0];
+            loop {
+                match sock.read(&mut buf) {
+                    Ok(0) => panic!("connection {} closed by the node", event.token().0),
+                    Ok(n) => {
+                        // Server pings carry no payload here: 0x89 0x00.
+                        for _ in buf[..n].windows(2).filter(|w| w == &[0x89, 0x00]) {
+                            let _ = sock.write_all(&[0x8A, 0x80, 1, 2, 3, 4]);
+                            pings += 1;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("connection {}: {e}", event.token().0),
+                }
+            }
+        }
+    }
+    pings
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -78,6 +141,9 @@ fn main() {
         (Some(addr), Some(pid)) => (addr, pid),
         _ => {
             let mut node_args = vec!["--reactors".to_string(), args.reactors.to_string()];
+            if args.lift_limits {
+                node_args.extend(support::BENCH_LIMITS.map(String::from));
+            }
             node_args.extend(args.node_arg.iter().cloned());
             let (c, addr) = support::start_node(args.node.clone(), &node_args);
             let pid = c.id();
@@ -117,15 +183,28 @@ fn main() {
     let slab_after = meminfo_kib("Slab:");
     let per_conn = (rss_after.saturating_sub(rss_before) * 1024) as f64 / held.len() as f64;
     let kernel_per_conn = (slab_after.saturating_sub(slab_before) * 1024) as f64 / held.len() as f64;
+    let connections = held.len();
+    let (mut hold_cpu, mut pings) = (0.0, 0);
+    if args.hold > 0 {
+        let cpu_before = cpu_seconds(pid);
+        pings = hold(held, args.hold);
+        hold_cpu = cpu_seconds(pid) - cpu_before;
+        eprintln!(
+            "held {connections} idle connections {} s: node CPU {hold_cpu:.2} s ({:.3}% of one core), {pings} pings answered",
+            args.hold,
+            hold_cpu * 100.0 / args.hold as f64
+        );
+    } else {
+        drop(held);
+    }
     println!(
-        "{{\"connections\":{},\"logged_in\":{},\"open_seconds\":{:.2},\"node_rss_before_kib\":{},\"node_rss_after_kib\":{},\"node_rss_bytes_per_connection\":{:.1},\"kernel_slab_bytes_per_connection_both_ends\":{:.1},\"budget_bytes\":{}}}",
-        held.len(), logged_in, open_secs, rss_before, rss_after, per_conn, kernel_per_conn, args.budget
+        "{{\"connections\":{},\"logged_in\":{},\"open_seconds\":{:.2},\"node_rss_before_kib\":{},\"node_rss_after_kib\":{},\"node_rss_bytes_per_connection\":{:.1},\"kernel_slab_bytes_per_connection_both_ends\":{:.1},\"budget_bytes\":{},\"hold_seconds\":{},\"hold_node_cpu_seconds\":{:.2},\"pings_answered\":{}}}",
+        connections, logged_in, open_secs, rss_before, rss_after, per_conn, kernel_per_conn, args.budget, args.hold, hold_cpu, pings
     );
     eprintln!(
         "{} idle logged-in connections: node RSS {} -> {} KiB = {:.0} bytes per connection (budget {}); kernel slab {:.0} bytes per connection, both ends",
-        held.len(), rss_before, rss_after, per_conn, args.budget, kernel_per_conn
+        connections, rss_before, rss_after, per_conn, args.budget, kernel_per_conn
     );
-    drop(held);
     if let Some(mut c) = child {
         let _ = c.kill();
         let _ = c.wait();

@@ -96,8 +96,10 @@ for routing in $ROUTINGS; do
         node_pids=()
         urls=()
         for i in $(seq "$n"); do
+            # Limits on, out of reach of a closed-loop client on one host.
             RUST_LOG=warn "$BIN" --listen 127.0.0.1:0 --reactors 1 --routing "$routing" \
-                --redis "redis://127.0.0.1:$REDIS_PORT" >"$WORK/node$i.out" 2>"$WORK/node$i.err" &
+                --redis "redis://127.0.0.1:$REDIS_PORT" --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000 --message-burst 1000000 --inbox-size 1000000 \
+                >"$WORK/node$i.out" 2>"$WORK/node$i.err" &
             node_pids+=($!)
             PIDS+=($!)
         done

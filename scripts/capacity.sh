@@ -156,8 +156,10 @@ fi
 
 for ((i = 1; i <= nodes; i++)); do
     log="$run/node-$i.log"
+    # Thousands of connections per source address, opened as fast as loadgen can.
     RUST_LOG=${RUST_LOG:-warn} "$node_bin" --listen "127.0.0.1:$port" --reuse-port \
-        --reactors "$reactors" --node-id "cap-$i" "${redis_args[@]}" >"$log" 2>&1 &
+        --reactors "$reactors" --node-id "cap-$i" "${redis_args[@]}" \
+        --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000 --message-burst 1000000 --inbox-size 1000000 >"$log" 2>&1 &
     node_pids+=($!)
 done
 for ((i = 1; i <= nodes; i++)); do

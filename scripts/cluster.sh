@@ -190,8 +190,9 @@ cmd_up() {
             await "node-$i" grep -q "switchboard listening on" "$dir/node-$i.log"
         else
             port=$((node_port + i - 1))
+            # Behind nginx: the client's address is in X-Forwarded-For.
             launch "node-$i" env RUST_LOG="${RUST_LOG:-info}" "$bin" \
-                --listen "127.0.0.1:$port" --reactors "$reactors" \
+                --listen "127.0.0.1:$port" --reactors "$reactors" --trusted-proxy 127.0.0.1 \
                 --node-id "node-$i" "${redis_args[@]}" "${node_args[@]}"
             await "node-$i" http_ok "http://127.0.0.1:$port/healthz"
         fi

@@ -76,7 +76,8 @@ if [[ -z "$pid" ]]; then
         echo "warning: cargo build failed; using the existing $bin" >&2
     fi
     log="$base.node.log"
-    "$bin" --listen 127.0.0.1:0 >"$log" 2>&1 &
+    # Limits on, out of reach of a load generator on one host.
+    "$bin" --listen 127.0.0.1:0 --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000 --message-burst 1000000 --inbox-size 1000000 >"$log" 2>&1 &
     started_pid=$!
     addr=""
     for _ in $(seq 100); do

@@ -4,12 +4,13 @@
 //! refuses bad combinations at start with a message that says what to change.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
 use thiserror::Error;
 
 /// How accepted sockets reach reactors.
@@ -111,6 +112,97 @@ pub struct Config {
     #[arg(long, default_value_t = 60)]
     pub keepalive: u64,
 
+    /// Seconds a WebSocket may stay without logging in, counted from its TCP
+    /// accept (as --handshake-timeout is); then it gets an errormsg and a 1008
+    /// close. A client logs in right after its upgrade: 10 s covers a slow
+    /// mobile round trip, and an anonymous socket is not held for long.
+    #[arg(long, default_value_t = 10)]
+    pub login_timeout: u64,
+
+    /// Seconds between pings to a WebSocket that has sent nothing meanwhile
+    /// (0 = no pings). Any frame received counts as a sign of life. 25 s is
+    /// under the 30-60 s idle timeouts of common proxies and NATs.
+    #[arg(long, default_value_t = 25)]
+    pub ping_interval: u64,
+
+    /// Seconds a pinged WebSocket has to answer (any frame will do) before it
+    /// is closed with 1008; shorter than --ping-interval. A live peer answers
+    /// within a round trip; 10 s allows for a congested mobile link.
+    #[arg(long, default_value_t = 10)]
+    pub pong_timeout: u64,
+
+    /// Messages (and pings) per second one connection may send, sustained
+    /// (0 = no limit). A person types a few a second; 100 leaves room for bots,
+    /// and keeps one connection from pushing the 190,000/s it otherwise could.
+    /// Over it: one errormsg, and the messages are dropped; a client that goes
+    /// on for another --message-burst is closed with 1008.
+    #[arg(long, default_value_t = 100)]
+    pub message_rate: u32,
+
+    /// Messages one connection may send at once above --message-rate: 200 lets
+    /// a client flush a queue of messages written while it was offline.
+    #[arg(long, default_value_t = 200)]
+    pub message_burst: u32,
+
+    /// Logins one connection may try (granted or refused, 0 = no limit); past
+    /// it the connection gets an errormsg and a 1008 close. A person whose name
+    /// is taken tries a few others; a connection that tries more is probing
+    /// which names are online.
+    #[arg(long, default_value_t = 10)]
+    pub max_login_attempts: u8,
+
+    /// Connections this node holds at most (0 = what the open-file limit allows,
+    /// less 256 descriptors kept to answer refusals). A WebSocket upgrade past
+    /// it gets 503 with Retry-After; past the open-file limit a client would
+    /// get no answer at all.
+    #[arg(long, default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Connections one source address may hold on this node (0 = no limit); an
+    /// upgrade past it gets 429 with Retry-After. 256 is far above one
+    /// household or office behind a NAT, and caps what one address can take.
+    /// A load test from a few addresses must raise it.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_address: u32,
+
+    /// New WebSocket connections per second this node upgrades (0 = no limit);
+    /// past it (after a burst of as many) an upgrade gets 503 with Retry-After.
+    /// A node upgrades about 29,000/s at full CPU; 2,000/s takes under a tenth
+    /// of it, so a reconnect storm cannot starve established connections, and
+    /// 19,000 clients are back within 10 s.
+    #[arg(long, default_value_t = 2000)]
+    pub connect_rate: u32,
+
+    /// A proxy (address or CIDR, repeatable) whose X-Forwarded-For names the
+    /// client: the source address for --max-connections-per-address is then
+    /// the last address in that header not itself a trusted proxy. From any
+    /// other peer the header is ignored. Default: none (the header is
+    /// client-controlled, so trusting it by default would void the limit).
+    #[arg(long, value_parser = parse_net)]
+    pub trusted_proxy: Vec<IpNet>,
+
+    /// Bytes all connections of this node may hold in unfinished messages (a
+    /// partial frame, or fragments without the final one). A client whose
+    /// message would pass it is closed with 1008. 64 MiB is a thousand
+    /// maximum-size messages in flight at once, far more than chat sees, and
+    /// bounds what stalled clients can pin however many they are.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_partial_bytes: usize,
+
+    /// SO_SNDBUF of accepted sockets, in bytes (0 = the kernel's autotuning,
+    /// up to net.ipv4.tcp_wmem's maximum, 4 MiB by default). Setting it caps
+    /// the kernel memory a client that does not read can pin, at the cost of
+    /// throughput to fast far-away readers.
+    #[arg(long, default_value_t = 0)]
+    pub send_buffer: usize,
+
+    /// Commands (mostly chat messages from other reactors and the bus) one
+    /// reactor's inbox holds at most; a message for a full inbox is refused
+    /// with an errormsg to its sender. A reactor drains its inbox every turn,
+    /// so only a stuck one fills 16,384 (about 20 MB of chat lines).
+    #[arg(long, default_value_t = 16_384)]
+    pub inbox_size: usize,
+
     /// Longest user name, in bytes, as given and as its key (see README, "User
     /// names"). Names are Redis channel names too; 64 bytes fit any real name.
     #[arg(long, default_value_t = 64)]
@@ -193,6 +285,17 @@ pub enum ConfigError {
     NeedsRedis { flag: &'static str },
     #[error("{flag} needs --auth-secret, --auth-secret-file or --auth-public-key")]
     NeedsAuth { flag: &'static str },
+    #[error("--pong-timeout must be shorter than --ping-interval (got {pong} and {ping})")]
+    PongAfterPing { pong: u64, ping: u64 },
+    #[error("--message-burst / --message-rate must be at most 1000 s (got {burst} / {rate})")]
+    BurstTooLong { burst: u32, rate: u32 },
+}
+
+/// An address or a CIDR block, for `--trusted-proxy`.
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("expected an address or CIDR block like 10.0.0.0/8, got {s:?}"))
 }
 
 /// `value` of `flag` within `min..=max`.
@@ -230,6 +333,25 @@ impl Config {
         if self.auth_audience.is_some() && !self.authenticated() {
             return Err(ConfigError::NeedsAuth { flag: "--auth-audience" });
         }
+        in_range("--login-timeout", self.login_timeout, 1, 86_400, " s")?;
+        // The liveness sweep also keeps the rate limiter's clock from wrapping,
+        // which needs a visit at least every half hour.
+        in_range("--ping-interval", self.ping_interval, 0, 1800, " s")?;
+        in_range("--pong-timeout", self.pong_timeout, 1, 3600, " s")?;
+        if self.ping_interval > 0 && self.pong_timeout >= self.ping_interval {
+            return Err(ConfigError::PongAfterPing { pong: self.pong_timeout, ping: self.ping_interval });
+        }
+        in_range("--message-rate", u64::from(self.message_rate), 0, 1_000_000, "/s")?;
+        if self.message_rate > 0 {
+            in_range("--message-burst", u64::from(self.message_burst), 1, 1_000_000, "")?;
+            if u64::from(self.message_burst) > u64::from(self.message_rate) * 1000 {
+                return Err(ConfigError::BurstTooLong { burst: self.message_burst, rate: self.message_rate });
+            }
+        }
+        in_range("--connect-rate", u64::from(self.connect_rate), 0, 10_000_000, "/s")?;
+        in_range("--max-partial-bytes", self.max_partial_bytes as u64, 64 * 1024, 1 << 40, " bytes")?;
+        in_range("--send-buffer", self.send_buffer as u64, 0, 1 << 30, " bytes")?;
+        in_range("--inbox-size", self.inbox_size as u64, 1, 1 << 30, " commands")?;
         // The lease is renewed every third of it.
         in_range("--lease-secs", self.lease_secs, 3, 86_400, " s")?;
         if self.redis.is_none() {

@@ -1,8 +1,13 @@
 //! The HTTP side of a connection: the WebSocket upgrade (RFC 6455 section 4),
 //! with its Origin check and the token it may carry, `/healthz`, `/metrics`,
-//! and clear HTTP errors for everything else.
+//! and clear HTTP errors for everything else. An upgrade the node will not
+//! take (too many connections, from this address or in all) is refused with
+//! 429 or 503 and a `Retry-After`.
 
 use std::fmt::Write;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use tungstenite::handshake::derive_accept_key;
 
@@ -40,6 +45,40 @@ pub struct Routes<'a> {
     pub origins: &'a OriginPolicy,
 }
 
+/// Why an upgrade is refused: 429 (this source has too many connections)
+/// or 503 (the node is full, or takes no more new connections this second).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    /// Seconds the client should wait (`Retry-After`).
+    pub retry_after: u64,
+    pub why: &'static str,
+}
+
+/// The `X-Forwarded-For` headers of an upgrade request, for the admission check.
+pub struct ForwardedFor<'h> {
+    headers: &'h [httparse::Header<'h>],
+}
+
+impl ForwardedFor<'_> {
+    /// The client behind a trusted proxy: the last address of the
+    /// `X-Forwarded-For` chain (all such headers, in order) that is not
+    /// itself in `trusted`. `None` when the chain names nobody else (no
+    /// header, only trusted hops) or has a hop that is not an address: the
+    /// proxy is then the source. Call it only when the peer is trusted.
+    pub fn client(&self, trusted: &[IpNet]) -> Option<IpAddr> {
+        let chain = self.headers.iter().rev().filter(|h| h.name.eq_ignore_ascii_case("X-Forwarded-For"));
+        // From the nearest hop outwards: the last header, its last entry first.
+        for hop in chain.flat_map(|h| h.value.rsplit(|&b| b == b',')) {
+            let ip = std::str::from_utf8(hop).ok().and_then(|h| h.trim().parse::<IpAddr>().ok())?;
+            if !trusted.iter().any(|net| net.contains(&ip.to_canonical())) {
+                return Some(ip);
+            }
+        }
+        None
+    }
+}
+
 /// Reads a request head from `buf`; writes any response into `out`.
 /// `metrics` renders `/metrics` when asked for.
 pub fn handle<'b>(
@@ -47,6 +86,18 @@ pub fn handle<'b>(
     routes: &Routes<'_>,
     out: &mut Vec<u8>,
     metrics: impl FnOnce() -> String,
+) -> Outcome<'b> {
+    handle_admitting(buf, routes, out, metrics, |_| Ok(()))
+}
+
+/// [`handle`], with `admit` asked before a WebSocket upgrade is answered:
+/// a [`Refusal`] is sent instead of the 101.
+pub fn handle_admitting<'b>(
+    buf: &'b [u8],
+    routes: &Routes<'_>,
+    out: &mut Vec<u8>,
+    metrics: impl FnOnce() -> String,
+    admit: impl FnOnce(&ForwardedFor<'_>) -> Result<(), Refusal>,
 ) -> Outcome<'b> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -102,6 +153,10 @@ pub fn handle<'b>(
         let shown = String::from_utf8_lossy(origin.unwrap_or_default());
         return respond(out, 403, &format!("Origin {shown} may not open a WebSocket here (--allowed-origin)\n"), &[]);
     }
+    if let Err(no) = admit(&ForwardedFor { headers: req.headers }) {
+        let retry = no.retry_after.to_string();
+        return respond(out, no.status, &format!("{}\n", no.why), &[("Retry-After", retry.as_str())]);
+    }
     let token = bearer(header("Authorization")).or_else(|| query_token(full_path));
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
@@ -140,7 +195,9 @@ fn respond(out: &mut Vec<u8>, status: u16, body: &str, extra: &[(&str, &str)]) -
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Error",
     };
     let mut head = format!("HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
@@ -241,5 +298,35 @@ mod tests {
         assert!(matches!(run_with(&own, &routes).0, Outcome::Upgrade { .. }));
         assert!(matches!(run_with(UPGRADE, &routes).0, Outcome::Upgrade { .. }), "no Origin");
         assert!(matches!(run(&evil).0, Outcome::Upgrade { .. }), "any origin");
+    }
+
+    #[test]
+    fn a_refused_upgrade_says_when_to_come_back() {
+        let mut out = Vec::new();
+        let no = Refusal { status: 429, retry_after: 7, why: "too many connections from your address" };
+        let outcome = handle_admitting(UPGRADE.as_bytes(), &ROUTES, &mut out, String::new, |_| Err(no));
+        assert_eq!(outcome, Outcome::Respond { status: 429 });
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{out}");
+        assert!(out.contains("\r\nRetry-After: 7\r\n"), "{out}");
+    }
+
+    #[test]
+    fn the_client_is_the_last_untrusted_hop() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "192.0.2.1/32".parse().unwrap()];
+        let client = |values: &[&str]| {
+            let headers: Vec<httparse::Header<'_>> =
+                values.iter().map(|v| httparse::Header { name: "x-forwarded-for", value: v.as_bytes() }).collect();
+            ForwardedFor { headers: &headers }.client(&trusted)
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(client(&["203.0.113.9"]), ip("203.0.113.9"));
+        // A client may write anything on the left; only the hops our proxies added count.
+        assert_eq!(client(&["1.1.1.1, 203.0.113.9, 10.1.2.3"]), ip("203.0.113.9"));
+        assert_eq!(client(&["1.1.1.1", "203.0.113.9,10.1.2.3 , 192.0.2.1"]), ip("203.0.113.9"));
+        assert_eq!(client(&["2001:db8::7"]), ip("2001:db8::7"));
+        assert_eq!(client(&[]), None);
+        assert_eq!(client(&["10.0.0.1"]), None);
+        assert_eq!(client(&["203.0.113.9, not-an-address"]), None);
     }
 }

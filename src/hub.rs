@@ -7,14 +7,17 @@
 
 use std::sync::Arc;
 
+use crate::admission::Admission;
 use crate::directory::{ConnRef, Directory};
 use crate::inbox::{Command, Inbox};
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, Metrics};
 
 pub struct Hub {
     pub inboxes: Box<[Inbox]>,
     pub directory: Directory,
     pub metrics: Metrics,
+    /// Node-wide admission: connections per source address, new connections per second.
+    pub admission: Admission,
 }
 
 impl Hub {
@@ -25,19 +28,33 @@ impl Hub {
             inboxes: inboxes.into_boxed_slice(),
             directory: Directory::with_capacity(connections),
             metrics: Metrics::new(reactors),
+            admission: Admission::new(),
         })
     }
 
     /// Hands `payload` to the reactor that holds `name` on this node.
-    /// Returns false when no connection here holds the name.
+    /// Returns false when no connection here holds the name. A message for a
+    /// reactor whose inbox is full is dropped and counted (its sender is on
+    /// another node, out of reach).
     pub fn deliver_local(&self, name: &str, payload: &[u8]) -> bool {
         match self.directory.lookup(name) {
             Some(at) => {
-                self.send(at, Command::Deliver { token: at.token, payload: payload.into() });
+                self.deliver(at, payload);
                 true
             }
             None => false,
         }
+    }
+
+    /// Queues a chat message for the connection `at`; false (and counted)
+    /// when its reactor's inbox is full.
+    #[inline]
+    pub fn deliver(&self, at: ConnRef, payload: &[u8]) -> bool {
+        let queued = self.inboxes[at.reactor].try_deliver(at.token, payload);
+        if !queued {
+            self.metrics.reactors[at.reactor].hit(Limit::InboxFull);
+        }
+        queued
     }
 
     /// Sends a command to the reactor that owns `at`.

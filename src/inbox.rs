@@ -4,9 +4,15 @@
 //! the reactor only when its flag flips from false to true, so a burst of
 //! messages costs one `wake()` syscall. The reactor clears the flag, then
 //! drains the whole queue. The bus threads use the same doorbell.
+//!
+//! Chat messages are bounded: a reactor that is stuck (or far behind) would
+//! otherwise let its inbox grow without limit. [`Inbox::try_deliver`] refuses
+//! a message once the inbox holds `bound` commands, and the sender is told.
+//! Control commands (logins decided, sockets handed over, shutdown) are never
+//! refused: losing one would leave a connection in a wrong state.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_queue::SegQueue;
 use mio::{Registry, Token, Waker};
@@ -24,8 +30,9 @@ pub enum Command {
     /// The bus has decided a pending login. `accepted: false` for a login
     /// already granted revokes it (another node proved to hold the name).
     LoginDecided { token: Token, accepted: bool },
-    /// Take over a freshly accepted socket (accept mode `handoff`).
-    Adopt(mio::net::TcpStream),
+    /// Take over a freshly accepted socket (accept mode `handoff`), from the
+    /// source address key `source` (`counted` if already counted per address).
+    Adopt { stream: mio::net::TcpStream, source: u32, counted: bool },
     /// Close every connection with 1001 (going away) and stop the loop.
     Shutdown,
 }
@@ -70,29 +77,52 @@ impl Doorbell {
 pub struct Inbox {
     queue: SegQueue<Command>,
     bell: Doorbell,
+    /// Commands queued and not yet drained (approximate while producers race).
+    len: AtomicUsize,
+    /// Most commands [`Inbox::try_deliver`] lets the queue hold (`--inbox-size`).
+    bound: usize,
 }
 
 impl Inbox {
-    /// Creates the inbox of the reactor whose poll owns `registry`.
+    /// Creates the inbox of the reactor whose poll owns `registry`, holding
+    /// at most `bound` chat messages.
     ///
     /// # Errors
     /// When the eventfd behind the waker cannot be created.
-    pub fn new(registry: &Registry, token: Token) -> io::Result<Inbox> {
-        Ok(Inbox { queue: SegQueue::new(), bell: Doorbell::new(registry, token)? })
+    pub fn new(registry: &Registry, token: Token, bound: usize) -> io::Result<Inbox> {
+        Ok(Inbox { queue: SegQueue::new(), bell: Doorbell::new(registry, token)?, len: AtomicUsize::new(0), bound })
     }
 
     /// Queues `command` and wakes the reactor unless a wake is already pending.
     pub fn push(&self, command: Command) {
+        self.len.fetch_add(1, Ordering::Relaxed);
         self.queue.push(command);
         self.bell.ring();
+    }
+
+    /// Queues a chat message unless the inbox is full; false when refused.
+    /// Producers racing past the check overshoot the bound by at most one
+    /// message each.
+    #[inline]
+    pub fn try_deliver(&self, token: Token, payload: &[u8]) -> bool {
+        if self.len.load(Ordering::Relaxed) >= self.bound {
+            return false;
+        }
+        self.push(Command::Deliver { token, payload: payload.into() });
+        true
     }
 
     /// Takes every queued command. Clears the wake flag first, so a command
     /// pushed during the drain either is drained now or wakes the reactor again.
     pub fn drain(&self, mut each: impl FnMut(Command)) {
         self.bell.answer();
+        let mut taken = 0;
         while let Some(command) = self.queue.pop() {
+            taken += 1;
             each(command);
+        }
+        if taken > 0 {
+            self.len.fetch_sub(taken, Ordering::Relaxed);
         }
     }
 }

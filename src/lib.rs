@@ -18,11 +18,15 @@
 //! - `bus`: node-to-node delivery: in-process (embedded default) or Redis.
 //! - `metrics`: counters and gauges, rendered for `/metrics`.
 //! - `limits`: the process's open-file limit.
+//! - `admission`: connections per source address and per second, node-wide.
+//! - `alloc`: the allocator's settings: freed memory goes back to the system.
 //!
 //! The public API is what the binary and the tests use: the parsers and
 //! encoders of the wire, the token verifier and the name profile (fuzzed by
 //! `tests/garbage.rs`), the configuration and [`server::run`].
 
+mod admission;
+mod alloc;
 pub mod auth;
 mod bus;
 pub mod codec;

@@ -6,6 +6,49 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// A limit a client ran into: `switchboard_limit_hits_total{limit="..."}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Closed: no login within --login-timeout.
+    LoginTimeout,
+    /// Closed: no answer to a ping within --pong-timeout.
+    PongTimeout,
+    /// A message dropped over --message-rate.
+    MessageRate,
+    /// Closed: went on sending over --message-rate.
+    MessageRateClose,
+    /// Closed: more logins than --max-login-attempts.
+    LoginAttempts,
+    /// Upgrade refused (503): --max-connections.
+    MaxConnections,
+    /// Upgrade refused (429): --max-connections-per-address.
+    PerAddress,
+    /// Upgrade refused (503): --connect-rate.
+    ConnectRate,
+    /// Closed: its unfinished message would pass --max-partial-bytes.
+    PartialBytes,
+    /// A message refused: the recipient's reactor inbox was full (--inbox-size).
+    InboxFull,
+    /// A closing connection reset at the end of its close grace.
+    CloseGraceReset,
+}
+
+impl Limit {
+    const ALL: [(Limit, &'static str); 11] = [
+        (Limit::LoginTimeout, "login_timeout"),
+        (Limit::PongTimeout, "pong_timeout"),
+        (Limit::MessageRate, "message_rate"),
+        (Limit::MessageRateClose, "message_rate_close"),
+        (Limit::LoginAttempts, "login_attempts"),
+        (Limit::MaxConnections, "max_connections"),
+        (Limit::PerAddress, "per_address"),
+        (Limit::ConnectRate, "connect_rate"),
+        (Limit::PartialBytes, "partial_bytes"),
+        (Limit::InboxFull, "inbox_full"),
+        (Limit::CloseGraceReset, "close_grace_reset"),
+    ];
+}
+
 /// One reactor's counters, alone on their cache line(s).
 #[derive(Default)]
 #[repr(align(128))]
@@ -21,6 +64,14 @@ pub struct ReactorStats {
     pub slow_closed: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub undeliverable: AtomicU64,
+    limit_hits: [AtomicU64; Limit::ALL.len()],
+}
+
+impl ReactorStats {
+    /// Counts one run-in with `limit`.
+    pub fn hit(&self, limit: Limit) {
+        self.limit_hits[limit as usize].fetch_add(1, Relaxed);
+    }
 }
 
 /// Counters of the bus (Redis link), node-wide.
@@ -43,15 +94,36 @@ pub struct BusStats {
 pub struct Metrics {
     pub reactors: Box<[ReactorStats]>,
     pub bus: BusStats,
+    /// Bytes all connections hold in unfinished messages (--max-partial-bytes).
+    pub partial_bytes: AtomicU64,
 }
 
 impl Metrics {
     pub fn new(reactors: usize) -> Metrics {
-        Metrics { reactors: (0..reactors).map(|_| ReactorStats::default()).collect(), bus: BusStats::default() }
+        Metrics {
+            reactors: (0..reactors).map(|_| ReactorStats::default()).collect(),
+            bus: BusStats::default(),
+            partial_bytes: AtomicU64::new(0),
+        }
     }
 
     fn sum(&self, field: impl Fn(&ReactorStats) -> &AtomicU64) -> u64 {
         self.reactors.iter().map(|r| field(r).load(Relaxed)).sum()
+    }
+
+    /// The limits clients ran into, and the bytes held in unfinished messages.
+    fn render_limits(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_partial_bytes bytes held in unfinished messages\n# TYPE switchboard_partial_bytes gauge\nswitchboard_partial_bytes {}",
+            self.partial_bytes.load(Relaxed)
+        );
+        out.push_str("# HELP switchboard_limit_hits_total clients that ran into a limit, by limit\n");
+        out.push_str("# TYPE switchboard_limit_hits_total counter\n");
+        for (limit, name) in Limit::ALL {
+            let hits = self.sum(|r| &r.limit_hits[limit as usize]);
+            let _ = writeln!(out, "switchboard_limit_hits_total{{limit=\"{name}\"}} {hits}");
+        }
     }
 
     /// The Prometheus text exposition of every counter.
@@ -125,6 +197,7 @@ impl Metrics {
         for (name, kind, help, value) in node.iter().chain(cluster.iter()) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
+        self.render_limits(&mut out);
         out.push_str("# HELP switchboard_reactor_connections open connections per reactor\n");
         out.push_str("# TYPE switchboard_reactor_connections gauge\n");
         for (i, r) in self.reactors.iter().enumerate() {

@@ -183,6 +183,14 @@ pub enum Failure<'a> {
     TokenRanOut,
     /// A `refreshmsg` to a node without tokens.
     OpenMode,
+    /// The message was not sent: the recipient's reactor has too much queued.
+    RecipientBusy(&'a str),
+    /// The connection sends over its message rate; what it sends is dropped.
+    RateLimited { rate: u32, burst: u32 },
+    /// The connection tried more logins than it may.
+    TooManyLogins(u8),
+    /// The connection did not log in within the login timeout (seconds).
+    LoginTimeout(u64),
 }
 
 impl fmt::Display for Failure<'_> {
@@ -204,6 +212,15 @@ impl fmt::Display for Failure<'_> {
                 f.write_str("token expired: send {\"MessageType\":\"refreshmsg\",\"Data\":\"<JWT>\"} before it does")
             }
             Failure::OpenMode => f.write_str("refreshmsg: this node takes no tokens (it runs in open mode)"),
+            Failure::RecipientBusy(name) => {
+                write!(f, "message dropped: too many messages are waiting for {name:?}, try again later")
+            }
+            Failure::RateLimited { rate, burst } => write!(
+                f,
+                "slow down: over {rate} messages/s (bursts of {burst}); messages are dropped, and a client that goes on is disconnected"
+            ),
+            Failure::TooManyLogins(max) => write!(f, "too many login attempts: at most {max} per connection"),
+            Failure::LoginTimeout(secs) => write!(f, "no login within {secs} s: closing"),
         }
     }
 }

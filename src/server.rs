@@ -111,7 +111,10 @@ pub fn start(config: Config) -> Result<Node, StartError> {
     let mut inboxes = Vec::with_capacity(reactors);
     for reactor in 0..reactors {
         let poll = Poll::new().map_err(|source| StartError::Reactor { reactor, source })?;
-        inboxes.push(Inbox::new(poll.registry(), WAKER).map_err(|source| StartError::Reactor { reactor, source })?);
+        inboxes.push(
+            Inbox::new(poll.registry(), WAKER, config.inbox_size)
+                .map_err(|source| StartError::Reactor { reactor, source })?,
+        );
         polls.push(poll);
     }
     let hub = Hub::new(inboxes, capacity);
@@ -182,6 +185,9 @@ fn listen_reuseport(addr: SocketAddr, config: &Config) -> io::Result<TcpListener
     socket.set_reuse_port(true)?;
     // Chat lines are small and latency matters more than packet count.
     socket.set_tcp_nodelay(true)?;
+    if config.send_buffer > 0 {
+        socket.set_send_buffer_size(config.send_buffer)?;
+    }
     if config.keepalive > 0 {
         let probes = TcpKeepalive::new()
             .with_time(Duration::from_secs(config.keepalive))

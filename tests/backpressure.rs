@@ -38,7 +38,8 @@ fn a_large_message_to_a_slow_reader_arrives_whole() {
 
 #[test]
 fn a_client_that_stops_reading_is_closed_with_1008_and_others_are_unaffected() {
-    let node = NodeProc::start(&["--max-output", "65536", "--reactors", "1"]);
+    // The sender floods (over any sane message rate) on purpose.
+    let node = NodeProc::start(&["--max-output", "65536", "--reactors", "1", "--message-rate", "0"]);
     let mut stalled = RawClient::open(node.addr, "/ws");
     stalled.send(&common::raw::text(r#"{"MessageType":"loginmsg","Sender":"stalled"}"#));
     let mut sender = connect(&node.url("/ws"));
@@ -128,7 +129,7 @@ fn the_1008_close_of_a_slow_client_follows_whole_frames() {
     // A stalled reader with a small receive buffer, written to in small steps,
     // so the node's output stops in the middle of a frame: the close frame
     // must still come after whole frames, never inside one.
-    let node = NodeProc::start(&["--max-output", "65536"]);
+    let node = NodeProc::start(&["--max-output", "65536", "--message-rate", "0"]);
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&node.addr.into()).unwrap();

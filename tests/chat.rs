@@ -92,7 +92,8 @@ fn a_name_comes_free_when_its_connection_leaves() {
 fn two_thousand_users_on_every_reactor_each_message_delivered_once() {
     const USERS: usize = 2000;
     const PER_USER: usize = 5;
-    let node = NodeProc::start(&["--reactors", "4"]);
+    // 2,000 clients from one address, at once.
+    let node = NodeProc::start(&["--reactors", "4", "--max-connections-per-address", "0", "--connect-rate", "0"]);
     let mut users: Vec<_> = (0..USERS).map(|_| connect(&node.url("/ws"))).collect();
     for (i, ws) in users.iter_mut().enumerate() {
         login(ws, &format!("u{i}"));

@@ -7,6 +7,23 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Node flags for a benchmark run from one host: thousands of connections
+/// from one address, opened as fast as the client can, and messages as fast
+/// as the node takes them. The limits stay switched on (the same code runs
+/// per message), only set out of reach.
+pub const BENCH_LIMITS: [&str; 10] = [
+    "--max-connections-per-address",
+    "0",
+    "--connect-rate",
+    "0",
+    "--message-rate",
+    "1000000",
+    "--message-burst",
+    "1000000",
+    "--inbox-size",
+    "1000000",
+];
+
 /// Appends a masked, final client frame (payloads up to 64 KiB).
 pub fn masked(opcode: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
     out.push(0x80 | opcode);

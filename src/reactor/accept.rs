@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 
-use crate::config::AcceptMode;
+use super::admit::{self, Source};
+use crate::config::{AcceptMode, Config};
 use crate::hub::Hub;
 
 /// How long to stop accepting after running out of descriptors.
@@ -15,8 +16,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What one `accept` gave.
 pub(super) enum Accepted {
-    /// A new socket for reactor `target`, already counted in its gauge.
-    Socket { stream: TcpStream, target: usize },
+    /// A new socket for reactor `target`, already counted in its gauge
+    /// (and, from a direct peer, per address).
+    Socket { stream: TcpStream, target: usize, source: Source },
     /// The backlog is empty: wait for the next event.
     Empty,
     /// Out of descriptors (EMFILE/ENFILE): the backlog stays queued and no
@@ -25,20 +27,21 @@ pub(super) enum Accepted {
 }
 
 /// Accepts one socket from `listener` on behalf of reactor `id`.
-pub(super) fn accept_one(listener: &TcpListener, id: usize, hub: &Hub, mode: AcceptMode) -> Accepted {
+pub(super) fn accept_one(listener: &TcpListener, id: usize, hub: &Hub, config: &Config) -> Accepted {
     loop {
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 let reactors = &hub.metrics.reactors;
                 reactors[id].accepted.fetch_add(1, Relaxed);
-                let target = match mode {
+                let target = match config.accept {
                     AcceptMode::Handoff => least_loaded(hub).unwrap_or(id),
                     AcceptMode::Reuseport => id,
                 };
                 // Counted for its reactor now, before it is adopted, so the
                 // rest of this burst sees it when choosing the least loaded.
                 reactors[target].connections.fetch_add(1, Relaxed);
-                return Accepted::Socket { stream, target };
+                let source = admit::on_accept(hub, config, peer);
+                return Accepted::Socket { stream, target, source };
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::Empty,
             Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}

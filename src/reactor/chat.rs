@@ -15,7 +15,6 @@ use super::reply::{log_in_first, reply_error, reply_failure, reply_with};
 use super::write::queue_frame;
 use crate::bus::{Published, Undelivered};
 use crate::codec::op;
-use crate::inbox::Command;
 use crate::names;
 use crate::protocol::{self, Failure, Request};
 
@@ -55,10 +54,11 @@ fn chat(conn: &mut Conn, token: Token, cx: &mut Context, to: &str, data: &str) -
     encoded.clear();
     protocol::encode_chat(&mut encoded, data, to, from);
     let published = match holder {
-        Some(at) => {
-            cx.hub.send(at, Command::Deliver { token: at.token, payload: encoded[..].into() });
-            Published::Sent
+        Some(at) if !cx.hub.deliver(at, &encoded) => {
+            cx.encode = encoded;
+            return reply_failure(conn, token, cx, Failure::RecipientBusy(to));
         }
+        Some(_) => Published::Sent,
         None => cx.bus.publish(&key, &encoded, cx.conn_ref(token)),
     };
     cx.encode = encoded;

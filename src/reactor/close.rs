@@ -2,10 +2,12 @@
 //! takes the user off the node and the cluster at once, queues our close
 //! frame after what is already queued, shuts our side once that is written,
 //! and removes the connection at the peer's EOF or after a grace period.
-//! A drop removes it at the end of the turn.
+//! A drop removes it at the end of the turn. A closing connection whose
+//! peer has not hung up when the grace period ends is reset (SO_LINGER 0),
+//! so the kernel does not go on holding (and resending) its unsent bytes.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 
@@ -14,6 +16,7 @@ use super::context::{Context, Outcome, Stop};
 use super::timers::CLOSE_GRACE;
 use super::write::mark_dirty;
 use crate::codec;
+use crate::metrics::Limit;
 
 /// Acts on what a handler returned for `conn`.
 pub(super) fn settle(conn: &mut Conn, token: Token, cx: &mut Context, outcome: Outcome) {
@@ -34,7 +37,7 @@ pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, 
     let was_open = match conn.phase {
         Phase::Closing(_) | Phase::Gone => return,
         Phase::Handshake => false,
-        Phase::Open(_) => true,
+        Phase::Chat | Phase::Echo => true,
     };
     conn.phase = Phase::Closing(Closing::Flushing);
     give_partial(conn, cx);
@@ -51,11 +54,21 @@ pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, 
 /// Hands back what a connection held of unfinished input.
 pub(super) fn give_partial(conn: &mut Conn, cx: &mut Context) {
     if let Some(partial) = conn.partial.take() {
-        let Partial { input, message, .. } = *partial;
+        let Partial { input, message, held, .. } = *partial;
+        super::stalled::release(cx, held);
         cx.pool.give(input);
         if let Some(m) = message {
             cx.pool.give(m.data);
         }
+    }
+}
+
+/// The close grace has ended without the peer's EOF: the socket is to be
+/// closed with a reset, which frees whatever the kernel still holds for it
+/// (a slow reader's unsent output) instead of sending it on for minutes.
+pub(super) fn reset(conn: &mut Conn, cx: &mut Context) {
+    if socket2::SockRef::from(&conn.socket).set_linger(Some(Duration::ZERO)).is_ok() {
+        cx.stats().hit(Limit::CloseGraceReset);
     }
 }
 

@@ -4,12 +4,15 @@
 //! pool when drained.
 //!
 //! The slab entry is most of what an idle connection costs in user space, so
-//! it is kept small (80 bytes): what only a connection in the middle of a
+//! it is kept small (88 bytes): what only a connection in the middle of a
 //! message needs is boxed behind one pointer, and the login is a name plus a one-byte state
 //! rather than an enum of two name-carrying variants (which would not fit the
 //! name's niche and would cost 8 bytes more per connection); [`Conn::login`]
-//! gives it back as the enum [`Login`]. A token's expiry is 4 bytes of Unix
-//! seconds, which fill padding the entry had anyway (still 80 bytes).
+//! gives it back as the enum [`Login`]. Beyond the basics it holds the
+//! source address key (4 bytes) and the message-rate bucket (4, see `rate`)
+//! for the limits, a token's expiry (4, Unix seconds), and a count of login
+//! attempts (1); the login's state, liveness and the limits' state are bits
+//! of `flags`.
 
 use compact_str::CompactString;
 use mio::net::TcpStream;
@@ -23,12 +26,35 @@ use crate::handshake::Endpoint;
 pub(super) enum Phase {
     /// Waiting for the HTTP upgrade request.
     Handshake,
-    /// A WebSocket on one of the endpoints.
-    Open(Endpoint),
+    /// A WebSocket on the chat endpoint.
+    Chat,
+    /// A WebSocket on the echo endpoint. (One variant per endpoint rather
+    /// than one carrying an `Endpoint` keeps `Phase` in one byte, and
+    /// `Conn` at 88 rather than 96.)
+    Echo,
     /// Our close frame or HTTP response is queued; waiting for the peer's EOF.
     Closing(Closing),
     /// Removed at the end of this turn; nothing reaches it any more.
     Gone,
+}
+
+impl Phase {
+    /// The phase of a WebSocket just upgraded on `endpoint`.
+    pub fn open(endpoint: Endpoint) -> Phase {
+        match endpoint {
+            Endpoint::Chat => Phase::Chat,
+            Endpoint::Echo => Phase::Echo,
+        }
+    }
+
+    /// The endpoint of an open WebSocket.
+    pub fn endpoint(self) -> Option<Endpoint> {
+        match self {
+            Phase::Chat => Some(Endpoint::Chat),
+            Phase::Echo => Some(Endpoint::Echo),
+            _ => None,
+        }
+    }
 }
 
 /// The two steps of closing: our sending side is shut once what is queued
@@ -49,23 +75,31 @@ pub(super) enum Login<'a> {
     Granted(&'a str),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LoginState {
-    Anonymous,
-    Pending,
-    Granted,
-}
-
-/// Bit flags of bookkeeping (kept in one byte to keep the slab entry small).
+/// Bit flags of bookkeeping (two bytes for eleven states: the slab entry stays small).
 pub(super) mod flag {
     /// Listed in the reactor's flush list for this turn.
-    pub const DIRTY: u8 = 1;
+    pub const DIRTY: u16 = 1;
     /// Holds a partial frame or an unfinished fragmented message.
-    pub const STALLED: u8 = 2;
+    pub const STALLED: u16 = 2;
     /// Has an entry in the reactor's stalled-message timer queue.
-    pub const STALL_TIMER: u8 = 4;
+    pub const STALL_TIMER: u16 = 4;
+    /// Sent something since the liveness sweep last visited it.
+    pub const HEARD: u16 = 8;
+    /// Pinged by the sweep and not heard from since.
+    pub const PING_OUT: u16 = 16;
+    /// Told it is over the message rate (cleared once it is under again).
+    pub const RATE_WARNED: u16 = 32;
+    /// Counted in the node's per-address table under `Conn::source`.
+    pub const COUNTED: u16 = 64;
+    /// Its login deadline passed while its login was pending: should the
+    /// login be refused, the connection is closed.
+    pub const LOGIN_DUE: u16 = 128;
     /// Has an entry in the reactor's token-expiry wheel.
-    pub const EXPIRY_TIMER: u8 = 8;
+    pub const EXPIRY_TIMER: u16 = 256;
+    /// Logged in, waiting for the bus to grant the name (see [`super::Login`]).
+    pub const LOGIN_PENDING: u16 = 512;
+    /// Logged in and granted.
+    pub const LOGIN_GRANTED: u16 = 1024;
 }
 
 /// A message arriving in fragments.
@@ -86,6 +120,13 @@ pub(super) struct Partial {
     /// When the connection started holding it (milliseconds on the
     /// reactor's wrapping clock; meaningful while `STALLED`).
     pub since: u32,
+    /// Bytes of this counted in the node's `--max-partial-bytes` budget.
+    pub held: usize,
+    /// Payload bytes of the partial frame at the front of `input` already
+    /// unmasked (in place) and checked as UTF-8, for a text frame.
+    pub unmasked: usize,
+    /// Of those, the bytes that end on a whole UTF-8 sequence.
+    pub frame_valid: usize,
 }
 
 pub(super) struct Conn {
@@ -93,10 +134,16 @@ pub(super) struct Conn {
     generation: u32,
     /// When the login's token expires, in Unix seconds (0: no token, open mode).
     expiry: u32,
+    /// The source address key (`admission::source_key`): the peer's, or the
+    /// client's behind a trusted proxy once the upgrade named it.
+    pub source: u32,
+    /// The message-rate bucket's theoretical arrival time (`rate`).
+    pub tat: u32,
     pub phase: Phase,
-    pub flags: u8,
-    login: LoginState,
-    /// The name of a pending or granted login.
+    pub flags: u16,
+    /// Logins tried on this connection (`--max-login-attempts`).
+    pub logins: u8,
+    /// The name of a pending or granted login (which of the two: `flags`).
     user: Option<CompactString>,
     pub output: Output,
     /// A partial frame or HTTP head, or a fragmented message: `None` while
@@ -105,14 +152,16 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, generation: u32) -> Conn {
+    pub fn new(socket: TcpStream, generation: u32, source: u32) -> Conn {
         Conn {
             socket,
             generation,
             expiry: 0,
+            source,
+            tat: 0,
             phase: Phase::Handshake,
             flags: 0,
-            login: LoginState::Anonymous,
+            logins: 0,
             user: None,
             output: Output::default(),
             partial: None,
@@ -134,31 +183,34 @@ impl Conn {
         self.partial.get_or_insert_with(Box::default)
     }
 
-    /// Drops the partial state once it holds nothing, handing its buffer to `give`.
-    pub fn trim_partial(&mut self, give: impl FnOnce(Vec<u8>)) {
+    /// Drops the partial state once it holds nothing, handing its buffer to
+    /// `give`; returns the bytes it had counted against the node's budget.
+    pub fn trim_partial(&mut self, give: impl FnOnce(Vec<u8>)) -> usize {
         if self.partial.as_ref().is_some_and(|p| p.input.is_empty() && p.message.is_none()) {
             if let Some(p) = self.partial.take() {
                 give(p.input);
+                return p.held;
             }
         }
+        0
     }
 
     pub fn token(&self, key: usize) -> Token {
         token_of(key, self.generation)
     }
 
-    pub fn has(&self, f: u8) -> bool {
+    pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
 
     pub fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open(_))
+        matches!(self.phase, Phase::Chat | Phase::Echo)
     }
 
     pub fn login(&self) -> Login<'_> {
-        match (self.login, self.user.as_deref()) {
-            (LoginState::Pending, Some(name)) => Login::Pending(name),
-            (LoginState::Granted, Some(name)) => Login::Granted(name),
+        match self.user.as_deref() {
+            Some(name) if self.has(flag::LOGIN_GRANTED) => Login::Granted(name),
+            Some(name) if self.has(flag::LOGIN_PENDING) => Login::Pending(name),
             _ => Login::Anonymous,
         }
     }
@@ -172,20 +224,21 @@ impl Conn {
     }
 
     pub fn is_pending(&self) -> bool {
-        self.login == LoginState::Pending
+        self.has(flag::LOGIN_PENDING)
     }
 
     /// Records a login, granted at once or waiting for the bus.
     pub fn log_in(&mut self, name: &str, granted: bool) {
         self.user = Some(name.into());
-        self.login = if granted { LoginState::Granted } else { LoginState::Pending };
+        self.flags &= !(flag::LOGIN_PENDING | flag::LOGIN_GRANTED);
+        self.flags |= if granted { flag::LOGIN_GRANTED } else { flag::LOGIN_PENDING };
     }
 
     /// A pending login was granted; false when there was none.
     pub fn grant(&mut self) -> bool {
         let pending = self.is_pending();
         if pending {
-            self.login = LoginState::Granted;
+            self.flags = self.flags & !flag::LOGIN_PENDING | flag::LOGIN_GRANTED;
         }
         pending
     }
@@ -202,8 +255,8 @@ impl Conn {
 
     /// Ends the login, whatever its state: the name, and whether it was granted.
     pub fn log_out(&mut self) -> Option<(CompactString, bool)> {
-        let granted = self.login == LoginState::Granted;
-        self.login = LoginState::Anonymous;
+        let granted = self.has(flag::LOGIN_GRANTED);
+        self.flags &= !(flag::LOGIN_PENDING | flag::LOGIN_GRANTED);
         self.user.take().map(|name| (name, granted))
     }
 }
@@ -247,16 +300,16 @@ mod tests {
     #[test]
     fn an_idle_connection_is_small() {
         // The slab entry is most of what an idle connection costs in user space.
-        // 80 bytes in release builds; mio's sockets carry a selector id in debug builds.
-        assert!(std::mem::size_of::<Conn>() <= 104, "{}", std::mem::size_of::<Conn>());
+        // 88 bytes in release builds; mio's sockets carry a selector id in debug builds.
+        assert!(std::mem::size_of::<Conn>() <= 112, "{}", std::mem::size_of::<Conn>());
         #[cfg(not(debug_assertions))]
-        assert_eq!(std::mem::size_of::<Conn>(), 80);
+        assert_eq!(std::mem::size_of::<Conn>(), 88);
     }
 
     fn conn() -> Conn {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        Conn::new(TcpStream::from_std(stream), 1)
+        Conn::new(TcpStream::from_std(stream), 1, 0)
     }
 
     #[test]

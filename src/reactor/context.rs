@@ -31,6 +31,28 @@ pub(super) enum Stop {
 /// What a handler returns: `Ok` to go on serving the connection.
 pub(super) type Outcome = Result<(), Stop>;
 
+/// The message-rate bucket's parameters (see `rate`), in microseconds of
+/// the reactor's clock.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct MessageRate {
+    /// Time one message takes out of the bucket (0: no limit).
+    pub interval: u32,
+    /// How far ahead of now the TAT may run: a burst of messages.
+    pub burst: u32,
+}
+
+impl MessageRate {
+    pub fn new(config: &Config) -> MessageRate {
+        if config.message_rate == 0 {
+            return MessageRate { interval: 0, burst: u32::MAX / 2 };
+        }
+        // validate() bounds the burst to 1000 s, so twice it stays clear of
+        // the clock's wrap (2^31 us, 35 minutes).
+        let interval = 1_000_000 / config.message_rate;
+        MessageRate { interval, burst: interval.saturating_mul(config.message_burst) }
+    }
+}
+
 /// Everything of a reactor but its connections: what a handler reaches
 /// while it holds its own connection.
 pub(super) struct Context {
@@ -51,6 +73,11 @@ pub(super) struct Context {
     pub reap: Vec<usize>,
     pub timers: Timers,
     pub local: LocalDeliveries,
+    /// Microseconds on the reactor's wrapping clock, read once per turn (`rate`).
+    pub clock: u32,
+    pub rate: MessageRate,
+    /// Connections the node holds at most (`--max-connections`, resolved).
+    pub max_connections: usize,
 }
 
 impl Context {

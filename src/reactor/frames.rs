@@ -1,7 +1,8 @@
 //! What a reactor does with complete frames: control frames, the
 //! reassembly of fragmented messages (UTF-8 checked as fragments arrive, so
 //! a bad text message fails fast), and whole messages handed to their
-//! endpoint: echo, or the chat protocol.
+//! endpoint: echo, or the chat protocol. Chat messages and pings take a
+//! token of the connection's message rate first (`rate`).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -10,6 +11,7 @@ use mio::Token;
 use super::chat;
 use super::conn::{Conn, Fragments, Phase};
 use super::context::{Context, Outcome, Stop};
+use super::rate;
 use super::write::queue_frame;
 use crate::codec::{self, close, op, FrameHead};
 use crate::handshake::Endpoint;
@@ -17,6 +19,7 @@ use crate::handshake::Endpoint;
 /// Handles one complete, unmasked frame.
 pub(super) fn on_frame(conn: &mut Conn, token: Token, cx: &mut Context, head: FrameHead, payload: &[u8]) -> Outcome {
     match head.opcode {
+        op::PING if conn.phase == Phase::Chat && !rate::admit(conn, cx) => rate::over_rate(conn, token, cx),
         op::PING => queue_frame(conn, token, cx, op::PONG, payload),
         op::PONG => Ok(()),
         op::CLOSE => on_close_frame(payload),
@@ -93,7 +96,7 @@ fn on_close_frame(payload: &[u8]) -> Outcome {
 /// A whole message, for the endpoint the connection was upgraded to.
 fn on_message(conn: &mut Conn, token: Token, cx: &mut Context, opcode: u8, payload: &[u8]) -> Outcome {
     cx.stats().messages_in.fetch_add(1, Relaxed);
-    let Phase::Open(endpoint) = conn.phase else {
+    let Some(endpoint) = conn.phase.endpoint() else {
         return Ok(());
     };
     match (endpoint, opcode) {
@@ -106,7 +109,9 @@ fn on_message(conn: &mut Conn, token: Token, cx: &mut Context, opcode: u8, paylo
         _ => match (endpoint, std::str::from_utf8(payload)) {
             (_, Err(_)) => Err(fail(close::INVALID_PAYLOAD, "text message is not valid UTF-8")),
             (Endpoint::Echo, Ok(_)) => queue_frame(conn, token, cx, opcode, payload),
-            (Endpoint::Chat, Ok(text)) => chat::on_text(conn, token, cx, text),
+            // The echo endpoint is for conformance suites, which send fast: unlimited.
+            (Endpoint::Chat, Ok(text)) if rate::admit(conn, cx) => chat::on_text(conn, token, cx, text),
+            (Endpoint::Chat, Ok(_)) => rate::over_rate(conn, token, cx),
         },
     }
 }

@@ -18,6 +18,7 @@ use mio::Token;
 
 use super::conn::{flag, Conn, Login};
 use super::context::{Context, Outcome, Stop};
+use super::rate;
 use super::reply::{log_in_first, reply_failure};
 use super::write::queue_frame;
 use crate::auth::{unix_now, Verified};
@@ -28,6 +29,7 @@ use crate::protocol::{self, Failure, TokenRefusal};
 
 /// A `loginmsg`: `name` its `Sender`, `jwt` its `Data`.
 pub(super) fn login(conn: &mut Conn, token: Token, cx: &mut Context, name: &str, jwt: &str) -> Outcome {
+    rate::count_login(conn, token, cx)?;
     if let Login::Pending(current) | Login::Granted(current) = conn.login() {
         let current = CompactString::from(current);
         return login_again(conn, token, cx, &current, name, jwt);

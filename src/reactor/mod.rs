@@ -20,22 +20,28 @@
 //! - `write`: output queued per turn and written once.
 //! - `output`: a connection's pending output, the buffer pool.
 //! - `context`: the reactor's state but its connections; the handlers' outcome.
-//! - `timers`: deadlines (handshake, stalled message, close), a FIFO per timeout.
+//! - `timers`: deadlines (upgrade and login, stalled message, close), a FIFO per timeout.
 //! - `expiry`: tokens' deadlines, which vary: a wheel of one-second slots.
-//! - `stalled`: the `--message-timeout` rule.
+//! - `liveness`: the upgrade and login deadlines, pings to quiet connections.
+//! - `rate`: messages per second and logins per connection.
+//! - `admit`: whether an upgrade is taken (connections in all, per address, per second).
+//! - `stalled`: the `--message-timeout` rule, and the node's budget for unfinished messages.
 //! - `close`: what a [`Stop`] does.
 //! - `conn`: per-connection state.
 
 mod accept;
+mod admit;
 mod chat;
 mod close;
 mod conn;
 mod context;
 mod expiry;
 mod frames;
+mod liveness;
 mod local;
 mod login;
 mod output;
+mod rate;
 mod read;
 mod reply;
 mod stalled;
@@ -54,8 +60,10 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use self::accept::Accepted;
-use self::conn::{live, next_generation, token_of, Conn, Phase};
-use self::context::{Context, Outcome, Stop};
+use self::admit::Source;
+use self::conn::{flag, live, next_generation, token_of, Conn, Login, Phase};
+use self::context::{Context, MessageRate, Outcome, Stop};
+use self::liveness::Sweep;
 use self::local::LocalDeliveries;
 use self::output::BufferPool;
 use self::timers::Timers;
@@ -77,6 +85,7 @@ pub(crate) struct Reactor {
     /// Bytes read per `read` call, shared by all connections.
     scratch: Vec<u8>,
     cx: Context,
+    sweep: Sweep,
     stopping: bool,
 }
 
@@ -97,6 +106,9 @@ impl Reactor {
             id,
             hub,
             bus,
+            rate: MessageRate::new(&config),
+            max_connections: admit::max_connections(&config),
+            clock: 0,
             config,
             auth,
             encode: Vec::with_capacity(1024),
@@ -108,7 +120,16 @@ impl Reactor {
             local: LocalDeliveries::default(),
         };
         let scratch = vec![0; read::SCRATCH_SIZE];
-        Ok(Reactor { poll, listener, conns: Slab::new(), next_gen: 0, scratch, cx, stopping: false })
+        Ok(Reactor {
+            poll,
+            listener,
+            conns: Slab::new(),
+            next_gen: 0,
+            scratch,
+            cx,
+            sweep: Sweep::new(),
+            stopping: false,
+        })
     }
 
     /// Reserves slab room for `connections` up front (see `server::start`).
@@ -132,6 +153,7 @@ impl Reactor {
                 }
                 return Err(e);
             }
+            self.cx.clock = self.cx.timers.micros_at(Instant::now());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
@@ -230,9 +252,12 @@ impl Reactor {
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
-            match accept::accept_one(listener, self.cx.id, &self.cx.hub, self.cx.config.accept) {
-                Accepted::Socket { stream, target } if target == self.cx.id => self.adopt(stream),
-                Accepted::Socket { stream, target } => self.cx.hub.inboxes[target].push(Command::Adopt(stream)),
+            match accept::accept_one(listener, self.cx.id, &self.cx.hub, &self.cx.config) {
+                Accepted::Socket { stream, target, source } if target == self.cx.id => self.adopt(stream, source),
+                Accepted::Socket { stream, target, source } => {
+                    let adopt = Command::Adopt { stream, source: source.key, counted: source.counted };
+                    self.cx.hub.inboxes[target].push(adopt);
+                }
                 Accepted::Empty => return,
                 Accepted::Paused { until } => {
                     self.cx.timers.accept_paused_until = Some(until);
@@ -243,8 +268,8 @@ impl Reactor {
     }
 
     /// Takes an accepted socket (already counted in this reactor's gauge).
-    /// TCP_NODELAY and keepalive come from the listener (see server.rs).
-    fn adopt(&mut self, mut stream: TcpStream) {
+    /// TCP_NODELAY, keepalive and the send buffer come from the listener (see server.rs).
+    fn adopt(&mut self, mut stream: TcpStream, source: Source) {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         self.next_gen = next_generation(self.next_gen);
@@ -253,11 +278,20 @@ impl Reactor {
         if key > 0xFFFF_FFFF || registered.is_err() {
             log::warn!("reactor {}: cannot take a connection: {registered:?}", self.cx.id);
             self.cx.stats().connections.fetch_sub(1, Relaxed);
+            if source.counted {
+                self.cx.hub.admission.remove_source(source.key);
+            }
             return;
         }
-        entry.insert(Conn::new(stream, self.next_gen));
-        let deadline = Instant::now() + self.cx.config.handshake_timeout();
-        self.cx.timers.handshakes.push(deadline, token);
+        let conn = entry.insert(Conn::new(stream, self.next_gen, source.key));
+        if source.counted {
+            conn.flags |= flag::COUNTED;
+        }
+        conn.tat = self.cx.clock;
+        self.sweep.bound = self.sweep.bound.max(key + 1);
+        let config = &self.cx.config;
+        let first = config.handshake_timeout.min(config.login_timeout);
+        self.cx.timers.arrival.push(Instant::now() + Duration::from_secs(first), token);
     }
 
     fn reap_closed(&mut self) {
@@ -265,10 +299,12 @@ impl Reactor {
             if !self.conns.get(key).is_some_and(|c| c.phase == Phase::Gone) {
                 continue;
             }
-            let conn = self.conns.remove(key);
+            let mut conn = self.conns.remove(key);
             self.cx.stats().connections.fetch_sub(1, Relaxed);
+            if conn.has(flag::COUNTED) {
+                self.cx.hub.admission.remove_source(conn.source);
+            }
             // Dropping the socket closes it, which also takes it out of epoll.
-            let mut conn = conn;
             close::give_partial(&mut conn, &mut self.cx);
             self.cx.pool.give(conn.output.take());
         }
@@ -280,17 +316,26 @@ impl Reactor {
             self.cx.timers.accept_paused_until = None;
             self.accept_all();
         }
-        while let Some(token) = self.cx.timers.handshakes.pop_expired(now) {
-            self.with_conn(token, |conn, _| match conn.phase {
-                Phase::Handshake => Err(Stop::Drop),
-                _ => Ok(()),
-            });
+        while let Some((at, token)) = self.cx.timers.arrival.pop_expired(now) {
+            self.with_conn(token, |conn, cx| liveness::on_arrival(conn, token, cx, at, false));
         }
-        while let Some(token) = self.cx.timers.stalled.pop_expired(now) {
+        while let Some((at, token)) = self.cx.timers.arrival_late.pop_expired(now) {
+            self.with_conn(token, |conn, cx| liveness::on_arrival(conn, token, cx, at, true));
+        }
+        while let Some((_, token)) = self.cx.timers.stalled.pop_expired(now) {
             self.with_conn(token, |conn, cx| stalled::check_stalled(conn, token, cx, now));
         }
-        while let Some(token) = self.cx.timers.closing.pop_expired(now) {
-            self.with_conn(token, |_, _| Err(Stop::Drop));
+        while let Some((_, token)) = self.cx.timers.closing.pop_expired(now) {
+            self.with_conn(token, |conn, cx| {
+                close::reset(conn, cx);
+                Err(Stop::Drop)
+            });
+        }
+        if now >= self.cx.timers.sweep_at {
+            self.cx.timers.sweep_at = now + Duration::from_secs(1);
+            self.cx.clock = self.cx.timers.micros_at(now);
+            liveness::tick(&mut self.conns, &mut self.cx, &mut self.sweep, now);
+            self.deliver_local();
         }
         if !self.cx.timers.tokens.is_empty() {
             let unix = auth::unix_now();
@@ -315,6 +360,13 @@ impl Reactor {
                     // Input waited while the login was pending: take it up now.
                     let was_pending = conn.is_pending();
                     login::login_decided(conn, token, cx, accepted)?;
+                    if conn.has(flag::LOGIN_DUE) {
+                        if conn.login() == Login::Anonymous {
+                            // Refused after its login deadline: no time left for another try.
+                            return liveness::login_timeout(conn, token, cx);
+                        }
+                        conn.flags &= !flag::LOGIN_DUE;
+                    }
                     if was_pending {
                         read::resume(conn, token, cx)?;
                     }
@@ -322,7 +374,7 @@ impl Reactor {
                 });
                 self.deliver_local();
             }
-            Command::Adopt(stream) => self.adopt(stream),
+            Command::Adopt { stream, source, counted } => self.adopt(stream, Source { key: source, counted }),
             Command::Shutdown => self.stopping = true,
         });
     }

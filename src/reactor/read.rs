@@ -4,7 +4,9 @@
 //! A socket is read until `WouldBlock` or a short read, and one that used up
 //! its per-turn budget goes on a "still readable" list, since no new event
 //! will come for it. Complete frames are parsed and unmasked in place in the
-//! scratch buffer; only a partial frame is copied into the connection.
+//! scratch buffer; only a partial frame is copied into the connection. The
+//! arrived part of a partial text frame is unmasked and checked as UTF-8 at
+//! once, so bad bytes fail (1007) without waiting for the rest of the frame.
 
 use std::io::{self, Read};
 use std::mem;
@@ -13,14 +15,15 @@ use std::time::Instant;
 
 use mio::Token;
 
-use super::conn::{Closing, Conn, Phase};
+use super::admit::{self, Source};
+use super::conn::{flag, Closing, Conn, Phase};
 use super::context::{Context, Outcome, Stop};
 use super::frames;
 use super::login;
 use super::stalled;
 use super::timers::CLOSE_GRACE;
 use super::write::{self, mark_dirty};
-use crate::codec::{self, close};
+use crate::codec::{self, close, op, FrameHead};
 use crate::handshake::{self, Endpoint, Routes};
 
 /// Bytes read per `read` call: one buffer per reactor, shared by all its connections.
@@ -47,6 +50,8 @@ pub(super) fn read(conn: &mut Conn, token: Token, cx: &mut Context, scratch: &mu
                 return Err(Stop::Drop);
             }
             Ok(n) => {
+                // Any bytes are a sign of life (see `liveness`).
+                conn.flags |= flag::HEARD;
                 cx.stats().bytes_in.fetch_add(n as u64, Relaxed);
                 ingest(conn, token, cx, &mut scratch[..n])?;
                 // A short read means the socket is drained: any later data
@@ -104,9 +109,10 @@ fn ingest(conn: &mut Conn, token: Token, cx: &mut Context, data: &mut [u8]) -> O
             _ => cx.pool.give(input),
         }
     }
-    conn.trim_partial(|buf| cx.pool.give(buf));
+    let released = conn.trim_partial(|buf| cx.pool.give(buf));
+    stalled::release(cx, released);
     stalled::note_stalled(conn, token, cx);
-    Ok(())
+    stalled::account(conn, cx)
 }
 
 /// Handles every complete unit (HTTP head or frame) at the front of `buf`;
@@ -124,8 +130,8 @@ fn process(conn: &mut Conn, token: Token, cx: &mut Context, buf: &mut [u8]) -> R
             },
             // What follows a login waits for its decision, so a client may
             // chat right after logging in, as seed clients do.
-            Phase::Open(_) if conn.is_pending() => return Ok((pos, 0)),
-            Phase::Open(_) => {
+            Phase::Chat | Phase::Echo if conn.is_pending() => return Ok((pos, 0)),
+            Phase::Chat | Phase::Echo => {
                 let head = match codec::parse_client_header(&buf[pos..]) {
                     Ok(Some(head)) => head,
                     Ok(None) => return Ok((pos, 0)),
@@ -137,15 +143,72 @@ fn process(conn: &mut Conn, token: Token, cx: &mut Context, buf: &mut [u8]) -> R
                     return Err(Stop::Fail(close::TOO_BIG, format!("message over {max} bytes").into()));
                 }
                 let total = head.header_len + head.payload_len as usize;
+                // Only the frame at the front of held input can have been
+                // unmasked in part, as it arrived.
+                let done = match conn.partial.as_mut() {
+                    Some(p) if pos == 0 => mem::take(&mut p.unmasked),
+                    _ => 0,
+                };
                 if buf.len() - pos < total {
+                    if let Some(p) = conn.partial.as_mut() {
+                        p.unmasked = done;
+                    }
+                    if head.opcode == op::TEXT || conn.message().is_some_and(|m| m.opcode == op::TEXT) {
+                        check_partial_text(conn, head, &mut buf[pos + head.header_len..], done)?;
+                    }
                     return Ok((pos, total));
                 }
+                if done > 0 {
+                    if let Some(p) = conn.partial.as_mut() {
+                        p.frame_valid = 0;
+                    }
+                }
                 let payload = &mut buf[pos + head.header_len..pos + total];
-                codec::apply_mask(payload, head.mask, 0);
+                if done == 0 {
+                    codec::apply_mask(payload, head.mask, 0);
+                } else {
+                    codec::apply_mask(&mut payload[done..], head.mask, done);
+                }
                 pos += total;
                 frames::on_frame(conn, token, cx, head, payload)?;
             }
         }
+    }
+}
+
+/// Unmasks what has arrived of a text frame's payload (past the `done`
+/// bytes unmasked before) and checks it as UTF-8, continuing the message's
+/// fragments so far: bad bytes fail with 1007 before the frame is complete.
+fn check_partial_text(conn: &mut Conn, head: FrameHead, payload: &mut [u8], done: usize) -> Outcome {
+    if payload.len() <= done || (head.opcode == op::TEXT && conn.message().is_some()) {
+        return Ok(());
+    }
+    codec::apply_mask(&mut payload[done..], head.mask, done);
+    let partial = conn.partial_mut();
+    partial.unmasked = payload.len();
+    let mut valid = partial.frame_valid;
+    let carry = match (&partial.message, valid) {
+        (Some(m), 0) => &m.data[m.utf8_valid..],
+        _ => &[][..],
+    };
+    if !carry.is_empty() {
+        // The fragments so far end inside a UTF-8 sequence: finish it first.
+        let mut joint = [0u8; 8];
+        let take = (4 - carry.len()).min(payload.len());
+        joint[..carry.len()].copy_from_slice(carry);
+        joint[carry.len()..carry.len() + take].copy_from_slice(&payload[..take]);
+        match codec::check_utf8_prefix(&joint[..carry.len() + take], 0) {
+            None => return Err(Stop::Fail(close::INVALID_PAYLOAD, "text message is not valid UTF-8".into())),
+            Some(0) => return Ok(()),
+            Some(v) => valid = v - carry.len(),
+        }
+    }
+    match codec::check_utf8_prefix(payload, valid) {
+        Some(v) => {
+            partial.frame_valid = v;
+            Ok(())
+        }
+        None => Err(Stop::Fail(close::INVALID_PAYLOAD, "text message is not valid UTF-8".into())),
     }
 }
 
@@ -160,14 +223,26 @@ fn upgrade(conn: &mut Conn, token: Token, cx: &mut Context, buf: &[u8]) -> Resul
         max_header_bytes: cx.config.max_header_bytes,
         origins: cx.auth.origins(),
     };
-    let hub = &cx.hub;
+    let shared: &Context = cx;
+    let source = Source { key: conn.source, counted: conn.has(flag::COUNTED) };
+    let mut newly = None;
     // Written straight into the (empty) output: no pooled buffer is held
     // by a connection whose request is still incomplete.
-    let outcome = handshake::handle(buf, &routes, conn.output.unpooled(), || hub.metrics.render());
+    let outcome = handshake::handle_admitting(
+        buf,
+        &routes,
+        conn.output.unpooled(),
+        || shared.hub.metrics.render(),
+        |forwarded| admit::admit(shared, source, forwarded, &mut newly),
+    );
+    if let Some(key) = newly {
+        conn.source = key;
+        conn.flags |= flag::COUNTED;
+    }
     let consumed = match outcome {
         handshake::Outcome::Incomplete => return Ok(None),
         handshake::Outcome::Upgrade { endpoint, consumed, token: jwt } => {
-            conn.phase = Phase::Open(endpoint);
+            conn.phase = Phase::open(endpoint);
             cx.stats().handshakes.fetch_add(1, Relaxed);
             mark_dirty(conn, token, &mut cx.dirty);
             if endpoint == Endpoint::Chat {

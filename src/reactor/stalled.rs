@@ -1,7 +1,12 @@
 //! The `--message-timeout` rule: a client that starts a message (a frame
 //! cut short, or fragments without the final one) must finish it in time,
-//! since what it sent meanwhile is held in memory.
+//! since what it sent meanwhile is held in memory. And the node's budget for
+//! that memory (`--max-partial-bytes`): what every connection holds of
+//! unfinished messages is counted node-wide, and a client whose message
+//! would pass the budget is closed with 1008. A connection that holds nothing
+//! partial (nearly all, nearly always) costs one branch here.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use mio::Token;
@@ -9,6 +14,7 @@ use mio::Token;
 use super::conn::{flag, Conn};
 use super::context::{Context, Outcome, Stop};
 use crate::codec::close;
+use crate::metrics::Limit;
 
 /// Starts the clock on a connection that now holds an unfinished message
 /// (a partial frame, or fragments without the final one), or stops it.
@@ -48,4 +54,39 @@ pub(super) fn check_stalled(conn: &mut Conn, token: Token, cx: &mut Context, now
     conn.flags |= flag::STALL_TIMER;
     cx.timers.stalled.push(now + Duration::from_millis(timeout_ms - held), token);
     Ok(())
+}
+
+/// Brings the node's count of bytes held in unfinished messages up to date
+/// with what `conn` holds now (the capacity of its buffers: what is
+/// allocated, not what has arrived). Past `--max-partial-bytes` the client is
+/// closed with 1008 and its buffers are handed back at the close.
+pub(super) fn account(conn: &mut Conn, cx: &mut Context) -> Outcome {
+    let Some(partial) = conn.partial.as_mut() else {
+        return Ok(());
+    };
+    let holds = partial.input.capacity() + partial.message.as_ref().map_or(0, |m| m.data.capacity());
+    if holds <= partial.held {
+        release(cx, partial.held - holds);
+        partial.held = holds;
+        return Ok(());
+    }
+    let more = holds - partial.held;
+    let gauge = &cx.hub.metrics.partial_bytes;
+    let total = gauge.fetch_add(more as u64, Relaxed) + more as u64;
+    let max = cx.config.max_partial_bytes;
+    if total > max as u64 {
+        gauge.fetch_sub(more as u64, Relaxed);
+        cx.stats().hit(Limit::PartialBytes);
+        let reason = format!("the node holds {max} bytes of unfinished messages: finish yours later");
+        return Err(Stop::Close(close::POLICY, reason.into()));
+    }
+    partial.held = holds;
+    Ok(())
+}
+
+/// `bytes` counted against the node's budget were given back.
+pub(super) fn release(cx: &Context, bytes: usize) {
+    if bytes > 0 {
+        cx.hub.metrics.partial_bytes.fetch_sub(bytes as u64, Relaxed);
+    }
 }

@@ -13,6 +13,7 @@ use mio::Token;
 use super::conn::{flag, Closing, Conn, Phase};
 use super::context::{Context, Outcome, Stop};
 use crate::codec::{self, close, op};
+use crate::protocol;
 
 /// Bytes one connection may write per turn before others get their go.
 const WRITE_BUDGET: usize = 1024 * 1024;
@@ -67,6 +68,16 @@ pub(super) fn queue_frame(conn: &mut Conn, token: Token, cx: &mut Context, opcod
     }
     mark_dirty(conn, token, &mut cx.dirty);
     Ok(())
+}
+
+/// Queues an errormsg carrying `message` (a text from `protocol`).
+pub(super) fn queue_error(conn: &mut Conn, token: Token, cx: &mut Context, message: &str) -> Outcome {
+    let mut encoded = std::mem::take(&mut cx.encode);
+    encoded.clear();
+    protocol::encode_error(&mut encoded, message);
+    let outcome = queue_frame(conn, token, cx, op::TEXT, &encoded);
+    cx.encode = encoded;
+    outcome
 }
 
 /// Writes until the socket is full: true when it is, false when the output

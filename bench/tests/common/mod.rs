@@ -262,6 +262,9 @@ impl Node {
         let bin = node_binary();
         let mut child = Command::new(&bin)
             .args(["--listen", "127.0.0.1:0", "--reactors", &reactors.to_string()])
+            // Thousands of connections from one address, opened at once, and
+            // chatting as fast as they can.
+            .args(["--max-connections-per-address", "0", "--connect-rate", "0", "--message-rate", "0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

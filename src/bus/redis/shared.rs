@@ -130,7 +130,7 @@ impl Shared {
     pub(crate) fn for_tests(routing: crate::config::Routing) -> (Arc<Shared>, mio::Poll) {
         use mio::Token;
         let poll = mio::Poll::new().expect("poll");
-        let inbox = crate::inbox::Inbox::new(poll.registry(), Token(0)).expect("inbox");
+        let inbox = crate::inbox::Inbox::new(poll.registry(), Token(0), 1024).expect("inbox");
         let lease = std::time::Duration::from_secs(15);
         let settings = Settings {
             seeds: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 6379))],

@@ -127,6 +127,8 @@ pub enum Failure<'a> {
     NotOnline(&'a str),
     /// The message was not sent: too much waits for the link between nodes.
     LinkDown,
+    /// The link between nodes failed with the message unconfirmed.
+    Lost(&'a str),
 }
 
 impl fmt::Display for Failure<'_> {
@@ -136,6 +138,9 @@ impl fmt::Display for Failure<'_> {
             Failure::AlreadyLoggedIn(name) => write!(f, "already logged in as {name:?}"),
             Failure::NotOnline(name) => write!(f, "recipient {name:?} is not online"),
             Failure::LinkDown => f.write_str("message dropped: the link between nodes is down, try again later"),
+            Failure::Lost(name) => {
+                write!(f, "message to {name:?} may not have been delivered: the link between nodes failed")
+            }
         }
     }
 }

@@ -94,17 +94,25 @@
 //! - [`resp`]: the Redis wire format, parsed in place.
 //! - [`trim`]: what an idle thread hands back.
 
+mod backoff;
 mod channels;
 mod cluster;
+mod endpoint;
+mod exchange;
+mod inbound;
 mod link;
 mod links;
 mod logins;
+mod preflight;
 mod publisher;
+mod ratelog;
 mod registry;
 mod resp;
 mod settings;
 mod shared;
+mod stream;
 mod subscriber;
+mod tls;
 mod trim;
 
 use std::io;
@@ -125,6 +133,7 @@ use crate::directory::ConnRef;
 use crate::hub::Hub;
 use crate::inbox::Doorbell;
 
+pub use self::preflight::PreflightError;
 pub use self::settings::SettingsError;
 
 /// Why the Redis bus could not start.
@@ -132,6 +141,8 @@ pub use self::settings::SettingsError;
 pub enum StartError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Refused(#[from] PreflightError),
     #[error("cannot set up the bus {thread} thread's poll: {source}")]
     Poll { thread: &'static str, source: io::Error },
     #[error("cannot start the bus {thread} thread: {source}")]
@@ -144,20 +155,24 @@ pub struct RedisBus {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// Resolves the Redis address(es), starts the subscriber and publisher
-/// threads and returns at once: the links come up in the background, and a
-/// Redis that is down at start is retried like one that went away.
+/// Resolves the Redis address(es), checks that Redis accepts this node's
+/// credentials and rights ([`preflight`]), starts the subscriber and
+/// publisher threads and returns: the links come up in the background, and
+/// a Redis that is down at start is retried like one that went away.
 ///
 /// # Errors
-/// Which setting is wrong (an unparsable URL, an unknown host), or what the
-/// system refused (a poll, a thread).
+/// Which setting is wrong (an unparsable URL, an unknown host, a CA file),
+/// what Redis refused (a password, an ACL right, a certificate), or what
+/// the system refused (a poll, a thread).
 pub fn start(hub: Arc<Hub>, config: &Config) -> Result<Arc<dyn Bus>, StartError> {
     let settings = Settings::from_config(config)?;
+    preflight::check(&settings)?;
     let (sub_poll, sub_bell) = thread_poll(Role::Subscriber)?;
     let (pub_poll, pub_bell) = thread_poll(Role::Publisher)?;
     log::info!(
-        "joining the cluster through Redis {:?} as node {:?}: routing {:?}{}, name lease {:?}",
-        settings.seeds,
+        "joining the cluster through Redis {}{} as node {:?}: routing {:?}{}, name lease {:?}",
+        settings.shown_url,
+        if settings.link.tls.is_some() { " (TLS)" } else { "" },
         settings.node_id,
         settings.routing,
         if settings.cluster { ", Redis Cluster (sharded pub/sub)" } else { "" },

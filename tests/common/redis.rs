@@ -1,10 +1,11 @@
 //! Real redis-server processes on free ports, for the cluster tests.
 //! A test that needs Redis fails (never skips) when redis-server is missing.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a fresh redis-server may take to answer PING.
@@ -16,6 +17,8 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: PathBuf,
     extra: Vec<String>,
+    /// TLS only (`--tls-port`, no plain port).
+    tls: bool,
 }
 
 /// A port that was free a moment ago (and, for cluster nodes, whose bus port
@@ -40,14 +43,40 @@ impl RedisServer {
     pub fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("sb-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create a directory for redis-server");
-        let mut server = RedisServer { port, child: None, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut server = RedisServer { port, child: None, dir, extra, tls: false };
+        server.spawn();
+        server
+    }
+
+    /// Starts a server that speaks only TLS on a free port, with the
+    /// certificate and key given, not asking clients for certificates.
+    pub fn start_tls(cert: &Path, key: &Path) -> RedisServer {
+        let port = free_port(false);
+        let dir = std::env::temp_dir().join(format!("sb-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a directory for redis-server");
+        let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+        let extra = vec![
+            "--tls-cert-file".into(),
+            path(cert),
+            "--tls-key-file".into(),
+            path(key),
+            "--tls-ca-cert-file".into(),
+            path(cert),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let mut server = RedisServer { port, child: None, dir, extra, tls: true };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let ports: Vec<&str> = if self.tls { vec!["--port", "0", "--tls-port", &port] } else { vec!["--port", &port] };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(&ports)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -64,7 +93,7 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
-            if self.ping() {
+            if self.answers() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -81,15 +110,32 @@ impl RedisServer {
         self.command(&["PING"]).is_some_and(|r| r.starts_with("+PONG"))
     }
 
+    /// Whether the server is serving: PONG, or a demand for a password;
+    /// for a TLS server, a TCP connect.
+    fn answers(&self) -> bool {
+        if self.tls {
+            return TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+        }
+        self.command(&["PING"]).is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
+    }
+
     /// Sends one command and returns the raw first reply, or None when unreachable.
     pub fn command(&self, args: &[&str]) -> Option<String> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.command_bytes(&args)
+    }
+
+    /// [`RedisServer::command`] with arguments of any bytes (plain port only).
+    pub fn command_bytes(&self, args: &[&[u8]]) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut req = format!("*{}\r\n", args.len());
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
         }
-        s.write_all(req.as_bytes()).ok()?;
+        s.write_all(&req).ok()?;
         let mut buf = vec![0u8; 64 * 1024];
         let n = s.read(&mut buf).ok()?;
         (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
@@ -463,4 +509,78 @@ pub fn login_round_robin(nodes: &[super::NodeProc], names: &[String]) -> Vec<sup
             ws
         })
         .collect()
+}
+
+/// Runs the node with `args` until it exits, which it must within
+/// `timeout`: its exit status and what it wrote to standard error.
+pub fn node_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the switchboard binary");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the node") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node did not exit within {timeout:?}: {}", reader.join().unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().expect("the stderr reader"))
+}
+
+/// A node whose log (standard error, at `RUST_LOG=warn`) the test reads.
+pub struct LoggedNode {
+    pub node: super::NodeProc,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl LoggedNode {
+    pub fn start(args: &[&str]) -> LoggedNode {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the switchboard binary");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&log);
+        let stderr = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("node: {line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("switchboard listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the node: {line:?}"))
+            .parse()
+            .expect("a socket address");
+        LoggedNode { node: super::NodeProc { child, addr }, log }
+    }
+
+    /// Log lines so far that contain `text`.
+    pub fn lines_with(&self, text: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(text)).count()
+    }
 }

@@ -1,10 +1,12 @@
 //! How a link that is down tries again, and says so: exponential backoff
 //! with jitter (longer while Redis refuses our credentials), and log lines
-//! that tell an outage without flooding the log: a warning when it starts,
-//! a reminder a minute while it lasts, one line when it ends.
+//! that tell an outage without flooding the log: a warning when it starts
+//! and when its reason changes, a reminder a minute while it lasts, one
+//! line when it ends.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::mem::{self, Discriminant};
 use std::time::{Duration, Instant};
 
 use super::endpoint::Endpoint;
@@ -31,12 +33,14 @@ pub struct Outage {
     /// When the link went down (or first failed), while it stays down.
     since: Option<Instant>,
     reminded_at: Option<Instant>,
+    /// The kind of failure last logged (a refusal after a closed connection is news).
+    logged: Option<Discriminant<LinkError>>,
     ever_up: bool,
 }
 
 impl Outage {
     pub fn new() -> Outage {
-        Outage { failures: 0, since: None, reminded_at: None, ever_up: false }
+        Outage { failures: 0, since: None, reminded_at: None, logged: None, ever_up: false }
     }
 
     pub fn failures(&self) -> u32 {
@@ -52,14 +56,19 @@ impl Outage {
     }
 
     /// Logs the failure [`Outage::retry_delay`] counted: a warning when the
-    /// link was up or this is the outage's first, then one a minute.
+    /// link was up, this is the outage's first or its reason changed, then
+    /// one a minute.
     pub fn failed(&mut self, endpoint: &Endpoint, role: &str, why: &LinkError, was_up: bool, now: Instant) {
         let since = *self.since.get_or_insert(now);
+        let kind = mem::discriminant(why);
+        let news = self.logged != Some(kind);
         if was_up || self.failures == 1 {
             self.reminded_at = Some(now);
+            self.logged = Some(kind);
             log::warn!("redis {endpoint} ({role}): link down: {why}; reconnecting");
-        } else if self.reminded_at.is_none_or(|at| now.duration_since(at) >= REMIND_EVERY) {
+        } else if news || self.reminded_at.is_none_or(|at| now.duration_since(at) >= REMIND_EVERY) {
             self.reminded_at = Some(now);
+            self.logged = Some(kind);
             log::warn!(
                 "redis {endpoint} ({role}): still down after {:.0?} and {} attempts: {why}",
                 now.duration_since(since),
@@ -84,6 +93,7 @@ impl Outage {
         self.ever_up = true;
         self.failures = 0;
         self.reminded_at = None;
+        self.logged = None;
     }
 }
 

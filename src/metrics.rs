@@ -112,12 +112,7 @@ impl Metrics {
                 "publishes unconfirmed when their Redis link dropped, or refused by Redis (senders told)",
                 bus.publish_lost.load(Relaxed),
             ),
-            (
-                "switchboard_bus_rejected_total",
-                "counter",
-                "messages from Redis dropped: not in the shape a node publishes",
-                bus.rejected.load(Relaxed),
-            ),
+            ("switchboard_bus_rejected_total", "counter", "Redis messages no node sent", bus.rejected.load(Relaxed)),
             (
                 "switchboard_bus_subscriber_lag_bytes",
                 "gauge",

@@ -10,7 +10,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::{cluster_login, node_exit, LoggedNode, RedisServer};
+use common::process::{node_exit, LoggedNode};
+use common::redis::{cluster_login, RedisServer};
 use common::*;
 
 /// How long a refused node may take to give up (the check at start is quick).

@@ -11,7 +11,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::redis::{cluster_login, node_exit, RedisServer};
+use common::process::node_exit;
+use common::redis::{cluster_login, RedisServer};
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 

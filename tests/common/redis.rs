@@ -1,11 +1,10 @@
 //! Real redis-server processes on free ports, for the cluster tests.
 //! A test that needs Redis fails (never skips) when redis-server is missing.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a fresh redis-server may take to answer PING.
@@ -41,32 +40,24 @@ impl RedisServer {
 
     /// Starts a server on `port` with extra arguments.
     pub fn start_with(port: u16, extra: &[&str]) -> RedisServer {
-        let dir = std::env::temp_dir().join(format!("sb-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create a directory for redis-server");
-        let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut server = RedisServer { port, child: None, dir, extra, tls: false };
-        server.spawn();
-        server
+        Self::launch(port, extra.iter().map(|s| s.to_string()).collect(), false)
     }
 
     /// Starts a server that speaks only TLS on a free port, with the
     /// certificate and key given, not asking clients for certificates.
     pub fn start_tls(cert: &Path, key: &Path) -> RedisServer {
-        let port = free_port(false);
+        let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+        let (cert, key) = (path(cert), path(key));
+        let extra = ["--tls-cert-file", &cert, "--tls-key-file", &key, "--tls-ca-cert-file", &cert];
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        extra.extend(["--tls-auth-clients".to_string(), "no".to_string()]);
+        Self::launch(free_port(false), extra, true)
+    }
+
+    fn launch(port: u16, extra: Vec<String>, tls: bool) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("sb-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create a directory for redis-server");
-        let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
-        let extra = vec![
-            "--tls-cert-file".into(),
-            path(cert),
-            "--tls-key-file".into(),
-            path(key),
-            "--tls-ca-cert-file".into(),
-            path(cert),
-            "--tls-auth-clients".into(),
-            "no".into(),
-        ];
-        let mut server = RedisServer { port, child: None, dir, extra, tls: true };
+        let mut server = RedisServer { port, child: None, dir, extra, tls };
         server.spawn();
         server
     }
@@ -76,8 +67,7 @@ impl RedisServer {
         let ports: Vec<&str> = if self.tls { vec!["--port", "0", "--tls-port", &port] } else { vec!["--port", &port] };
         let child = Command::new("redis-server")
             .args(&ports)
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .args(&self.extra)
@@ -110,19 +100,16 @@ impl RedisServer {
         self.command(&["PING"]).is_some_and(|r| r.starts_with("+PONG"))
     }
 
-    /// Whether the server is serving: PONG, or a demand for a password;
-    /// for a TLS server, a TCP connect.
+    /// Serving: PONG, or a demand for a password; for a TLS server, a TCP connect.
     fn answers(&self) -> bool {
-        if self.tls {
-            return TcpStream::connect(("127.0.0.1", self.port)).is_ok();
-        }
-        self.command(&["PING"]).is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
+        let answer = |r: String| r.starts_with("+PONG") || r.starts_with("-NOAUTH");
+        (self.tls && TcpStream::connect(("127.0.0.1", self.port)).is_ok())
+            || self.command(&["PING"]).is_some_and(answer)
     }
 
     /// Sends one command and returns the raw first reply, or None when unreachable.
     pub fn command(&self, args: &[&str]) -> Option<String> {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        self.command_bytes(&args)
+        self.command_bytes(&args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>())
     }
 
     /// [`RedisServer::command`] with arguments of any bytes (plain port only).
@@ -509,78 +496,4 @@ pub fn login_round_robin(nodes: &[super::NodeProc], names: &[String]) -> Vec<sup
             ws
         })
         .collect()
-}
-
-/// Runs the node with `args` until it exits, which it must within
-/// `timeout`: its exit status and what it wrote to standard error.
-pub fn node_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the switchboard binary");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the node") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the node did not exit within {timeout:?}: {}", reader.join().unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, reader.join().expect("the stderr reader"))
-}
-
-/// A node whose log (standard error, at `RUST_LOG=warn`) the test reads.
-pub struct LoggedNode {
-    pub node: super::NodeProc,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl LoggedNode {
-    pub fn start(args: &[&str]) -> LoggedNode {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the switchboard binary");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&log);
-        let stderr = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("node: {line}");
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("switchboard listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the node: {line:?}"))
-            .parse()
-            .expect("a socket address");
-        LoggedNode { node: super::NodeProc { child, addr }, log }
-    }
-
-    /// Log lines so far that contain `text`.
-    pub fn lines_with(&self, text: &str) -> usize {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(text)).count()
-    }
 }

@@ -5,12 +5,11 @@
 //! line when it ends.
 
 use std::collections::hash_map::RandomState;
+use std::fmt::Display;
 use std::hash::BuildHasher;
-use std::mem::{self, Discriminant};
 use std::time::{Duration, Instant};
 
 use super::endpoint::Endpoint;
-use super::link::LinkError;
 
 /// First reconnect delay: short, since most outages on a LAN are a restart.
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
@@ -24,8 +23,9 @@ const BACKOFF_REFUSED_MAX: Duration = Duration::from_secs(10);
 /// How often a link that stays down says so again.
 const REMIND_EVERY: Duration = Duration::from_secs(60);
 
-/// A link's failed attempts since it was last up, and what was logged.
-pub struct Outage {
+/// A link's failed attempts since it was last up, and what was logged;
+/// `K` tells kinds of failure apart (a refusal after a closed connection is news).
+pub struct Outage<K> {
     /// The backoff's exponent, and which of the host's addresses the next
     /// attempt tries. Reset only when Redis answered the greeting, never
     /// on a bare TCP connect (a server that refuses us is not "up").
@@ -33,13 +33,13 @@ pub struct Outage {
     /// When the link went down (or first failed), while it stays down.
     since: Option<Instant>,
     reminded_at: Option<Instant>,
-    /// The kind of failure last logged (a refusal after a closed connection is news).
-    logged: Option<Discriminant<LinkError>>,
+    /// The kind of failure last logged.
+    logged: Option<K>,
     ever_up: bool,
 }
 
-impl Outage {
-    pub fn new() -> Outage {
+impl<K: PartialEq + Copy> Outage<K> {
+    pub fn new() -> Outage<K> {
         Outage { failures: 0, since: None, reminded_at: None, logged: None, ever_up: false }
     }
 
@@ -47,10 +47,11 @@ impl Outage {
         self.failures
     }
 
-    /// One more failed attempt: how long to wait before the next.
-    pub fn retry_delay(&mut self, why: &LinkError) -> Duration {
+    /// One more failed attempt (`refused`: Redis refused us): how long to
+    /// wait before the next.
+    pub fn retry_delay(&mut self, refused: bool) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let cap = if why.is_refusal() { BACKOFF_REFUSED_MAX } else { BACKOFF_MAX };
+        let cap = if refused { BACKOFF_REFUSED_MAX } else { BACKOFF_MAX };
         let exp = BACKOFF_FIRST.saturating_mul(1 << self.failures.min(10).saturating_sub(1));
         jitter(exp.min(cap))
     }
@@ -58,9 +59,8 @@ impl Outage {
     /// Logs the failure [`Outage::retry_delay`] counted: a warning when the
     /// link was up, this is the outage's first or its reason changed, then
     /// one a minute.
-    pub fn failed(&mut self, endpoint: &Endpoint, role: &str, why: &LinkError, was_up: bool, now: Instant) {
+    pub fn failed(&mut self, endpoint: &Endpoint, role: &str, why: &dyn Display, kind: K, was_up: bool, now: Instant) {
         let since = *self.since.get_or_insert(now);
-        let kind = mem::discriminant(why);
         let news = self.logged != Some(kind);
         if was_up || self.failures == 1 {
             self.reminded_at = Some(now);
@@ -123,17 +123,15 @@ mod tests {
 
     #[test]
     fn backoff_grows_to_its_cap_and_longer_when_refused() {
-        let mut outage = Outage::new();
-        let timeout = LinkError::ReplyTimedOut;
-        let delays: Vec<Duration> = (0..12).map(|_| outage.retry_delay(&timeout)).collect();
+        let mut outage: Outage<u8> = Outage::new();
+        let delays: Vec<Duration> = (0..12).map(|_| outage.retry_delay(false)).collect();
         assert!(delays[0] <= BACKOFF_FIRST);
         assert!(delays[11] >= BACKOFF_MAX / 2 && delays[11] <= BACKOFF_MAX);
-        let mut refused = Outage::new();
-        let why = LinkError::Refused("WRONGPASS".into());
-        let last = (0..12).map(|_| refused.retry_delay(&why)).last().unwrap();
+        let mut refused: Outage<u8> = Outage::new();
+        let last = (0..12).map(|_| refused.retry_delay(true)).last().unwrap();
         assert!(last >= BACKOFF_REFUSED_MAX / 2, "{last:?}");
         refused.recovered(&Endpoint::new("127.0.0.1", 1), "publisher", Instant::now());
         assert_eq!(refused.failures(), 0);
-        assert!(refused.retry_delay(&why) <= BACKOFF_FIRST);
+        assert!(refused.retry_delay(true) <= BACKOFF_FIRST);
     }
 }

@@ -12,8 +12,8 @@ use thiserror::Error;
 
 use super::endpoint::Endpoint;
 use super::exchange::{exchange, ExchangeError};
-use super::link::LinkConfig;
 use super::resp::{self, Frame};
+use super::settings::LinkConfig;
 
 /// Hash slots in Redis Cluster.
 pub const SLOTS: usize = 16_384;

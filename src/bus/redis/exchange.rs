@@ -12,8 +12,8 @@ use rustls::{ClientConnection, StreamOwned};
 use thiserror::Error;
 
 use super::endpoint::Endpoint;
-use super::link::LinkConfig;
 use super::resp::{self, Frame, ProtocolError};
+use super::settings::LinkConfig;
 use super::tls;
 
 /// Why an exchange brought no answer.
@@ -80,7 +80,6 @@ pub fn exchange<T>(
     let deadline = Instant::now() + timeout;
     let mut conn = connect(server, link, timeout)?;
     let failed = |source: io::Error| classify(server, source, timeout);
-    conn.tcp().set_write_timeout(Some(timeout)).map_err(failed)?;
     let mut request = link.greeting.clone();
     request.extend_from_slice(commands);
     conn.write_all(&request).map_err(failed)?;
@@ -138,6 +137,9 @@ fn connect(server: &Endpoint, link: &LinkConfig, timeout: Duration) -> Result<Co
     }
     let tcp = tcp.ok_or_else(|| io(last))?;
     let _ = tcp.set_nodelay(true);
+    // Bounded from the first byte: the TLS handshake reads and writes inside the first write.
+    tcp.set_read_timeout(Some(timeout)).map_err(io)?;
+    tcp.set_write_timeout(Some(timeout)).map_err(io)?;
     let Some(config) = &link.tls else {
         return Ok(Conn::Plain(tcp));
     };

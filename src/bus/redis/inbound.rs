@@ -10,7 +10,10 @@
 //! the cluster (README: the Redis security checklist).
 //!
 //! The check runs on every message a node receives, so it scans each byte
-//! once (eight at a time where nothing needs a look) and allocates nothing.
+//! once, eight at a time where nothing needs a look, and allocates nothing.
+//! The frame is valid UTF-8 when every string in it is (the rest is ASCII
+//! of our own), and a string of ASCII needs no further check: only a string
+//! with a byte above 0x7F is validated as UTF-8.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -28,9 +31,6 @@ const QUOTED: usize = 120;
 
 /// Whether `payload` is a chat message for `name` as a node publishes it.
 pub fn is_chat_for(payload: &[u8], name: &str) -> bool {
-    if std::str::from_utf8(payload).is_err() {
-        return false;
-    }
     let fields = || {
         let rest = payload.strip_prefix(HEAD)?;
         let (_data, rest) = json_string(rest)?;
@@ -41,64 +41,133 @@ pub fn is_chat_for(payload: &[u8], name: &str) -> bool {
     let Some((to, from, rest)) = fields() else {
         return false;
     };
-    rest == TAIL && from.len() > 2 && names_the(to, name)
+    rest == TAIL && from.encoded.len() > 2 && names_the(&to, name)
 }
 
-/// Whether the JSON string `encoded` (quotes included) is `name`.
-fn names_the(encoded: &[u8], name: &str) -> bool {
-    let inner = &encoded[1..encoded.len() - 1];
-    if !inner.contains(&b'\\') {
-        return inner == name.as_bytes();
+/// A JSON string, quotes included, and whether it holds an escape.
+struct JsonString<'a> {
+    encoded: &'a [u8],
+    escaped: bool,
+}
+
+/// Whether the JSON string `to` is `name`.
+fn names_the(to: &JsonString<'_>, name: &str) -> bool {
+    if !to.escaped {
+        return &to.encoded[1..to.encoded.len() - 1] == name.as_bytes();
     }
     // Escaped: compare with how a node encodes the name (rare: `"`, `\`, `<`...).
-    let mut expected = Vec::with_capacity(encoded.len());
+    let mut expected = Vec::with_capacity(to.encoded.len());
     protocol::push_json_string(&mut expected, name);
-    expected == encoded
+    expected == to.encoded
 }
 
 /// The JSON string at the start of `bytes`, quotes included, and the rest:
-/// no raw control character, every escape one JSON knows.
-fn json_string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+/// valid UTF-8, no raw control character, every escape one JSON knows.
+#[inline]
+fn json_string(bytes: &[u8]) -> Option<(JsonString<'_>, &[u8])> {
     if bytes.first() != Some(&b'"') {
         return None;
     }
     let mut i = 1;
+    let mut ascii = true;
+    let mut escaped = false;
     loop {
-        i = skip_plain(bytes, i);
+        // Once a byte above 0x7F was seen, the string is validated as UTF-8
+        // at its end: such bytes need no look one by one any more.
+        i = skip_plain(bytes, i, ascii);
         match *bytes.get(i)? {
-            b'"' => return Some((&bytes[..=i], &bytes[i + 1..])),
-            b'\\' => match *bytes.get(i + 1)? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
-                b'u' if bytes.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => i += 6,
-                _ => return None,
-            },
+            b'"' => break,
+            b'\\' => {
+                escaped = true;
+                match *bytes.get(i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                    b'u' if bytes.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => i += 6,
+                    _ => return None,
+                }
+            }
             0..=0x1F => return None,
+            0x80.. => {
+                ascii = false;
+                i += 1;
+            }
+            // skip_plain stops at no other byte; stepping over one is harmless.
             _ => i += 1,
         }
     }
+    if !ascii && std::str::from_utf8(&bytes[1..i]).is_err() {
+        return None;
+    }
+    Some((JsonString { encoded: &bytes[..=i], escaped }, &bytes[i + 1..]))
 }
 
-/// The index of the first byte at or after `i` that is a quote, a backslash
-/// or a control character, eight bytes at a time (SWAR; the lowest flagged
-/// byte of a word is exact, a borrow only spills upwards). At most the last
-/// seven bytes are left to the caller's byte loop.
-fn skip_plain(bytes: &[u8], mut i: usize) -> usize {
+/// The index of the first byte at or after `i` that is a quote, a
+/// backslash, a control character or (with `stop_above_ascii`) above 0x7F,
+/// or the length of `bytes` if none is: sixteen bytes at a time with SSE2
+/// (every x86-64 has it), then a word at a time.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn skip_plain(bytes: &[u8], mut i: usize, stop_above_ascii: bool) -> usize {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    while let Some(chunk) = bytes.get(i..i + 16) {
+        // SAFETY: SSE2 is part of the x86-64 baseline, enabled on every build
+        // for this target; the unaligned load reads the 16 bytes of `chunk`.
+        let found = unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            let low = if stop_above_ascii {
+                // Signed: bytes from 0x80 up are negative, so below 0x20 too.
+                _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))
+            } else {
+                _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v)
+            };
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), low)) as u32
+        };
+        if found != 0 {
+            return i + found.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    skip_plain_words(bytes, i, stop_above_ascii)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn skip_plain(bytes: &[u8], i: usize, stop_above_ascii: bool) -> usize {
+    skip_plain_words(bytes, i, stop_above_ascii)
+}
+
+/// [`skip_plain`] eight bytes at a time (SWAR; the lowest flagged byte of a
+/// word is exact, a borrow only spills upwards), the last few padded to a
+/// word with a byte that is never flagged.
+#[inline]
+fn skip_plain_words(bytes: &[u8], mut i: usize, stop_above_ascii: bool) -> usize {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
-    fn zero_bytes(v: u64) -> u64 {
-        v.wrapping_sub(ONES) & !v & HIGH
-    }
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().expect("a slice of 8 bytes"));
-        let flagged = (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
+    let high = if stop_above_ascii { HIGH } else { 0 };
+    let flagged = |w: u64| {
+        let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
+            | (w & high)
             | zero_bytes(w ^ (ONES * u64::from(b'"')))
-            | zero_bytes(w ^ (ONES * u64::from(b'\\')));
-        if flagged != 0 {
-            return i + (flagged.trailing_zeros() / 8) as usize;
+            | zero_bytes(w ^ (ONES * u64::from(b'\\')))
+    };
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let found = flagged(u64::from_le_bytes(chunk.try_into().expect("a slice of 8 bytes")));
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    i
+    let rest = bytes.get(i..).unwrap_or_default();
+    let mut last = [b'a'; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    match flagged(u64::from_le_bytes(last)) {
+        0 => bytes.len(),
+        found => i + (found.trailing_zeros() / 8) as usize,
+    }
 }
 
 /// Messages from Redis that no node published.
@@ -179,12 +248,38 @@ mod tests {
     }
 
     #[test]
+    fn both_scans_find_the_first_byte_to_look_at() {
+        let mut text = vec![b'x'; 40];
+        for at in 0..40 {
+            for special in [b'"', b'\\', 0x01, 0x1F, 0x80, 0xC3, 0xFF] {
+                text[at] = special;
+                for from in [0, 1, 7, 9, 17, at] {
+                    let from = from.min(at);
+                    let stops = special < 0x80;
+                    let expected = if stops { at } else { 40 };
+                    assert_eq!(skip_plain(&text, from, false), expected, "{special:#x} at {at} from {from}");
+                    assert_eq!(skip_plain_words(&text, from, false), expected, "{special:#x} at {at} from {from}");
+                    assert_eq!(skip_plain(&text, from, true), at, "{special:#x} at {at} from {from}");
+                    assert_eq!(skip_plain_words(&text, from, true), at, "{special:#x} at {at} from {from}");
+                }
+                text[at] = b'x';
+            }
+        }
+    }
+
+    #[test]
     fn the_word_scan_finds_the_first_byte_to_look_at() {
         let text = b"0123456789abcdef\"x";
-        assert_eq!(skip_plain(text, 0), 16);
-        assert_eq!(skip_plain(b"01\x0134567", 0), 2);
-        assert_eq!(skip_plain(b"0123\\56789", 0), 4);
-        assert_eq!(skip_plain("ééééé\"".as_bytes(), 0), 8, "stops before the last word; the byte loop goes on");
-        assert_eq!(skip_plain(b"abc", 0), 0);
+        let words = skip_plain_words;
+        assert_eq!(words(text, 0, true), 16);
+        assert_eq!(words(b"01\x0134567", 0, true), 2);
+        assert_eq!(words(b"0123\\56789", 0, true), 4);
+        assert_eq!(words("abcdéfgh".as_bytes(), 0, true), 4, "a byte above 0x7F is looked at");
+        assert_eq!(words("abcdéfgh\"".as_bytes(), 0, false), 9, "unless UTF-8 is checked at the end");
+        assert_eq!(words(b"abcdefgh\"", 0, true), 8, "the padded last word");
+        assert_eq!(words(b"abcdefghij\\", 0, true), 10);
+        assert_eq!(words(b"abc", 0, true), 3, "none: the length");
+        assert_eq!(words(b"abc", 3, true), 3);
+        assert_eq!(words(b"ab\x1f", 1, true), 2);
     }
 }

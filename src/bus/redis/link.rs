@@ -6,18 +6,19 @@
 //! allows, and give the server up when it stops answering.
 
 use std::io;
+use std::mem::{self, Discriminant};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use rustls::ClientConfig;
 use thiserror::Error;
 
 use super::backoff::Outage;
 use super::endpoint::{Endpoint, Lookup};
 use super::resp::{self, Frame, ProtocolError};
+use super::settings::LinkConfig;
 use super::stream::Stream;
 use super::tls;
 
@@ -32,31 +33,6 @@ const READ_BUFFER_MAX: usize = 64 * 1024 * 1024;
 /// traffic. A login burst grows it to megabytes (about 250 bytes of EVAL per
 /// login), which an idle link hands back rather than keeping for good.
 const OUT_KEEP: usize = 64 * 1024;
-/// Silence after which a link is checked with PING, at most.
-const IDLE_PING_MAX: Duration = Duration::from_secs(5);
-
-/// What every link of a node does the same way.
-pub struct LinkConfig {
-    /// AUTH and SELECT from the URL, then PING: what a new connection sends first.
-    pub greeting: Vec<u8>,
-    /// Replies the greeting gets, PING's last.
-    pub greeting_replies: usize,
-    /// `rediss://`: TLS with this config.
-    pub tls: Option<Arc<ClientConfig>>,
-    /// Silence after which a link is checked with PING.
-    pub idle_ping: Duration,
-    /// `--redis-timeout-ms`: how long a connect, the greeting, or the oldest
-    /// command awaiting a reply may take before the link counts as down.
-    pub reply_timeout: Duration,
-}
-
-impl LinkConfig {
-    /// A third of the name lease, capped at 5 s: a quiet server is checked
-    /// well before the names this node holds could lapse there.
-    pub fn idle_ping_for_lease(lease: Duration) -> Duration {
-        (lease / 3).min(IDLE_PING_MAX)
-    }
-}
 
 /// Why a link is given up. It is logged, and the link reconnects.
 #[derive(Debug, Error)]
@@ -142,7 +118,7 @@ pub struct Link {
     role: &'static str,
     config: Arc<LinkConfig>,
     /// Failed attempts since the link was last up, and what was logged.
-    outage: Outage,
+    outage: Outage<Discriminant<LinkError>>,
     token: Token,
     state: State,
     /// Queued commands; `out[out_pos..]` is still to be written.
@@ -305,7 +281,7 @@ impl Link {
     /// jitter (so a fleet of nodes does not reconnect in lockstep).
     pub fn fail(&mut self, registry: &Registry, why: &LinkError) {
         let now = Instant::now();
-        let retry_at = now + self.outage.retry_delay(why);
+        let retry_at = now + self.outage.retry_delay(why.is_refusal());
         let was_up = match std::mem::replace(&mut self.state, State::Down { retry_at }) {
             State::Down { .. } | State::Resolving { .. } => false,
             State::Connecting { mut stream, .. } => {
@@ -325,7 +301,7 @@ impl Link {
         self.out_pos = 0;
         self.parsed = 0;
         self.filled = 0;
-        self.outage.failed(&self.endpoint, self.role, why, was_up, now);
+        self.outage.failed(&self.endpoint, self.role, why, mem::discriminant(why), was_up, now);
     }
 
     /// Times out a lookup, connect or greeting that takes too long, and a

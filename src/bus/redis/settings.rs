@@ -15,15 +15,41 @@ use std::time::Duration;
 
 use compact_str::CompactString;
 use percent_encoding::percent_decode_str;
+use rustls::ClientConfig;
 use thiserror::Error;
 use url::{Host, Url};
 
 use super::backoff;
 use super::endpoint::Endpoint;
-use super::link::LinkConfig;
 use super::resp;
 use super::tls::{self, TlsError, Trust};
 use crate::config::{Config, Routing};
+
+/// Silence after which a link is checked with PING, at most.
+const IDLE_PING_MAX: Duration = Duration::from_secs(5);
+
+/// What every link of a node does the same way.
+pub struct LinkConfig {
+    /// AUTH and SELECT from the URL, then PING: what a new connection sends first.
+    pub greeting: Vec<u8>,
+    /// Replies the greeting gets, PING's last.
+    pub greeting_replies: usize,
+    /// `rediss://`: TLS with this config.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// Silence after which a link is checked with PING.
+    pub idle_ping: Duration,
+    /// `--redis-timeout-ms`: how long a connect, the greeting, or the oldest
+    /// command awaiting a reply may take before the link counts as down.
+    pub reply_timeout: Duration,
+}
+
+impl LinkConfig {
+    /// A third of the name lease, capped at 5 s: a quiet server is checked
+    /// well before the names this node holds could lapse there.
+    pub fn idle_ping_for_lease(lease: Duration) -> Duration {
+        (lease / 3).min(IDLE_PING_MAX)
+    }
+}
 
 /// Redis's own default port, for a URL that names none.
 const DEFAULT_PORT: u16 = 6379;

@@ -137,7 +137,7 @@ impl Shared {
             seeds: vec![super::endpoint::Endpoint::new("127.0.0.1", 6379)],
             cluster: false,
             routing,
-            link: Arc::new(super::link::LinkConfig {
+            link: Arc::new(super::settings::LinkConfig {
                 greeting: Vec::new(),
                 greeting_replies: 0,
                 tls: None,

@@ -26,16 +26,13 @@ pub enum PreflightError {
     Tls { url: String, reason: String, hint: &'static str },
 }
 
-/// What the probe commands are, for messages.
-const PROBES: [&str; 6] = ["PUBLISH", "EVAL (GET)", "EXISTS", "SET", "PEXPIRE", "SUBSCRIBE"];
-
 /// Greets the first seed that answers and runs the probes there.
 ///
 /// # Errors
 /// Redis refused the credentials, the database or a right the bus needs;
 /// the TLS handshake failed.
 pub fn check(settings: &Settings) -> Result<(), PreflightError> {
-    let (commands, count) = probes(settings);
+    let (commands, names) = probes(settings);
     let timeout = settings.link.reply_timeout;
     let mut last = None;
     for seed in &settings.seeds {
@@ -45,13 +42,13 @@ pub fn check(settings: &Settings) -> Result<(), PreflightError> {
         let outcome = exchange(seed, &settings.link, &commands, timeout, |frame| {
             if let Frame::Error(e) = frame {
                 if !is_redirect(e) {
-                    refused_probe = PROBES.get(answered).copied();
+                    refused_probe = names.get(answered).copied();
                     let reply = String::from_utf8_lossy(e).into_owned();
                     return Err(ExchangeError::Refused { server: seed.clone(), reply });
                 }
             }
             answered += 1;
-            Ok((answered == count).then_some(()))
+            Ok((answered == names.len()).then_some(()))
         });
         match outcome {
             Ok(()) => return Ok(()),
@@ -113,22 +110,48 @@ fn is_redirect(e: &[u8]) -> bool {
 
 /// One of each command the bus sends, on keys and a channel no user has
 /// (names are never empty): the lease key is set as the publisher will.
-fn probes(settings: &Settings) -> (Vec<u8>, usize) {
-    let cluster = settings.cluster;
+/// With broadcast routing nothing is published (every node and seed node
+/// would get it); subscribing `msg` checks the channel right.
+fn probes(settings: &Settings) -> (Vec<u8>, Vec<&'static str>) {
+    let (cluster, targeted) = (settings.cluster, settings.routing == Routing::Targeted);
     let user = channels::user_channel(b"");
-    let channel: &[u8] = if settings.routing == Routing::Broadcast { BROADCAST_CHANNEL } else { &user };
     let name_key = Registry::user_key("");
     let lease_key = Registry::node_key(&settings.node_id);
     let lease_ms = settings.lease.as_millis().to_string();
     let ttl_ms = (settings.lease.as_millis() * u128::from(NAME_TTL_LEASES)).to_string();
     let get = b"return redis.call('GET', KEYS[1])";
     let mut out = Vec::with_capacity(512);
-    resp::push_command(&mut out, &[if cluster { b"SPUBLISH" } else { b"PUBLISH" }, &user, b""]);
-    resp::push_command(&mut out, &[b"EVAL", get, b"1", &name_key]);
-    resp::push_command(&mut out, &[b"EXISTS", &lease_key]);
-    resp::push_command(&mut out, &[b"SET", &lease_key, b"1", b"PX", lease_ms.as_bytes()]);
-    resp::push_command(&mut out, &[b"PEXPIRE", &name_key, ttl_ms.as_bytes()]);
-    let subscribe: &[u8] = if cluster && channel == user.as_slice() { b"SSUBSCRIBE" } else { b"SUBSCRIBE" };
-    resp::push_command(&mut out, &[subscribe, channel]);
-    (out, PROBES.len())
+    let mut names = Vec::with_capacity(6);
+    let mut probe = |name: &'static str, args: &[&[u8]]| {
+        resp::push_command(&mut out, args);
+        names.push(name);
+    };
+    if targeted {
+        probe("PUBLISH", &[if cluster { b"SPUBLISH" } else { b"PUBLISH" }, &user, b""]);
+    }
+    probe("EVAL (GET)", &[b"EVAL", get, b"1", &name_key]);
+    probe("EXISTS", &[b"EXISTS", &lease_key]);
+    probe("SET", &[b"SET", &lease_key, b"1", b"PX", lease_ms.as_bytes()]);
+    probe("PEXPIRE", &[b"PEXPIRE", &name_key, ttl_ms.as_bytes()]);
+    match (targeted, cluster) {
+        (true, true) => probe("SSUBSCRIBE", &[b"SSUBSCRIBE", &user]),
+        (true, false) => probe("SUBSCRIBE", &[b"SUBSCRIBE", &user]),
+        (false, _) => probe("SUBSCRIBE", &[b"SUBSCRIBE", BROADCAST_CHANNEL]),
+    }
+    (out, names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_says_what_to_fix() {
+        assert!(hint_for("NOAUTH Authentication required.").contains("put it in --redis URL"));
+        assert!(hint_for("WRONGPASS invalid username-password pair").contains("fix the user name and password"));
+        assert!(hint_for("ERR invalid password").contains("fix the user name and password"));
+        assert!(hint_for("NOPERM this user has no permissions").contains("lacks a right"));
+        assert!(hint_for("ERR DB index is out of range").contains("/DB"));
+        assert!(is_redirect(b"MOVED 3999 127.0.0.1:6381") && !is_redirect(b"NOPERM no"));
+    }
 }

@@ -20,9 +20,9 @@ use crate::config::Routing;
 /// Why Redis will not serve this node as configured.
 #[derive(Debug, Error)]
 pub enum PreflightError {
-    #[error("--redis {url:?}: Redis refused {what}: {reply}. {hint}")]
+    #[error("--redis {url:?}: Redis refused {what} with \"{reply}\"; {hint}")]
     Refused { url: String, what: String, reply: String, hint: &'static str },
-    #[error("--redis {url:?}: {reason}. {hint}")]
+    #[error("--redis {url:?}: {reason}; {hint}")]
     Tls { url: String, reason: String, hint: &'static str },
 }
 

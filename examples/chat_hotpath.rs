@@ -5,9 +5,12 @@
 //! Opens 2K WebSocket connections one at a time against a node started with
 //! `--accept handoff --reactors 2`: each accepted socket goes to the least-loaded
 //! reactor, so connection `i` lands on reactor `i % 2`. K senders each chat to
-//! one recipient, on the same reactor (`--mode same`) or on the other one
-//! (`--mode cross`). Handshakes, logins and chat frames are pre-built and masked;
-//! chat frames go out in batched writes. Prints one JSON summary and a human line.
+//! one recipient, on the same reactor (`--mode same`), on the other one
+//! (`--mode cross`), or on another node of a Redis cluster (`--mode node
+//! --peer ADDR`: recipients on the peer, so every message crosses the bus;
+//! `scripts/callgrind-bus.sh` measures that). Handshakes, logins and chat
+//! frames are pre-built and masked; chat frames go out in batched writes.
+//! Prints one JSON summary and a human line.
 //!
 //!     cargo run --release --example chat_hotpath -- --messages 100000 --mode cross
 //!     cargo run --release --example chat_hotpath -- --addr 127.0.0.1:9000 --messages 0
@@ -31,6 +34,9 @@ enum Mode {
     Same,
     /// Sender and recipient on different reactors.
     Cross,
+    /// Senders on `--addr`, recipients on `--peer` (another node of the
+    /// same Redis cluster): every message crosses the bus.
+    Node,
 }
 
 #[derive(Parser)]
@@ -57,6 +63,9 @@ struct Args {
     /// the release binary next to this example is started.
     #[arg(long)]
     addr: Option<SocketAddr>,
+    /// With `--mode node`: the node that holds the recipients.
+    #[arg(long)]
+    peer: Option<SocketAddr>,
     /// Node binary to start when no `--addr` is given.
     #[arg(long)]
     node: Option<String>,
@@ -105,7 +114,11 @@ fn receive(mut s: TcpStream, count: usize, expect: Vec<u8>, received: &AtomicUsi
 
 fn main() {
     let args = Args::parse();
-    assert!(args.pairs > 0 && (args.mode == Mode::Cross || args.pairs % 2 == 0), "--pairs must be even for same");
+    assert!(args.pairs > 0 && (args.mode != Mode::Same || args.pairs % 2 == 0), "--pairs must be even for same");
+    let peer = match args.mode {
+        Mode::Node => Some(args.peer.expect("--mode node needs --peer ADDR")),
+        _ => None,
+    };
     let (mut child, addr) = match args.addr {
         Some(addr) => (None, addr),
         None => {
@@ -116,25 +129,31 @@ fn main() {
         }
     };
 
-    // Connection i lands on reactor i % 2 (handoff to the least loaded, one at a time).
+    // Connection i lands on reactor i % 2 (handoff to the least loaded, one
+    // at a time); with a peer, odd connections (the recipients) are on it.
+    let node_of = |i: usize| match peer {
+        Some(peer) if i % 2 == 1 => peer,
+        _ => addr,
+    };
     let conns: Vec<TcpStream> = (0..2 * args.pairs)
         .map(|i| {
-            open_logged_in(addr, &format!("u{i}"), Duration::from_secs(600))
+            open_logged_in(node_of(i), &format!("u{i}"), Duration::from_secs(600))
                 .unwrap_or_else(|e| panic!("connection {i}: {e}"))
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while users(addr) < conns.len() as u64 {
+    let expected = |node| (0..conns.len()).filter(|&i| node_of(i) == node).count() as u64;
+    while users(addr) < expected(addr) || peer.is_some_and(|p| users(p) < expected(p)) {
         assert!(Instant::now() < deadline, "logins did not complete");
         std::thread::sleep(Duration::from_millis(50));
     }
     // (sender, recipient) indices.
     let pairs: Vec<(usize, usize)> = match args.mode {
-        Mode::Cross => (0..args.pairs).map(|j| (2 * j, 2 * j + 1)).collect(),
+        Mode::Cross | Mode::Node => (0..args.pairs).map(|j| (2 * j, 2 * j + 1)).collect(),
         Mode::Same => (0..args.pairs / 2).flat_map(|j| [(4 * j, 4 * j + 2), (4 * j + 1, 4 * j + 3)]).collect(),
     };
     for &(s, r) in &pairs {
-        assert_eq!(s % REACTORS == r % REACTORS, args.mode == Mode::Same);
+        assert!(args.mode == Mode::Node || (s % REACTORS == r % REACTORS) == (args.mode == Mode::Same));
     }
 
     let mut slots: Vec<Option<TcpStream>> = conns.into_iter().map(Some).collect();
@@ -174,7 +193,11 @@ fn main() {
     let held: Vec<TcpStream> = threads.into_iter().map(|t| t.join().expect("client thread")).collect();
     let secs = started.elapsed().as_secs_f64();
     let rate = if secs > 0.0 { args.messages as f64 / secs } else { 0.0 };
-    let mode = if args.mode == Mode::Same { "same" } else { "cross" };
+    let mode = match args.mode {
+        Mode::Same => "same",
+        Mode::Cross => "cross",
+        Mode::Node => "node",
+    };
     println!(
         "{{\"mode\":\"{mode}\",\"pairs\":{},\"messages\":{},\"seconds\":{secs:.3},\"messages_per_second\":{rate:.0}}}",
         args.pairs, args.messages

@@ -248,9 +248,29 @@ pub struct Config {
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
 
-    /// Redis URL (redis://host:port) to join a cluster; without it the node runs alone.
+    /// Redis URL to join a cluster: redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss:// for
+    /// TLS; without it the node runs alone.
     #[arg(long, env = "SWITCHBOARD_REDIS")]
     pub redis: Option<String>,
+
+    /// Milliseconds Redis may take to answer: a connect, the greeting (AUTH, PING), and the
+    /// oldest command awaiting a reply. Past it the link counts as down (claims in flight
+    /// are granted locally, unconfirmed messages reported lost to their senders) and
+    /// reconnects. 2 s is far above any reply of a live Redis (well under 1 ms) and a short
+    /// wait for a login while Redis hangs.
+    #[arg(long, default_value_t = 2000)]
+    pub redis_timeout_ms: u64,
+
+    /// PEM file of the CA certificate(s) a rediss:// server's certificate must chain to
+    /// (default: the system's roots, which suit a Redis with a public certificate).
+    #[arg(long)]
+    pub redis_ca: Option<PathBuf>,
+
+    /// Accept any certificate from a rediss:// server (encrypted, not authenticated): only
+    /// for self-signed test setups. Off by default: verification is what stops a
+    /// man in the middle.
+    #[arg(long)]
+    pub redis_insecure: bool,
 
     /// Treat the Redis URL as a Redis Cluster seed: sharded pub/sub (SSUBSCRIBE/SPUBLISH).
     #[arg(long)]
@@ -261,9 +281,9 @@ pub struct Config {
     pub routing: Routing,
 
     /// Seconds a node's hold on its user names lasts without renewal in Redis:
-    /// a dead node's names come free after it. The Redis links follow it too:
-    /// a PING after a third of it in silence (at most 5 s), and a link that
-    /// stays silent two thirds of it (at most 10 s) is dropped and reconnected.
+    /// a dead node's names come free after it (its registry keys expire 20
+    /// leases after their last renewal even if no node takes them over). A
+    /// quiet Redis link is checked with a PING after a third of it (at most 5 s).
     #[arg(long, default_value_t = 15)]
     pub lease_secs: u64,
 
@@ -354,9 +374,16 @@ impl Config {
         in_range("--inbox-size", self.inbox_size as u64, 1, 1 << 30, " commands")?;
         // The lease is renewed every third of it.
         in_range("--lease-secs", self.lease_secs, 3, 86_400, " s")?;
+        in_range("--redis-timeout-ms", self.redis_timeout_ms, 100, 60_000, " ms")?;
         if self.redis.is_none() {
             if self.redis_cluster {
                 return Err(ConfigError::NeedsRedis { flag: "--redis-cluster" });
+            }
+            if self.redis_ca.is_some() {
+                return Err(ConfigError::NeedsRedis { flag: "--redis-ca" });
+            }
+            if self.redis_insecure {
+                return Err(ConfigError::NeedsRedis { flag: "--redis-insecure" });
             }
             if self.routing == Routing::Broadcast {
                 return Err(ConfigError::NeedsRedis { flag: "--routing broadcast" });

@@ -83,8 +83,11 @@ pub struct BusStats {
     pub received: AtomicU64,
     pub subscriptions: AtomicU64,
     pub publish_dropped: AtomicU64,
-    /// Publishes written to a Redis link that dropped before it confirmed them.
+    /// Publishes written to a Redis link that dropped before it confirmed
+    /// them, or refused by Redis; each sender is told.
     pub publish_lost: AtomicU64,
+    /// Messages from Redis dropped as not published by a node (bad shape, bad UTF-8).
+    pub rejected: AtomicU64,
     /// Bytes the subscriber found waiting in its last read round: how far behind it is.
     pub subscriber_lag_bytes: AtomicU64,
     /// The largest such round so far.
@@ -163,7 +166,7 @@ impl Metrics {
             ),
         ];
         let bus = &self.bus;
-        let cluster: [(&str, &str, &str, u64); 9] = [
+        let cluster: [(&str, &str, &str, u64); 10] = [
             ("switchboard_bus_connected", "gauge", "1 while the Redis link is up", bus.connected.load(Relaxed)),
             ("switchboard_bus_reconnects_total", "counter", "Redis reconnections", bus.reconnects.load(Relaxed)),
             ("switchboard_bus_published_total", "counter", "messages published to Redis", bus.published.load(Relaxed)),
@@ -178,9 +181,10 @@ impl Metrics {
             (
                 "switchboard_bus_publish_lost_total",
                 "counter",
-                "publishes unconfirmed when their Redis link dropped (lost unless Redis had read them)",
+                "publishes unconfirmed when their Redis link dropped, or refused by Redis (senders told)",
                 bus.publish_lost.load(Relaxed),
             ),
+            ("switchboard_bus_rejected_total", "counter", "Redis messages no node sent", bus.rejected.load(Relaxed)),
             (
                 "switchboard_bus_subscriber_lag_bytes",
                 "gauge",

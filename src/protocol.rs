@@ -191,6 +191,8 @@ pub enum Failure<'a> {
     TooManyLogins(u8),
     /// The connection did not log in within the login timeout (seconds).
     LoginTimeout(u64),
+    /// The link between nodes failed with the message unconfirmed.
+    Lost(&'a str),
 }
 
 impl fmt::Display for Failure<'_> {
@@ -221,6 +223,9 @@ impl fmt::Display for Failure<'_> {
             ),
             Failure::TooManyLogins(max) => write!(f, "too many login attempts: at most {max} per connection"),
             Failure::LoginTimeout(secs) => write!(f, "no login within {secs} s: closing"),
+            Failure::Lost(name) => {
+                write!(f, "message to {name:?} may not have been delivered: the link between nodes failed")
+            }
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum Published {
 pub enum Undelivered {
     /// The recipient's channel had no subscriber anywhere.
     NotOnline(CompactString),
+    /// The link between nodes failed before Redis confirmed the message
+    /// (it may or may not have been delivered), or Redis refused it.
+    Lost(CompactString),
 }
 
 /// What a reactor needs from the cluster. Implementations never block the

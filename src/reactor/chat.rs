@@ -88,5 +88,6 @@ pub(super) fn deliver(conn: &mut Conn, token: Token, cx: &mut Context, payload: 
 pub(super) fn undelivered(conn: &mut Conn, token: Token, cx: &mut Context, why: &Undelivered) -> Outcome {
     match why {
         Undelivered::NotOnline(name) => reply_failure(conn, token, cx, Failure::NotOnline(name)),
+        Undelivered::Lost(name) => reply_failure(conn, token, cx, Failure::Lost(name)),
     }
 }

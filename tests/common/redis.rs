@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: PathBuf,
     extra: Vec<String>,
+    /// TLS only (`--tls-port`, no plain port).
+    tls: bool,
 }
 
 /// A port that was free a moment ago (and, for cluster nodes, whose bus port
@@ -38,17 +40,34 @@ impl RedisServer {
 
     /// Starts a server on `port` with extra arguments.
     pub fn start_with(port: u16, extra: &[&str]) -> RedisServer {
+        Self::launch(port, extra.iter().map(|s| s.to_string()).collect(), false)
+    }
+
+    /// Starts a server that speaks only TLS on a free port, with the
+    /// certificate and key given, not asking clients for certificates.
+    pub fn start_tls(cert: &Path, key: &Path) -> RedisServer {
+        let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+        let (cert, key) = (path(cert), path(key));
+        let extra = ["--tls-cert-file", &cert, "--tls-key-file", &key, "--tls-ca-cert-file", &cert];
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        extra.extend(["--tls-auth-clients".to_string(), "no".to_string()]);
+        Self::launch(free_port(false), extra, true)
+    }
+
+    fn launch(port: u16, extra: Vec<String>, tls: bool) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("sb-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create a directory for redis-server");
-        let mut server = RedisServer { port, child: None, dir, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut server = RedisServer { port, child: None, dir, extra, tls };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let ports: Vec<&str> = if self.tls { vec!["--port", "0", "--tls-port", &port] } else { vec!["--port", &port] };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(&ports)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .args(&self.extra)
@@ -64,7 +83,7 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
-            if self.ping() {
+            if self.answers() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -81,15 +100,29 @@ impl RedisServer {
         self.command(&["PING"]).is_some_and(|r| r.starts_with("+PONG"))
     }
 
+    /// Serving: PONG, or a demand for a password; for a TLS server, a TCP connect.
+    fn answers(&self) -> bool {
+        let answer = |r: String| r.starts_with("+PONG") || r.starts_with("-NOAUTH");
+        (self.tls && TcpStream::connect(("127.0.0.1", self.port)).is_ok())
+            || self.command(&["PING"]).is_some_and(answer)
+    }
+
     /// Sends one command and returns the raw first reply, or None when unreachable.
     pub fn command(&self, args: &[&str]) -> Option<String> {
+        self.command_bytes(&args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>())
+    }
+
+    /// [`RedisServer::command`] with arguments of any bytes (plain port only).
+    pub fn command_bytes(&self, args: &[&[u8]]) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut req = format!("*{}\r\n", args.len());
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
         }
-        s.write_all(req.as_bytes()).ok()?;
+        s.write_all(&req).ok()?;
         let mut buf = vec![0u8; 64 * 1024];
         let n = s.read(&mut buf).ok()?;
         (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())

@@ -2,8 +2,11 @@
 //! them: whole commands sized exactly, so the publisher thread only copies
 //! bytes.
 
+use compact_str::CompactString;
+
 use super::cluster;
 use super::resp;
+use crate::protocol;
 
 /// The channel of the seed's broadcast scheme.
 pub const BROADCAST_CHANNEL: &[u8] = b"msg";
@@ -71,6 +74,19 @@ pub fn recipient_of_command(command: &[u8]) -> Option<&[u8]> {
     user_of_channel(channel)
 }
 
+/// The recipient of the chat message inside a PUBLISH/SPUBLISH command this
+/// bus encoded, either routing: from the channel, or from the payload on `msg`
+/// (a failure path: the payload is parsed).
+pub fn recipient_of_any_command(command: &[u8]) -> Option<CompactString> {
+    let (frame, _) = resp::parse(command).ok()??;
+    let items = frame.items()?;
+    let channel = items.get(1)?.bytes()?;
+    if channel == BROADCAST_CHANNEL {
+        return protocol::recipient_of(items.get(2)?.bytes()?).map(CompactString::from);
+    }
+    user_of_channel(channel).map(CompactString::from_utf8_lossy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +104,7 @@ mod tests {
         assert!(command.starts_with(b"*3\r\n$8\r\nSPUBLISH\r\n"));
         assert_eq!(slot, cluster::slot(b"bob"));
         assert_eq!(recipient_of_command(&command), Some(&b"bob"[..]));
+        assert_eq!(recipient_of_any_command(&command).as_deref(), Some("bob"));
         assert_eq!(user_of_channel(&user_channel(b"a}b")), Some(&b"a}b"[..]));
         assert_eq!(user_name_of_channel(b"sb:u:{bob}"), Some("bob"));
         assert_eq!(user_name_of_channel(b"msg"), None);
@@ -98,6 +115,10 @@ mod tests {
         let (command, slot) = encode_broadcast_publish(b"{\"a\":1}\n", false);
         assert_eq!(&command[..], b"*3\r\n$7\r\nPUBLISH\r\n$3\r\nmsg\r\n$7\r\n{\"a\":1}\r\n");
         assert_eq!(slot, 0);
+        let mut chat = Vec::new();
+        protocol::encode_chat(&mut chat, "hi", "bob", "alice");
+        let (command, _) = encode_broadcast_publish(&chat, false);
+        assert_eq!(recipient_of_any_command(&command).as_deref(), Some("bob"));
         let (_, slot) = encode_broadcast_publish(b"{}", true);
         assert_eq!(slot, cluster::slot(BROADCAST_CHANNEL));
     }

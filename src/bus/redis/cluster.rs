@@ -6,13 +6,14 @@
 //! whenever a reply says `MOVED`, a shard unsubscribes us (slot migrated), or
 //! a master stops answering (failover): [`RefreshSchedule`] says when.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::resp::{self, Frame, ProtocolError};
+use super::endpoint::Endpoint;
+use super::exchange::{exchange, ExchangeError};
+use super::resp::{self, Frame};
+use super::settings::LinkConfig;
 
 /// Hash slots in Redis Cluster.
 pub const SLOTS: usize = 16_384;
@@ -41,18 +42,10 @@ const REFRESH_WHILE_DOWN: Duration = Duration::from_millis(500);
 pub enum FetchError {
     #[error("no Redis Cluster seed to ask")]
     NoSeed,
-    #[error("{seed}: {source}")]
-    Io { seed: SocketAddr, source: io::Error },
-    #[error("{seed}: no CLUSTER SLOTS reply within {timeout:?}")]
-    TimedOut { seed: SocketAddr, timeout: Duration },
-    #[error("{seed}: closed the connection")]
-    Closed { seed: SocketAddr },
-    #[error("{seed}: {source}")]
-    Protocol { seed: SocketAddr, source: ProtocolError },
-    #[error("{seed}: {reply}")]
-    Refused { seed: SocketAddr, reply: String },
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
     #[error("{seed}: CLUSTER SLOTS reply without a usable slot map")]
-    NoSlotMap { seed: SocketAddr },
+    NoSlotMap { seed: Endpoint },
 }
 
 /// The slot of a key or shard channel: CRC16 (XMODEM) of its hash tag.
@@ -82,15 +75,17 @@ fn crc16(bytes: &[u8]) -> u16 {
 /// Which master serves each slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
-    pub masters: Vec<SocketAddr>,
+    /// As `CLUSTER SLOTS` names them (or the URL, for a plain Redis): each
+    /// link resolves its master's host again on every connect.
+    pub masters: Vec<Endpoint>,
     /// Index into `masters` per slot; `u16::MAX` for a slot nobody serves.
     owner: Box<[u16]>,
 }
 
 impl Topology {
     /// One server for every slot (plain Redis).
-    pub fn single(addr: SocketAddr) -> Topology {
-        Topology { masters: vec![addr], owner: vec![0; SLOTS].into_boxed_slice() }
+    pub fn single(server: Endpoint) -> Topology {
+        Topology { masters: vec![server], owner: vec![0; SLOTS].into_boxed_slice() }
     }
 
     /// The index of the master that serves `slot`, if any does.
@@ -101,8 +96,8 @@ impl Topology {
 
     /// Builds the map from a `CLUSTER SLOTS` reply; `seed` names a master
     /// whose address came back empty ("the node you asked").
-    pub fn from_cluster_slots(reply: &Frame<'_>, seed: SocketAddr) -> Option<Topology> {
-        let mut masters: Vec<SocketAddr> = Vec::new();
+    pub fn from_cluster_slots(reply: &Frame<'_>, seed: &Endpoint) -> Option<Topology> {
+        let mut masters: Vec<Endpoint> = Vec::new();
         let mut owner = vec![u16::MAX; SLOTS].into_boxed_slice();
         for range in reply.items()? {
             let items = range.items()?;
@@ -112,11 +107,11 @@ impl Topology {
             let host = std::str::from_utf8(master.first()?.bytes()?).ok()?;
             let port = u16::try_from(master.get(1)?.integer()?).ok()?;
             let addr = if host.is_empty() || host == "?" {
-                SocketAddr::new(seed.ip(), port)
+                Endpoint::new(seed.host.clone(), port)
             } else {
-                (host, port).to_socket_addrs().ok()?.next()?
+                Endpoint::new(host, port)
             };
-            let index = match masters.iter().position(|&m| m == addr) {
+            let index = match masters.iter().position(|m| *m == addr) {
                 Some(i) => i,
                 None => {
                     masters.push(addr);
@@ -134,25 +129,25 @@ impl Topology {
 /// Whom to ask for the slot map, best first: masters whose link is up, then
 /// the configured seeds, then masters that are down (a dead host may take the
 /// whole connect timeout to refuse, and the asking thread waits meanwhile).
-pub fn seeds_to_ask(masters: &[SocketAddr], up: &[bool], seeds: &[SocketAddr]) -> Vec<SocketAddr> {
+pub fn seeds_to_ask(masters: &[Endpoint], up: &[bool], seeds: &[Endpoint]) -> Vec<Endpoint> {
     let is_up = |i: usize| up.get(i).copied().unwrap_or(false);
-    let mut ask: Vec<SocketAddr> = (0..masters.len()).filter(|&i| is_up(i)).map(|i| masters[i]).collect();
-    ask.extend(seeds.iter().filter(|s| !ask.contains(s)).copied().collect::<Vec<_>>());
-    ask.extend((0..masters.len()).filter(|&i| !is_up(i)).map(|i| masters[i]).filter(|m| !seeds.contains(m)));
+    let mut ask: Vec<Endpoint> = (0..masters.len()).filter(|&i| is_up(i)).map(|i| masters[i].clone()).collect();
+    ask.extend(seeds.iter().filter(|s| !ask.contains(s)).cloned().collect::<Vec<_>>());
+    ask.extend((0..masters.len()).filter(|&i| !is_up(i)).map(|i| masters[i].clone()).filter(|m| !seeds.contains(m)));
     ask
 }
 
 /// The slot map to start with: in Redis Cluster, fetched now if reachable,
 /// else the first seed (its MOVED replies then correct us).
-pub fn initial(seeds: &[SocketAddr], hello: &[u8], cluster: bool) -> Topology {
+pub fn initial(seeds: &[Endpoint], link: &LinkConfig, cluster: bool) -> Topology {
     if !cluster {
-        return Topology::single(seeds[0]);
+        return Topology::single(seeds[0].clone());
     }
-    match fetch(seeds, hello) {
+    match fetch(seeds, link) {
         Ok(topology) => topology,
         Err(e) => {
             log::error!("cannot fetch the Redis Cluster slot map yet ({e}); retrying");
-            Topology::single(seeds[0])
+            Topology::single(seeds[0].clone())
         }
     }
 }
@@ -163,15 +158,15 @@ pub fn initial(seeds: &[SocketAddr], hello: &[u8], cluster: bool) -> Topology {
 ///
 /// # Errors
 /// The last seed's error when none answers with a usable map in time.
-pub fn fetch(seeds: &[SocketAddr], auth: &[u8]) -> Result<Topology, FetchError> {
+pub fn fetch(seeds: &[Endpoint], link: &LinkConfig) -> Result<Topology, FetchError> {
     let deadline = Instant::now() + FETCH_BUDGET;
     let mut last = FetchError::NoSeed;
-    for &seed in seeds {
+    for seed in seeds {
         let left = deadline.saturating_duration_since(Instant::now());
         if left < FETCH_MIN {
             break;
         }
-        match fetch_from(seed, auth, left.min(FETCH_TIMEOUT)) {
+        match fetch_from(seed, link, left.min(FETCH_TIMEOUT)) {
             Ok(topology) => return Ok(topology),
             Err(e) => last = e,
         }
@@ -179,45 +174,16 @@ pub fn fetch(seeds: &[SocketAddr], auth: &[u8]) -> Result<Topology, FetchError> 
     Err(last)
 }
 
-fn fetch_from(seed: SocketAddr, auth: &[u8], timeout: Duration) -> Result<Topology, FetchError> {
-    let io = |source| FetchError::Io { seed, source };
-    let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&seed, timeout).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    let mut request = auth.to_vec();
+fn fetch_from(seed: &Endpoint, link: &LinkConfig, timeout: Duration) -> Result<Topology, FetchError> {
+    let mut request = Vec::with_capacity(32);
     resp::push_command(&mut request, &[b"CLUSTER", b"SLOTS"]);
-    stream.write_all(&request).map_err(io)?;
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    let mut skip = usize::from(!auth.is_empty());
-    loop {
-        // The whole exchange within `timeout`, however the reply is split.
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(FetchError::TimedOut { seed, timeout });
+    let map = exchange(seed, link, &request, timeout, |frame| match frame {
+        Frame::Error(e) => {
+            Err(ExchangeError::Refused { server: seed.clone(), reply: String::from_utf8_lossy(e).into() })
         }
-        stream.set_read_timeout(Some(left)).map_err(io)?;
-        let n = stream.read(&mut chunk).map_err(io)?;
-        if n == 0 {
-            return Err(FetchError::Closed { seed });
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut at = 0;
-        loop {
-            let parsed = resp::parse(&buf[at..]).map_err(|source| FetchError::Protocol { seed, source })?;
-            let Some((frame, used)) = parsed else { break };
-            at += used;
-            if let Frame::Error(e) = frame {
-                return Err(FetchError::Refused { seed, reply: String::from_utf8_lossy(e).into() });
-            }
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            return Topology::from_cluster_slots(&frame, seed).ok_or(FetchError::NoSlotMap { seed });
-        }
-        buf.drain(..at);
-    }
+        frame => Ok(Some(Topology::from_cluster_slots(&frame, seed))),
+    })?;
+    map.ok_or_else(|| FetchError::NoSlotMap { seed: seed.clone() })
 }
 
 /// When a bus thread fetches the slot map next: soon after a sign that it
@@ -292,9 +258,16 @@ mod tests {
         // backlog), the reply never comes, as from a hung Redis.
         let silent: Vec<std::net::TcpListener> =
             (0..4).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let seeds: Vec<SocketAddr> = silent.iter().map(|l| l.local_addr().unwrap()).collect();
+        let seeds: Vec<Endpoint> = silent.iter().map(|l| Endpoint::from(l.local_addr().unwrap())).collect();
+        let link = LinkConfig {
+            greeting: Vec::new(),
+            greeting_replies: 0,
+            tls: None,
+            idle_ping: Duration::from_secs(5),
+            reply_timeout: Duration::from_secs(2),
+        };
         let started = Instant::now();
-        assert!(fetch(&seeds, b"").is_err());
+        assert!(fetch(&seeds, &link).is_err());
         let took = started.elapsed();
         assert!(took < FETCH_BUDGET + Duration::from_millis(100), "fetch blocked for {took:?}");
     }
@@ -321,7 +294,7 @@ mod tests {
 
     #[test]
     fn live_masters_are_asked_first() {
-        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let addr = |p: u16| Endpoint::new("127.0.0.1", p);
         let ask = seeds_to_ask(&[addr(1), addr(2), addr(3)], &[false, true, true], &[addr(1), addr(9)]);
         assert_eq!(ask, vec![addr(2), addr(3), addr(1), addr(9)]);
     }
@@ -331,10 +304,10 @@ mod tests {
         let reply = b"*2\r\n*3\r\n:0\r\n:8191\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nid\r\n\
                       *3\r\n:8192\r\n:16383\r\n*2\r\n$0\r\n\r\n:7001\r\n";
         let (frame, _) = resp::parse(reply).unwrap().unwrap();
-        let seed: SocketAddr = "127.0.0.1:7001".parse().unwrap();
-        let map = Topology::from_cluster_slots(&frame, seed).unwrap();
+        let seed = Endpoint::new("127.0.0.1", 7001);
+        let map = Topology::from_cluster_slots(&frame, &seed).unwrap();
         assert_eq!(map.masters.len(), 2);
-        assert_eq!(map.masters[map.master_of(0).unwrap()].port(), 7000);
+        assert_eq!(map.masters[map.master_of(0).unwrap()].port, 7000);
         assert_eq!(map.masters[map.master_of(16383).unwrap()], seed);
         let single = Topology::single(seed);
         assert_eq!(single.master_of(12345), Some(0));

@@ -1,27 +1,29 @@
 //! One non-blocking connection to a Redis server, driven by a bus thread's
-//! poll loop: connect without blocking, reconnect with backoff and jitter,
-//! read into a reusable buffer and parse frames in place, write queued
-//! commands in as few `write`s as the kernel allows.
+//! poll loop: look the host up and connect without blocking, greet the
+//! server (AUTH, SELECT, PING: the link is up only once it answered),
+//! reconnect with backoff and jitter, read into a reusable buffer and parse
+//! frames in place, write queued commands in as few `write`s as the kernel
+//! allows, and give the server up when it stops answering.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::io::{self, Read, Write};
+use std::io;
+use std::mem::{self, Discriminant};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use thiserror::Error;
 
+use super::backoff::Outage;
+use super::endpoint::{Endpoint, Lookup};
 use super::resp::{self, Frame, ProtocolError};
+use super::settings::LinkConfig;
+use super::stream::Stream;
+use super::tls;
 
-/// First reconnect delay: short, since most outages on a LAN are a restart.
-const BACKOFF_FIRST: Duration = Duration::from_millis(50);
-/// Longest reconnect delay. Small enough that delivery resumes within about a
-/// second of Redis coming back; one failed connect to a dead port costs microseconds.
-const BACKOFF_MAX: Duration = Duration::from_millis(1000);
-/// How long a TCP connect may take before it counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(2000);
+/// How often a host name lookup in flight is looked at.
+const LOOKUP_POLL: Duration = Duration::from_millis(5);
 /// Read buffer to start with; it grows to hold the largest frame in flight.
 const READ_BUFFER: usize = 256 * 1024;
 /// Largest read buffer: far above any chat message (64 KiB by default), so
@@ -31,40 +33,26 @@ const READ_BUFFER_MAX: usize = 64 * 1024 * 1024;
 /// traffic. A login burst grows it to megabytes (about 250 bytes of EVAL per
 /// login), which an idle link hands back rather than keeping for good.
 const OUT_KEEP: usize = 64 * 1024;
-/// Silence after which a link is checked with PING, at most.
-const IDLE_PING_MAX: Duration = Duration::from_secs(5);
-/// Silence after a PING past which the server counts as gone (half-open TCP,
-/// or a server that hangs), at most.
-const PING_TIMEOUT_MAX: Duration = Duration::from_secs(10);
-
-/// When a silent server is checked, and when it counts as gone.
-#[derive(Clone, Copy, Debug)]
-pub struct PingTimers {
-    pub idle: Duration,
-    pub timeout: Duration,
-}
-
-impl PingTimers {
-    /// A third and two thirds of the name lease, capped at 5 s and 10 s (the
-    /// default 15 s lease gives exactly those): a server silent for most of a
-    /// lease is given up before the names this node holds could lapse there,
-    /// and a short `--lease-secs` (tests use 3) detects a hung Redis quickly.
-    pub fn for_lease(lease: Duration) -> PingTimers {
-        PingTimers { idle: (lease / 3).min(IDLE_PING_MAX), timeout: (lease * 2 / 3).min(PING_TIMEOUT_MAX) }
-    }
-}
 
 /// Why a link is given up. It is logged, and the link reconnects.
 #[derive(Debug, Error)]
 pub enum LinkError {
+    #[error("cannot resolve the host: {0}")]
+    Resolve(io::Error),
+    #[error("the host name lookup timed out")]
+    ResolveTimedOut,
     #[error("cannot connect: {0}")]
     Connect(io::Error),
     #[error("cannot register the connection: {0}")]
     Register(io::Error),
+    #[error("cannot start TLS: {0}")]
+    Tls(String),
     #[error("connect timed out")]
     ConnectTimedOut,
-    #[error("no reply to PING: the server is unreachable or hung")]
-    PingTimedOut,
+    #[error("no answer to AUTH/SELECT/PING in time: the server is hung or not Redis")]
+    GreetingTimedOut,
+    #[error("no reply in time: the server is unreachable or hung")]
+    ReplyTimedOut,
     #[error("the server closed the connection")]
     Closed,
     #[error("read failed: {0}")]
@@ -77,20 +65,33 @@ pub enum LinkError {
     Protocol(#[from] ProtocolError),
     #[error("a reply to no command")]
     ReplyToNothing,
-    #[error("Redis refused AUTH/SELECT: {0}")]
-    HelloRefused(String),
+    #[error("Redis refused the connection: {0} (check the user and password in --redis URL and its ACL rights)")]
+    Refused(String),
     #[error("no longer a master")]
     NoLongerMaster,
+}
+
+impl LinkError {
+    /// Redis refused us (credentials, rights): retrying soon will not help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, LinkError::Refused(_))
+    }
 }
 
 /// A link's connection, and what each stage of it needs.
 enum State {
     /// No connection; the next attempt is due at `retry_at`.
     Down { retry_at: Instant },
+    /// The host name is being looked up, given up at `deadline`.
+    Resolving { lookup: Lookup, deadline: Instant },
     /// A non-blocking connect in flight, given up at `deadline`.
     Connecting { stream: TcpStream, deadline: Instant },
-    /// Connected. `ping_sent`: a PING has awaited its answer since then.
-    Up { stream: TcpStream, last_read: Instant, ping_sent: Option<Instant> },
+    /// Connected (and TLS under way, if any); the greeting is sent and
+    /// `replies_left` of its replies are awaited until `deadline`.
+    Greeting { stream: Stream, deadline: Instant, replies_left: usize },
+    /// The server answered the greeting. `ping_sent`: a PING awaits its
+    /// answer; `due_since`: replies have been awaited since then.
+    Up { stream: Stream, last_read: Instant, ping_sent: bool, due_since: Option<Instant> },
 }
 
 /// What [`Link::check_timers`] found.
@@ -99,7 +100,7 @@ pub enum Timer {
     Quiet,
     /// The server has been silent for a while: send it a PING now.
     Ping,
-    /// The connect or the PING took too long: the link must be given up.
+    /// A lookup, connect, greeting or reply took too long: give the link up.
     TimedOut(LinkError),
 }
 
@@ -112,11 +113,12 @@ pub struct ReadRound {
 }
 
 pub struct Link {
-    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
     /// Which thread's link this is, for the logs.
     role: &'static str,
-    /// When a link that was up went down (for the "back up after" log line).
-    down_since: Option<Instant>,
+    config: Arc<LinkConfig>,
+    /// Failed attempts since the link was last up, and what was logged.
+    outage: Outage<Discriminant<LinkError>>,
     token: Token,
     state: State,
     /// Queued commands; `out[out_pos..]` is still to be written.
@@ -125,17 +127,15 @@ pub struct Link {
     input: Vec<u8>,
     parsed: usize,
     filled: usize,
-    /// Failed attempts since the link was last up: the backoff's exponent.
-    failures: u32,
-    ping: PingTimers,
 }
 
 impl Link {
-    pub fn new(addr: SocketAddr, token: Token, role: &'static str, ping: PingTimers) -> Link {
+    pub fn new(endpoint: Endpoint, token: Token, role: &'static str, config: Arc<LinkConfig>) -> Link {
         Link {
-            addr,
+            endpoint,
             role,
-            down_since: None,
+            config,
+            outage: Outage::new(),
             token,
             state: State::Down { retry_at: Instant::now() },
             out: Vec::new(),
@@ -143,8 +143,6 @@ impl Link {
             input: Vec::new(),
             parsed: 0,
             filled: 0,
-            failures: 0,
-            ping,
         }
     }
 
@@ -160,38 +158,62 @@ impl Link {
         matches!(self.state, State::Connecting { .. })
     }
 
-    /// Starts a non-blocking connect if the link is down and its retry time has come.
+    pub fn is_greeting(&self) -> bool {
+        matches!(self.state, State::Greeting { .. })
+    }
+
+    /// Starts an attempt if the link is down and its retry time has come:
+    /// a connect to an IP address at once, a host name lookup first; and
+    /// connects once a lookup in flight found the host.
     ///
     /// # Errors
-    /// The connect failed at once (the caller runs its on-down path, which
-    /// calls [`Link::fail`]).
+    /// The lookup or connect failed at once (the caller runs its on-down
+    /// path, which calls [`Link::fail`]).
     pub fn try_connect(&mut self, registry: &Registry, now: Instant) -> Result<(), LinkError> {
-        match self.state {
-            State::Down { retry_at } if now >= retry_at => {}
+        let addr = match &self.state {
+            State::Down { retry_at } if now >= *retry_at => match self.endpoint.literal() {
+                Some(addr) => addr,
+                None => {
+                    let lookup = Lookup::start(&self.endpoint).map_err(LinkError::Resolve)?;
+                    self.state = State::Resolving { lookup, deadline: now + self.config.reply_timeout };
+                    return Ok(());
+                }
+            },
+            State::Resolving { lookup, .. } => match lookup.poll() {
+                None => return Ok(()),
+                Some(found) => self.pick(found.map_err(LinkError::Resolve)?),
+            },
             _ => return Ok(()),
-        }
-        let mut stream = TcpStream::connect(self.addr).map_err(LinkError::Connect)?;
+        };
+        let mut stream = TcpStream::connect(addr).map_err(LinkError::Connect)?;
         registry
             .register(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE)
             .map_err(LinkError::Register)?;
-        self.state = State::Connecting { stream, deadline: now + CONNECT_TIMEOUT };
+        self.state = State::Connecting { stream, deadline: now + self.config.reply_timeout };
         Ok(())
     }
 
-    /// After an event on a connecting link: whether the connect finished.
+    /// The address this attempt tries: the next one after each failure, so
+    /// a host with an address that does not answer is reached on another.
+    fn pick(&self, addrs: Vec<SocketAddr>) -> SocketAddr {
+        addrs[self.outage.failures() as usize % addrs.len()]
+    }
+
+    /// After an event on a connecting link: once the connect is done, the
+    /// greeting is queued (and TLS started).
     ///
     /// # Errors
     /// The connect failed (the caller passes the error to [`Link::fail`]).
-    pub fn finish_connect(&mut self) -> Result<bool, LinkError> {
+    pub fn finish_connect(&mut self) -> Result<(), LinkError> {
         let State::Connecting { stream, .. } = &self.state else {
-            return Ok(false);
+            return Ok(());
         };
         if let Ok(Some(e)) | Err(e) = stream.take_error() {
             return Err(LinkError::Connect(e));
         }
         match stream.peer_addr() {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
             Err(e) => return Err(LinkError::Connect(e)),
         }
         let now = Instant::now();
@@ -199,68 +221,119 @@ impl Link {
             unreachable!("matched above");
         };
         let _ = stream.set_nodelay(true);
-        self.state = State::Up { stream, last_read: now, ping_sent: None };
-        if let Some(since) = self.down_since.take() {
-            log::warn!(
-                "redis {} ({}): link back up after {:.1?} and {} failed attempts",
-                self.addr,
-                self.role,
-                since.elapsed(),
-                self.failures.saturating_sub(1)
-            );
-        } else {
-            log::info!("redis {} ({}): link up", self.addr, self.role);
+        let tls = match &self.config.tls {
+            Some(config) => {
+                Some((config, tls::server_name(&self.endpoint.host).map_err(|e| LinkError::Tls(e.to_string()))?))
+            }
+            None => None,
+        };
+        let stream = Stream::new(stream, tls).map_err(|e| LinkError::Tls(e.to_string()))?;
+        self.out.extend_from_slice(&self.config.greeting);
+        let replies_left = self.config.greeting_replies;
+        self.state = State::Greeting { stream, deadline: now + self.config.reply_timeout, replies_left };
+        Ok(())
+    }
+
+    /// Reads the greeting's replies: true once all came and the link is up.
+    ///
+    /// # Errors
+    /// The read failed, or Redis refused the greeting (a wrong password,
+    /// missing rights: [`LinkError::Refused`]).
+    pub fn read_greeting(&mut self) -> Result<bool, LinkError> {
+        loop {
+            if self.read_once()? == 0 {
+                return Ok(false);
+            }
+            let mut used = 0;
+            let mut done = false;
+            while !done {
+                let Some((frame, n)) = resp::parse(&self.input[self.parsed + used..self.filled])? else {
+                    break;
+                };
+                used += n;
+                if let Frame::Error(e) = frame {
+                    return Err(LinkError::Refused(String::from_utf8_lossy(e).into_owned()));
+                }
+                let State::Greeting { replies_left, .. } = &mut self.state else {
+                    unreachable!("read_greeting runs while greeting");
+                };
+                *replies_left -= 1;
+                done = *replies_left == 0;
+            }
+            self.consume(used);
+            if done {
+                self.now_up();
+                return Ok(true);
+            }
         }
-        self.failures = 0;
-        Ok(true)
+    }
+
+    fn now_up(&mut self) {
+        let now = Instant::now();
+        let State::Greeting { stream, .. } = std::mem::replace(&mut self.state, State::Down { retry_at: now }) else {
+            unreachable!("up after the greeting");
+        };
+        self.state = State::Up { stream, last_read: now, ping_sent: false, due_since: None };
+        self.outage.recovered(&self.endpoint, self.role, now);
     }
 
     /// Drops the connection and schedules a retry with exponential backoff and
     /// jitter (so a fleet of nodes does not reconnect in lockstep).
     pub fn fail(&mut self, registry: &Registry, why: &LinkError) {
-        self.failures = self.failures.saturating_add(1);
-        let exp = BACKOFF_FIRST.saturating_mul(1 << self.failures.min(10).saturating_sub(1));
-        let retry_at = Instant::now() + jitter(exp.min(BACKOFF_MAX));
+        let now = Instant::now();
+        let retry_at = now + self.outage.retry_delay(why.is_refusal());
         let was_up = match std::mem::replace(&mut self.state, State::Down { retry_at }) {
-            State::Down { .. } => false,
+            State::Down { .. } | State::Resolving { .. } => false,
             State::Connecting { mut stream, .. } => {
                 let _ = registry.deregister(&mut stream);
                 false
             }
+            State::Greeting { mut stream, .. } => {
+                let _ = registry.deregister(stream.tcp());
+                false
+            }
             State::Up { mut stream, .. } => {
-                let _ = registry.deregister(&mut stream);
+                let _ = registry.deregister(stream.tcp());
                 true
             }
         };
-        if was_up {
-            self.down_since = Some(Instant::now());
-        }
         self.out.clear();
         self.out_pos = 0;
         self.parsed = 0;
         self.filled = 0;
-        if was_up || self.failures == 1 {
-            log::warn!("redis {}: link down: {why}; reconnecting", self.addr);
-        } else {
-            log::debug!("redis {}: retry {} failed: {why}", self.addr, self.failures);
-        }
+        self.outage.failed(&self.endpoint, self.role, why, mem::discriminant(why), was_up, now);
     }
 
-    /// Times out a connect that takes too long and a server that stopped
-    /// answering PING. Never drops the link itself: the caller owns what
-    /// was sent on it (replies awaited, claims in flight) and must run its
-    /// whole on-down path on [`Timer::TimedOut`].
-    pub fn check_timers(&mut self, now: Instant) -> Timer {
+    /// Times out a lookup, connect or greeting that takes too long, and a
+    /// server that leaves a command unanswered past the reply timeout
+    /// (`awaiting`: the thread awaits a reply on this link; the clock runs
+    /// from the later of when it began to wait and the last bytes read).
+    /// Never drops the link itself: the caller owns what was sent on it
+    /// (replies awaited, claims in flight) and must run its whole on-down
+    /// path on [`Timer::TimedOut`].
+    pub fn check_timers(&mut self, now: Instant, awaiting: bool) -> Timer {
+        let timeout = self.config.reply_timeout;
         match &mut self.state {
+            State::Resolving { deadline, .. } if now >= *deadline => Timer::TimedOut(LinkError::ResolveTimedOut),
             State::Connecting { deadline, .. } if now >= *deadline => Timer::TimedOut(LinkError::ConnectTimedOut),
-            State::Up { last_read, ping_sent, .. } => match *ping_sent {
-                Some(sent) if now.duration_since(sent) >= self.ping.timeout => Timer::TimedOut(LinkError::PingTimedOut),
-                None if now.duration_since(*last_read) >= self.ping.idle => {
-                    *ping_sent = Some(now);
-                    Timer::Ping
+            State::Greeting { deadline, .. } if now >= *deadline => Timer::TimedOut(LinkError::GreetingTimedOut),
+            State::Up { last_read, ping_sent, due_since, .. } => {
+                if !awaiting {
+                    *due_since = None;
+                } else if due_since.is_none() {
+                    *due_since = Some(now);
                 }
-                _ => Timer::Quiet,
-            },
+                match *due_since {
+                    Some(since) if now.duration_since(since.max(*last_read)) >= timeout => {
+                        Timer::TimedOut(LinkError::ReplyTimedOut)
+                    }
+                    None if !*ping_sent && now.duration_since(*last_read) >= self.config.idle_ping => {
+                        *ping_sent = true;
+                        Timer::Ping
+                    }
+                    _ => Timer::Quiet,
+                }
+            }
             _ => Timer::Quiet,
         }
     }
@@ -269,11 +342,10 @@ impl Link {
     pub fn next_timer(&self) -> Instant {
         match &self.state {
             State::Down { retry_at } => *retry_at,
-            State::Connecting { deadline, .. } => *deadline,
-            State::Up { last_read, ping_sent, .. } => match ping_sent {
-                Some(sent) => *sent + self.ping.timeout,
-                None => *last_read + self.ping.idle,
-            },
+            State::Resolving { deadline, .. } => (*deadline).min(Instant::now() + LOOKUP_POLL),
+            State::Connecting { deadline, .. } | State::Greeting { deadline, .. } => *deadline,
+            State::Up { last_read, due_since: Some(since), .. } => (*since).max(*last_read) + self.config.reply_timeout,
+            State::Up { last_read, .. } => *last_read + self.config.idle_ping,
         }
     }
 
@@ -317,8 +389,10 @@ impl Link {
 
     /// Reads once into the buffer: the bytes read, 0 when the socket would block.
     fn read_once(&mut self) -> Result<usize, LinkError> {
-        let State::Up { stream, last_read, ping_sent } = &mut self.state else {
-            return Ok(0);
+        let (stream, mut seen) = match &mut self.state {
+            State::Up { stream, last_read, ping_sent, .. } => (stream, Some((last_read, ping_sent))),
+            State::Greeting { stream, .. } => (stream, None),
+            _ => return Ok(0),
         };
         if self.input.is_empty() {
             self.input = vec![0; READ_BUFFER];
@@ -340,8 +414,10 @@ impl Link {
                 Ok(0) => return Err(LinkError::Closed),
                 Ok(n) => {
                     self.filled += n;
-                    *last_read = Instant::now();
-                    *ping_sent = None;
+                    if let Some((last_read, ping_sent)) = seen.as_mut() {
+                        **last_read = Instant::now();
+                        **ping_sent = false;
+                    }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
@@ -367,9 +443,13 @@ impl Link {
         }
     }
 
-    /// Bytes queued but not written yet.
+    /// Bytes queued but not written yet (TLS records held back count as one).
     pub fn unsent(&self) -> usize {
-        self.out.len() - self.out_pos
+        let held = match &self.state {
+            State::Up { stream, .. } | State::Greeting { stream, .. } => usize::from(stream.has_pending()),
+            _ => 0,
+        };
+        self.out.len() - self.out_pos + held
     }
 
     /// Writes queued commands until done or the kernel buffer is full.
@@ -377,9 +457,10 @@ impl Link {
     /// # Errors
     /// The socket failed.
     pub fn flush(&mut self) -> Result<(), LinkError> {
-        let State::Up { stream, .. } = &mut self.state else {
+        let (State::Up { stream, .. } | State::Greeting { stream, .. }) = &mut self.state else {
             return Ok(());
         };
+        stream.push_pending().map_err(LinkError::Write)?;
         while self.out_pos < self.out.len() {
             match stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(LinkError::Write(io::ErrorKind::WriteZero.into())),
@@ -400,27 +481,5 @@ impl Link {
     }
 }
 
-/// A delay between half and all of `delay`, chosen at random.
-pub fn jitter(delay: Duration) -> Duration {
-    let half = delay / 2;
-    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_nanos(random() % nanos)
-}
-
-/// A random number from the standard library's per-process hash seed.
-pub fn random() -> u64 {
-    RandomState::new().hash_one(Instant::now())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_between_half_and_all() {
-        for _ in 0..100 {
-            let d = jitter(Duration::from_millis(800));
-            assert!(d >= Duration::from_millis(400) && d <= Duration::from_millis(800));
-        }
-    }
-}
+mod tests;

@@ -1,10 +1,12 @@
 //! The loop both bus threads run: one [`Link`] per master of the slot map
 //! (a plain Redis is one master), driven by one `mio::Poll`.
 //!
-//! Each turn: poll; on each link's event finish its connect or read what
-//! arrived; then the thread's own work (jobs from reactors, chores); then for
-//! every link connect when due, check its timers (PING, timeouts) and write
-//! what is queued; then fetch the slot map if that is due. A link is given up
+//! Each turn: poll; on each link's event finish its connect, read the
+//! greeting's replies (the link is up, and the thread told, only once Redis
+//! answered them) or read what arrived; then the thread's own work (jobs
+//! from reactors, chores); then for every link connect when due, check its
+//! timers (PING, the reply deadline) and write what is queued; then fetch
+//! the slot map if that is due. A link is given up
 //! in one place ([`Loop::drop_link`]) whatever failed, so the thread settles
 //! what it sent on it exactly once.
 //!
@@ -44,7 +46,8 @@ pub(crate) trait BusThread {
 
     /// Jobs from reactors and the thread's own chores, first in each turn.
     fn work(&mut self, links: &mut LinkSet<Self::State>, now: Instant);
-    /// Link `i` connected: queue what a new connection sends first.
+    /// Link `i` is up (Redis answered its greeting): queue what the thread
+    /// sends on a new connection.
     fn on_up(&mut self, links: &mut LinkSet<Self::State>, i: usize);
     /// Link `i` was given up: settle what was sent on it and what waits for it.
     fn on_down(&mut self, links: &mut LinkSet<Self::State>, i: usize);
@@ -59,7 +62,10 @@ pub(crate) trait BusThread {
     /// The earliest moment the thread has work of its own, if any.
     fn next_wake(&self, links: &LinkSet<Self::State>, now: Instant) -> Option<Instant>;
     /// A PING was queued on a link.
-    fn pinged(_state: &mut Self::State) {}
+    fn pinged(state: &mut Self::State);
+    /// Whether a command sent on the link awaits its reply (the reply
+    /// deadline runs meanwhile).
+    fn awaits_reply(state: &Self::State) -> bool;
     /// An idle turn: hand back what a burst grew.
     fn trim_idle(&mut self, _links: &mut LinkSet<Self::State>) {}
     /// The node is stopping: the last turn.
@@ -102,7 +108,7 @@ impl<S: Default> LinkSet<S> {
     /// Cluster, if it answers); none is connected yet.
     pub fn new(shared: Arc<Shared>, poll: Poll, role: Role) -> LinkSet<S> {
         let settings = &shared.settings;
-        let topology = cluster::initial(&settings.seeds, &settings.hello, settings.cluster);
+        let topology = cluster::initial(&settings.seeds, &settings.link, settings.cluster);
         let mut links = LinkSet {
             topology: topology.clone(),
             shared,
@@ -121,13 +127,14 @@ impl<S: Default> LinkSet<S> {
     pub fn rebuild(&mut self, topology: Topology) -> Vec<Master<S>> {
         let mut old = std::mem::take(&mut self.masters);
         let mut masters = Vec::with_capacity(topology.masters.len());
-        for &addr in &topology.masters {
-            match old.iter().position(|m| m.link.addr == addr) {
+        for server in &topology.masters {
+            match old.iter().position(|m| m.link.endpoint == *server) {
                 Some(j) => masters.push(old.swap_remove(j)),
                 None => {
                     let token = Token(self.next_token);
                     self.next_token += 1;
-                    let link = Link::new(addr, token, self.role.name(), self.shared.settings.ping);
+                    let config = Arc::clone(&self.shared.settings.link);
+                    let link = Link::new(server.clone(), token, self.role.name(), config);
                     masters.push(Master { link, token, state: S::default() });
                 }
             }
@@ -254,11 +261,18 @@ impl<T: BusThread> Loop<T> {
         let Some(i) = self.links.index_of(event.token()) else {
             return;
         };
-        if self.links.masters[i].link.is_connecting() {
-            match self.links.masters[i].link.finish_connect() {
+        let link = &mut self.links.masters[i].link;
+        if link.is_connecting() {
+            if let Err(why) = link.finish_connect() {
+                return self.drop_link(i, &why);
+            }
+        }
+        let link = &mut self.links.masters[i].link;
+        if link.is_greeting() && (event.is_readable() || event.is_read_closed()) {
+            match link.read_greeting() {
                 Ok(true) => self.thread.on_up(&mut self.links, i),
                 Ok(false) => {}
-                Err(why) => self.drop_link(i, &why),
+                Err(why) => return self.drop_link(i, &why),
             }
         }
         if self.links.masters[i].link.is_up() && (event.is_readable() || event.is_read_closed()) {
@@ -279,7 +293,7 @@ impl<T: BusThread> Loop<T> {
                 self.drop_link(i, &why);
             }
             let master = &mut self.links.masters[i];
-            match master.link.check_timers(now) {
+            match master.link.check_timers(now, T::awaits_reply(&master.state)) {
                 Timer::Quiet => {}
                 Timer::Ping => {
                     resp::push_command(&mut master.link.out, &[b"PING"]);
@@ -318,7 +332,7 @@ impl<T: BusThread> Loop<T> {
         let ups: Vec<bool> = links.iter().map(|m| m.link.is_up()).collect();
         let settings = &links.shared.settings;
         let seeds = cluster::seeds_to_ask(&links.topology.masters, &ups, &settings.seeds);
-        match cluster::fetch(&seeds, &settings.hello) {
+        match cluster::fetch(&seeds, &settings.link) {
             Ok(topology) => self.thread.on_topology(&mut self.links, topology),
             Err(e) => {
                 log::warn!("cannot fetch the Redis Cluster slot map: {e}");

@@ -24,7 +24,9 @@
 //! shards see a pause of that order; the whole budget is spent only when no
 //! live master answers, and then delivery waits at most that long per fetch.
 //! A non-blocking fetch on the poll loop would remove even that; it is not
-//! worth its state machine while failovers are rare.
+//! worth its state machine while failovers are rare. (A seed given by host
+//! name is looked up inside the fetch, which a DNS server that does not
+//! answer stretches; links look their hosts up off the thread.)
 //!
 //! # Routing
 //!
@@ -52,6 +54,11 @@
 //!
 //! # While Redis is unreachable
 //!
+//! A link is **up** only once Redis has answered its greeting (AUTH and
+//! SELECT from the URL, then PING): a TCP connect to a stopped Redis (the
+//! kernel still accepts) or one that refuses our password is not a link,
+//! and `switchboard_bus_connected` says 0.
+//!
 //! The node keeps serving: local chat works, and logins are **granted
 //! locally** (availability over strict uniqueness) and marked unconfirmed.
 //! Publishes queue up to [`MAX_QUEUED_BYTES`], past which they are dropped,
@@ -62,49 +69,85 @@
 //! taken from the local user, who gets the seed's `"User already exists"` and
 //! may log in under another name: the first node to re-assert wins.
 //!
-//! A Redis that hangs instead of dying (a stopped process, a frozen VM)
-//! is found by PING: after a third of the lease of silence (5 s at most) a
-//! link sends PING, and a PING unanswered for two thirds of the lease (10 s
-//! at most) drops the link through the same path as a failed read, so the
-//! claims it carried follow the outage rules and nothing awaited from the
-//! dead connection is paired with replies on the next one.
+//! A Redis that hangs instead of dying (a stopped process, a frozen VM) is
+//! found by the **reply deadline** (`--redis-timeout-ms`, 2 s): when the
+//! oldest command a link awaits a reply to has waited that long (counted
+//! from when it was sent, or from the last bytes read if later), the link
+//! is dropped through the same path as a failed read, so the claims it
+//! carried follow the outage rules (a pending login is granted locally
+//! within the deadline) and nothing awaited from the dead connection is
+//! paired with replies on the next one. A quiet link is checked with PING
+//! after a third of the lease (5 s at most), which the same deadline covers.
+//! A connect and the greeting have the same deadline.
 //!
 //! Delivery between nodes is **at most once**: a PUBLISH written to a link
 //! that drops before Redis confirms it is not sent again (Redis may or may
 //! not have run it); such messages are counted in
-//! `switchboard_bus_publish_lost_total` and logged, and their senders are
-//! not told.
+//! `switchboard_bus_publish_lost_total`, and each sender gets an `errormsg`
+//! saying the message may not have been delivered. A PUBLISH that Redis
+//! refuses (an ACL without the channel) is counted and told the same way.
 //!
 //! If Redis cannot be reached when the node starts, it starts anyway, logs
 //! loudly, and keeps retrying: a cluster member that boots before Redis is a
-//! working single node until Redis comes up.
+//! working single node until Redis comes up. If Redis can be reached and
+//! refuses the node (a wrong or missing password, an ACL user without a
+//! right the bus needs, a certificate the node does not trust), the node
+//! does not start: [`preflight`] says what to fix in `--redis`. A refusal
+//! later (Redis restarted with a new password) takes the links down, with
+//! a backoff growing to 10 s and a log line when it starts, when its reason
+//! changes and once a minute.
+//!
+//! # Trust
+//!
+//! Any client of the Redis server can publish to a user's channel and
+//! write the registry, so Redis must be private to the cluster (bind,
+//! `requirepass` or ACL users, TLS: README's checklist). What arrives is
+//! still checked ([`inbound`]): only a chat message in the exact shape a
+//! node publishes is delivered, anything else is dropped and counted in
+//! `switchboard_bus_rejected_total`. A well-formed message with a forged
+//! `Sender` cannot be told from a node's.
 //!
 //! # Layout
 //!
 //! - `mod.rs`: the bus as reactors see it ([`RedisBus`]) and [`start`].
-//! - [`settings`]: `--redis` URLs and friends, resolved at start.
+//! - [`settings`]: `--redis` URLs and friends, checked at start.
+//! - [`preflight`]: Redis accepts this node's credentials and rights, or it does not start.
 //! - [`shared`]: what the facade and both threads share: job queues, bounds, flags.
 //! - [`links`]: the loop both threads run over their links, one per master.
 //! - [`publisher`], [`subscriber`]: the two threads, as [`links::BusThread`]s.
-//! - [`link`]: one non-blocking connection: connect, backoff, PING, read, write.
+//! - [`link`]: one non-blocking connection: connect, greet, read, write, deadlines.
+//! - [`backoff`]: how a link that is down retries and says so.
+//! - [`endpoint`]: a server's host and port, looked up again on every connect.
+//! - [`stream`]: a link's socket, plain or TLS; [`tls`]: the rustls config.
+//! - [`exchange`]: a short blocking exchange (slot map fetch, preflight).
 //! - [`cluster`]: hash slots, the slot map and when to fetch it again.
 //! - [`registry`]: the cluster-wide name registry's state machine.
 //! - [`logins`]: logins waiting for the registry and their subscription.
 //! - [`channels`]: channel names and the PUBLISH commands reactors encode.
+//! - [`inbound`]: what arrives from Redis, checked before delivery.
 //! - [`resp`]: the Redis wire format, parsed in place.
+//! - [`ratelog`]: log lines for what can repeat thousands of times a second.
 //! - [`trim`]: what an idle thread hands back.
 
+mod backoff;
 mod channels;
 mod cluster;
+mod endpoint;
+mod exchange;
+mod inbound;
 mod link;
 mod links;
 mod logins;
+mod preflight;
 mod publisher;
+mod ratelog;
 mod registry;
 mod resp;
 mod settings;
 mod shared;
+mod stream;
 mod subscriber;
+mod tls;
 mod trim;
 
 use std::io;
@@ -125,6 +168,7 @@ use crate::directory::ConnRef;
 use crate::hub::Hub;
 use crate::inbox::Doorbell;
 
+pub use self::preflight::PreflightError;
 pub use self::settings::SettingsError;
 
 /// Why the Redis bus could not start.
@@ -132,6 +176,8 @@ pub use self::settings::SettingsError;
 pub enum StartError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Refused(#[from] PreflightError),
     #[error("cannot set up the bus {thread} thread's poll: {source}")]
     Poll { thread: &'static str, source: io::Error },
     #[error("cannot start the bus {thread} thread: {source}")]
@@ -144,20 +190,24 @@ pub struct RedisBus {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// Resolves the Redis address(es), starts the subscriber and publisher
-/// threads and returns at once: the links come up in the background, and a
-/// Redis that is down at start is retried like one that went away.
+/// Resolves the Redis address(es), checks that Redis accepts this node's
+/// credentials and rights ([`preflight`]), starts the subscriber and
+/// publisher threads and returns: the links come up in the background, and
+/// a Redis that is down at start is retried like one that went away.
 ///
 /// # Errors
-/// Which setting is wrong (an unparsable URL, an unknown host), or what the
-/// system refused (a poll, a thread).
+/// Which setting is wrong (an unparsable URL, an unknown host, a CA file),
+/// what Redis refused (a password, an ACL right, a certificate), or what
+/// the system refused (a poll, a thread).
 pub fn start(hub: Arc<Hub>, config: &Config) -> Result<Arc<dyn Bus>, StartError> {
     let settings = Settings::from_config(config)?;
+    preflight::check(&settings)?;
     let (sub_poll, sub_bell) = thread_poll(Role::Subscriber)?;
     let (pub_poll, pub_bell) = thread_poll(Role::Publisher)?;
     log::info!(
-        "joining the cluster through Redis {:?} as node {:?}: routing {:?}{}, name lease {:?}",
-        settings.seeds,
+        "joining the cluster through Redis {}{} as node {:?}: routing {:?}{}, name lease {:?}",
+        settings.shown_url,
+        if settings.link.tls.is_some() { " (TLS)" } else { "" },
         settings.node_id,
         settings.routing,
         if settings.cluster { ", Redis Cluster (sharded pub/sub)" } else { "" },

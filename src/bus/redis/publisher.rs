@@ -19,6 +19,7 @@ use super::channels;
 use super::cluster::Topology;
 use super::link::LinkError;
 use super::links::{self, BusThread, LinkSet, Master};
+use super::ratelog::Every;
 use super::registry::{Awaiting, Outgoing, Registry};
 use super::resp::Frame;
 use super::shared::{Job, Role, Shared, MAX_QUEUED_BYTES};
@@ -41,7 +42,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// What a sent command's reply is for.
 enum Await {
-    Hello,
     Ping,
     Publish { slot: u16, command: Box<[u8]>, from: ConnRef },
     Registry { slot: u16, command: Box<[u8]>, awaiting: Awaiting },
@@ -65,12 +65,21 @@ struct Publisher {
     /// re-routed after the slot map is fetched again.
     rerouted: Vec<Job>,
     rerouted_registry: Vec<Outgoing>,
+    /// PUBLISH refused by Redis, logged once a minute at most.
+    refused_log: Every,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
     let links = LinkSet::new(Arc::clone(&shared), poll, Role::Publisher);
     let registry = Registry::new(shared.settings.node_id.clone(), shared.settings.lease);
-    links::run(Publisher { shared, registry, rerouted: Vec::new(), rerouted_registry: Vec::new() }, links);
+    let publisher = Publisher {
+        shared,
+        registry,
+        rerouted: Vec::new(),
+        rerouted_registry: Vec::new(),
+        refused_log: Every::minute(),
+    };
+    links::run(publisher, links);
 }
 
 impl BusThread for Publisher {
@@ -110,12 +119,6 @@ impl BusThread for Publisher {
         // a stale entry here would pair every reply with the wrong command.
         debug_assert!(links.get(i).state.awaiting.is_empty(), "replies awaited from a dropped connection");
         self.lose_awaiting(links, i);
-        let settings = &self.shared.settings;
-        let master = links.get_mut(i);
-        master.link.out.extend_from_slice(&settings.hello);
-        for _ in 0..settings.hello_replies {
-            master.state.awaiting.push_back(Await::Hello);
-        }
         let topology = links.topology();
         self.registry.on_link_up(&|slot| topology.master_of(slot) == Some(i));
         self.send_registry_commands(links);
@@ -132,17 +135,12 @@ impl BusThread for Publisher {
     fn read(&mut self, links: &mut LinkSet<Route>, i: usize) -> Result<(), LinkError> {
         let targeted = self.shared.settings.routing == Routing::Targeted;
         let mut redirected = false;
-        let Publisher { shared, registry, rerouted, rerouted_registry } = self;
+        let Publisher { shared, registry, rerouted, rerouted_registry, refused_log } = self;
         let (Master { link, state, .. }, reach) = links.master_and_reach(i);
         let up = |slot: u16| reach.up(slot);
         let bus = &shared.hub.metrics.bus;
         let round = link.read_frames(|frame| {
             match state.awaiting.pop_front().ok_or(LinkError::ReplyToNothing)? {
-                Await::Hello => {
-                    if let Frame::Error(e) = frame {
-                        return Err(LinkError::HelloRefused(String::from_utf8_lossy(e).into()));
-                    }
-                }
                 Await::Ping => {}
                 Await::Publish { slot, command, from } => match frame {
                     Frame::Integer(receivers) => {
@@ -157,7 +155,13 @@ impl BusThread for Publisher {
                         shared.queued_bytes.fetch_add(command.len(), Relaxed);
                         rerouted.push(Job::Publish { slot, command, from });
                     }
-                    Frame::Error(e) => log::warn!("PUBLISH failed: {}", String::from_utf8_lossy(e)),
+                    Frame::Error(e) => {
+                        // Refused (NOPERM: an ACL without the channel, OOM...): never delivered.
+                        bus.publish_lost.fetch_add(1, Relaxed);
+                        refused_log
+                            .note(|n| log::warn!("PUBLISH refused ({n} in all): {}", String::from_utf8_lossy(e)));
+                        reply_lost(shared, &command, from);
+                    }
                     _ => {}
                 },
                 Await::Registry { slot, command, awaiting } => match frame {
@@ -189,10 +193,11 @@ impl BusThread for Publisher {
                         Await::Registry { slot, command, awaiting } => {
                             self.registry.out.push(Outgoing { slot, command, awaiting });
                         }
-                        Await::Publish { .. } => {
+                        Await::Publish { command, from, .. } => {
                             self.shared.hub.metrics.bus.publish_lost.fetch_add(1, Relaxed);
+                            reply_lost(&self.shared, &command, from);
                         }
-                        Await::Hello | Await::Ping => {}
+                        Await::Ping => {}
                     }
                 }
                 self.rerouted.extend(backlog);
@@ -218,6 +223,10 @@ impl BusThread for Publisher {
 
     fn pinged(state: &mut Route) {
         state.awaiting.push_back(Await::Ping);
+    }
+
+    fn awaits_reply(state: &Route) -> bool {
+        !state.awaiting.is_empty()
     }
 
     fn trim_idle(&mut self, links: &mut LinkSet<Route>) {
@@ -342,7 +351,7 @@ impl Publisher {
 
     /// Link `i`'s connection is gone with commands unanswered: claims in
     /// flight follow the outage rules, publishes count as lost (Redis may
-    /// have run some of them; nobody will tell).
+    /// have run some of them; nobody will tell) and each sender is told.
     fn lose_awaiting(&mut self, links: &mut LinkSet<Route>, i: usize) {
         let lost = std::mem::take(&mut links.get_mut(i).state.awaiting);
         let reach = links.reach();
@@ -350,13 +359,18 @@ impl Publisher {
         for awaiting in lost {
             match awaiting {
                 Await::Registry { awaiting, .. } => self.registry.on_lost(&self.shared, awaiting, &|s| reach.up(s)),
-                Await::Publish { .. } => publishes += 1,
-                Await::Hello | Await::Ping => {}
+                Await::Publish { command, from, .. } => {
+                    publishes += 1;
+                    reply_lost(&self.shared, &command, from);
+                }
+                Await::Ping => {}
             }
         }
         if publishes > 0 {
             self.shared.hub.metrics.bus.publish_lost.fetch_add(publishes, Relaxed);
-            log::warn!("{publishes} published messages were unconfirmed when the link went down: possibly lost");
+            log::warn!(
+                "{publishes} published messages were unconfirmed when the link went down: possibly lost, senders told"
+            );
         }
     }
 }
@@ -377,6 +391,12 @@ fn slot_of_job(job: &Job) -> u16 {
 /// MOVED, ASK and friends: the command belongs on another master (or later).
 fn is_redirect(error: &[u8]) -> bool {
     [&b"MOVED "[..], b"ASK ", b"TRYAGAIN", b"CLUSTERDOWN"].iter().any(|p| error.starts_with(p))
+}
+
+/// Tells the sender that a message may not have reached its recipient.
+fn reply_lost(shared: &Shared, command: &[u8], from: ConnRef) {
+    let name = channels::recipient_of_any_command(command).unwrap_or_default();
+    shared.hub.send(from, Command::Undelivered { token: from.token, why: Undelivered::Lost(name) });
 }
 
 /// Tells the sender that nobody subscribes the recipient's channel.

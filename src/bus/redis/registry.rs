@@ -4,7 +4,9 @@
 //!
 //! - `sb:node:{ID}`: this node's lease, `SET ... PX lease`, renewed every
 //!   third of the lease. It vanishes at most one lease after the node dies.
-//! - `sb:reg:{NAME}`: the ID of the node that holds NAME, without a TTL.
+//! - `sb:reg:{NAME}`: the ID of the node that holds NAME, expiring
+//!   [`NAME_TTL_LEASES`] leases after it was last renewed, so the names of
+//!   a node that died free themselves even if no other node claims them.
 //!
 //! A claim runs one single-key script on `sb:reg:{NAME}`: it takes the name
 //! if nobody holds it (or we do) and otherwise returns the holder. If the
@@ -15,13 +17,16 @@
 //!
 //! # Cost
 //!
-//! Steady state: one `SET` per node per lease/3 (O(nodes), not O(users): a
-//! per-user TTL would cost 1M writes per renewal period at a million users).
-//! Per login: one script; per logout: one script; a takeover from a dead node
-//! two more round trips. After a reconnect: one script per held name,
-//! pipelined in chunks. The price of no per-user TTL: keys of names that a
-//! dead node held stay until somebody claims the name again (one small
-//! string per name; a graceful shutdown deletes its lease so they free at once).
+//! Steady state: one `SET` per node per lease/3, plus one `PEXPIRE` per held
+//! name per [`RENEW_TICKS`] of them (5 leases, a quarter of the key's TTL),
+//! spread evenly over the ticks: at a million names cluster-wide and the
+//! default 15 s lease, about 13,000 small writes a second, against about
+//! 200,000 if each name lived only one lease. A name is free for another
+//! node one lease after its node died (the lease check); the key's TTL only
+//! collects what nobody claims. Per login: one script; per logout: one
+//! script; a takeover from a dead node two more round trips. After a
+//! reconnect: one script per held name, pipelined in chunks. A graceful
+//! shutdown deletes its lease, so its names are free at once.
 //!
 //! # Ordering
 //!
@@ -47,23 +52,44 @@ use super::trim::trim_if_empty;
 use crate::directory::ConnRef;
 use crate::inbox::Command;
 
-/// Takes KEYS[1] for ARGV[1] when it is free, ours, or held by ARGV[2] (a dead
-/// node); returns "" when the name is ours, the holder otherwise.
+/// Takes KEYS[1] for ARGV[1] (for ARGV[3] ms) when it is free, ours, or held
+/// by ARGV[2] (a dead node); returns "" when the name is ours, the holder otherwise.
 const CLAIM_SCRIPT: &[u8] = b"local o = redis.call('GET', KEYS[1]) \
-if not o or o == ARGV[1] or o == ARGV[2] then redis.call('SET', KEYS[1], ARGV[1]) return '' end \
+if not o or o == ARGV[1] or o == ARGV[2] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3]) return '' end \
 return o";
 /// Deletes KEYS[1] only if ARGV[1] holds it.
 const RELEASE_SCRIPT: &[u8] = b"if redis.call('GET', KEYS[1]) == ARGV[1] then \
 return redis.call('DEL', KEYS[1]) end return 0";
 /// Takeover attempts before a claim gives up (each races other claimers of a dead node's name).
 const MAX_ATTEMPTS: u8 = 3;
+/// A name's key lives this many leases after its last renewal (5 min at the
+/// default 15 s): long enough that renewing every name costs little (see
+/// Cost), short enough that a dead node's names do not linger for good.
+pub const NAME_TTL_LEASES: u32 = 20;
+/// Lease renewals (a third of a lease apart) over which every held name's
+/// key is renewed once, a slice at each: 5 leases, a quarter of the TTL, so
+/// three renewals in a row may fail before a live node's key expires.
+const RENEW_TICKS: u32 = 15;
 
 /// What a registry command's reply is for.
 pub(crate) enum Awaiting {
     Lease,
-    Claim { name: CompactString, attempt: u8 },
-    Alive { name: CompactString, holder: CompactString, attempt: u8 },
-    Release { name: CompactString },
+    Claim {
+        name: CompactString,
+        attempt: u8,
+    },
+    Alive {
+        name: CompactString,
+        holder: CompactString,
+        attempt: u8,
+    },
+    Release {
+        name: CompactString,
+    },
+    /// PEXPIRE of a held name's key: 0 means the key is gone.
+    Renew {
+        name: CompactString,
+    },
 }
 
 /// A registry command for the publisher to send on the link serving `slot`.
@@ -111,6 +137,11 @@ pub(crate) struct Registry {
     /// Names to re-assert after a reconnect, sent a window at a time.
     to_reassert: VecDeque<CompactString>,
     next_renewal: Instant,
+    /// Held names whose keys are still to be renewed in this cycle.
+    to_renew: VecDeque<CompactString>,
+    /// How many of `to_renew` each tick renews, and the ticks of this cycle.
+    renew_per_tick: usize,
+    tick: u32,
     /// Commands for the publisher to send.
     pub out: Vec<Outgoing>,
 }
@@ -123,11 +154,14 @@ impl Registry {
             names: HashMap::new(),
             to_reassert: VecDeque::new(),
             next_renewal: Instant::now(),
+            to_renew: VecDeque::new(),
+            renew_per_tick: 0,
+            tick: 0,
             out: Vec::new(),
         }
     }
 
-    fn user_key(name: &str) -> Vec<u8> {
+    pub(super) fn user_key(name: &str) -> Vec<u8> {
         let mut key = Vec::with_capacity(name.len() + 9);
         key.extend_from_slice(b"sb:reg:{");
         key.extend_from_slice(name.as_bytes());
@@ -135,7 +169,7 @@ impl Registry {
         key
     }
 
-    fn node_key(id: &str) -> Vec<u8> {
+    pub(super) fn node_key(id: &str) -> Vec<u8> {
         let mut key = Vec::with_capacity(id.len() + 10);
         key.extend_from_slice(b"sb:node:{");
         key.extend_from_slice(id.as_bytes());
@@ -157,9 +191,10 @@ impl Registry {
     fn send_claim(&mut self, name: &CompactString, dead_holder: &[u8], attempt: u8) {
         let key = Self::user_key(name);
         let me = self.node_id.clone();
+        let ttl = self.name_ttl_ms();
         self.push(
             &key,
-            &[b"EVAL", CLAIM_SCRIPT, b"1", &key, me.as_bytes(), dead_holder],
+            &[b"EVAL", CLAIM_SCRIPT, b"1", &key, me.as_bytes(), dead_holder, ttl.as_bytes()],
             Awaiting::Claim { name: name.clone(), attempt },
         );
     }
@@ -172,11 +207,6 @@ impl Registry {
             &[b"EVAL", RELEASE_SCRIPT, b"1", &key, me.as_bytes()],
             Awaiting::Release { name: name.clone() },
         );
-    }
-
-    /// The lease key's slot.
-    pub fn lease_slot(&self) -> u16 {
-        cluster::slot(&Self::node_key(&self.node_id))
     }
 
     /// A user logs in: `up` says whether Redis serves the name's slot now.
@@ -231,6 +261,12 @@ impl Registry {
         match awaiting {
             Awaiting::Lease => {}
             Awaiting::Release { .. } => {}
+            Awaiting::Renew { name } => {
+                if reply.integer() == Some(0) && matches!(self.names.get(&name), Some(Name::Held { .. })) {
+                    // The key is gone (expired during a long outage, or deleted): claim it again.
+                    self.to_reassert.push_back(name);
+                }
+            }
             Awaiting::Claim { name, attempt } => match reply.bytes() {
                 Some([]) => self.finish(shared, name, true, true, up),
                 Some(holder) => {
@@ -262,7 +298,8 @@ impl Registry {
     /// `awaiting` will get no reply (the link went down, or Redis refused).
     pub fn on_lost(&mut self, shared: &Shared, awaiting: Awaiting, up: &dyn Fn(u16) -> bool) {
         match awaiting {
-            Awaiting::Lease => {}
+            // Renewed in the next cycle, or claimed again after the reconnect.
+            Awaiting::Lease | Awaiting::Renew { .. } => {}
             Awaiting::Release { name } => {
                 // Deleted after the reconnect, unless the name is in use again.
                 self.names.entry(name).or_insert(Name::ReleasedOffline);
@@ -425,35 +462,15 @@ impl Registry {
 
     /// Hands back what a burst of logins grew.
     pub fn trim_idle(&mut self) {
-        trim_if_empty!(self.out, self.to_reassert);
+        trim_if_empty!(self.out, self.to_reassert, self.to_renew);
     }
 
     /// Names waiting to be re-asserted.
     pub fn reassert_pending(&self) -> bool {
         !self.to_reassert.is_empty()
     }
-
-    /// Renews this node's lease when due; returns when it is due next.
-    pub fn renew_lease(&mut self, now: Instant, up: bool) -> Instant {
-        if now >= self.next_renewal && up {
-            let key = Self::node_key(&self.node_id);
-            let px = self.lease.as_millis().to_string();
-            self.push(&key, &[b"SET", &key, b"1", b"PX", px.as_bytes()], Awaiting::Lease);
-            self.next_renewal = now + self.lease / 3;
-        }
-        self.next_renewal
-    }
-
-    pub fn next_renewal(&self) -> Instant {
-        self.next_renewal
-    }
-
-    /// On shutdown: delete the lease, so the names this node held are free at once.
-    pub fn drop_lease(&mut self) {
-        let key = Self::node_key(&self.node_id);
-        self.push(&key, &[b"DEL", &key], Awaiting::Lease);
-    }
 }
 
+mod renewal;
 #[cfg(test)]
 mod tests;

@@ -126,25 +126,31 @@ impl Shared {
 #[cfg(test)]
 impl Shared {
     /// A bus's shared state over one reactor inbox, with no threads and no
-    /// Redis: for driving the state machines directly. Keep the poll alive.
-    pub(crate) fn for_tests(routing: crate::config::Routing) -> (Arc<Shared>, mio::Poll) {
+    /// Redis: for driving the state machines directly. Keep the polls alive.
+    pub(crate) fn for_tests(routing: crate::config::Routing) -> (Arc<Shared>, [mio::Poll; 3]) {
         use mio::Token;
-        let poll = mio::Poll::new().expect("poll");
-        let inbox = crate::inbox::Inbox::new(poll.registry(), Token(0), 1024).expect("inbox");
+        // One waker per poll (mio checks it in debug builds).
+        let polls = [(); 3].map(|()| mio::Poll::new().expect("poll"));
+        let inbox = crate::inbox::Inbox::new(polls[0].registry(), Token(0), 1024).expect("inbox");
         let lease = std::time::Duration::from_secs(15);
         let settings = Settings {
-            seeds: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 6379))],
+            seeds: vec![super::endpoint::Endpoint::new("127.0.0.1", 6379)],
             cluster: false,
             routing,
-            hello: Vec::new(),
-            hello_replies: 0,
+            link: Arc::new(super::settings::LinkConfig {
+                greeting: Vec::new(),
+                greeting_replies: 0,
+                tls: None,
+                idle_ping: std::time::Duration::from_secs(5),
+                reply_timeout: std::time::Duration::from_secs(2),
+            }),
+            shown_url: "redis://127.0.0.1:6379".into(),
             node_id: "me".into(),
             lease,
-            ping: super::link::PingTimers::for_lease(lease),
         };
-        let sub_bell = Doorbell::new(poll.registry(), Token(1)).expect("bell");
-        let pub_bell = Doorbell::new(poll.registry(), Token(2)).expect("bell");
-        (Arc::new(Shared::new(Hub::new(vec![inbox], 16), settings, sub_bell, pub_bell)), poll)
+        let sub_bell = Doorbell::new(polls[1].registry(), Token(1)).expect("bell");
+        let pub_bell = Doorbell::new(polls[2].registry(), Token(2)).expect("bell");
+        (Arc::new(Shared::new(Hub::new(vec![inbox], 16), settings, sub_bell, pub_bell)), polls)
     }
 
     /// The logins decided so far, as (token, accepted), oldest first.

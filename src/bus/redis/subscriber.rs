@@ -32,6 +32,7 @@ use mio::Poll;
 
 use super::channels::{self, BROADCAST_CHANNEL};
 use super::cluster::{self, Topology};
+use super::inbound::{self, Inbound};
 use super::link::LinkError;
 use super::links::{self, BusThread, LinkSet, Master};
 use super::resp::{self, Frame};
@@ -53,8 +54,11 @@ const RESUBSCRIBE_RECHECK: Duration = Duration::from_millis(5);
 /// What the subscriber keeps per shard (master).
 #[derive(Default)]
 pub(crate) struct Shard {
-    /// Replies to AUTH/SELECT still to come on this connection.
-    hello_left: usize,
+    /// Acks (of SUBSCRIBE, UNSUBSCRIBE, one per channel) and PONGs still to
+    /// come on this connection: the reply deadline runs while any is due.
+    /// Never more than the truth: an ack nobody asked for (a slot moved)
+    /// counts down, and a refusal clears it, so a live server never times out.
+    replies_due: u64,
     /// Channels Redis says this connection holds (from its acks).
     subscribed: u64,
     /// Channels still to subscribe again after a (re)connect.
@@ -72,6 +76,8 @@ struct Subscriber {
     /// unsubscribe): subscribe every channel again where it lives.
     refresh_all: bool,
     ever_up: bool,
+    /// Messages from Redis that no node published, counted and logged.
+    inbound: Inbound,
 }
 
 /// A frame from a subscribed connection, by what it means.
@@ -89,7 +95,9 @@ enum Push<'a> {
         count: u64,
     },
     Refused(&'a [u8]),
-    /// PONG, and anything else that asks nothing of us.
+    /// The answer to PING.
+    Pong,
+    /// Anything else, which asks nothing of us.
     Other,
 }
 
@@ -98,8 +106,12 @@ impl<'a> Push<'a> {
         let items = match frame {
             Frame::Array(Some(items)) => items.as_slice(),
             Frame::Error(e) => return Push::Refused(e),
+            Frame::Simple(b"PONG") => return Push::Pong,
             _ => return Push::Other,
         };
+        if items.first().and_then(Frame::bytes) == Some(b"pong") {
+            return Push::Pong;
+        }
         let (Some(kind), Some(channel)) = (items.first().and_then(Frame::bytes), items.get(1).and_then(Frame::bytes))
         else {
             return Push::Other;
@@ -125,6 +137,7 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
         reencoded: Vec::with_capacity(1024),
         refresh_all: false,
         ever_up: false,
+        inbound: Inbound::new(),
     };
     links::run(subscriber, links);
 }
@@ -161,17 +174,16 @@ impl BusThread for Subscriber {
             VecDeque::new()
         };
         let broadcast_here = self.broadcast_shard(links.topology()) == Some(i);
-        let settings = &self.shared.settings;
         let Master { link, state, .. } = links.get_mut(i);
         if !names.is_empty() {
-            log::info!("redis {}: subscribing {} channels again", link.addr, names.len());
+            log::info!("redis {}: subscribing {} channels again", link.endpoint, names.len());
         }
-        link.out.extend_from_slice(&settings.hello);
-        state.hello_left = settings.hello_replies;
+        state.replies_due = 0;
         state.resubscribe = names;
         if broadcast_here {
             self.shared.logins.msg_subscribing();
             resp::push_command(&mut link.out, &[b"SUBSCRIBE", BROADCAST_CHANNEL]);
+            state.replies_due += 1;
         }
         self.pump_resubscribe(links, i);
     }
@@ -180,6 +192,7 @@ impl BusThread for Subscriber {
     fn on_down(&mut self, links: &mut LinkSet<Shard>, i: usize) {
         let state = &mut links.get_mut(i).state;
         state.subscribed = 0;
+        state.replies_due = 0;
         state.resubscribe.clear();
         self.unsubscribing.clear();
         self.shared.logins.stop_waiting_for_subscriptions(&self.shared.hub);
@@ -193,23 +206,17 @@ impl BusThread for Subscriber {
         let targeted = self.targeted();
         let mut moved = false;
         let mut received = 0u64;
-        let Subscriber { shared, unsubscribing, reencoded, .. } = self;
+        let Subscriber { shared, unsubscribing, reencoded, inbound, .. } = self;
         let Master { link, state, .. } = links.get_mut(i);
-        let addr = link.addr;
+        let mut refusal: Option<String> = None;
         let round = link.read_frames(|frame| {
-            if state.hello_left > 0 {
-                state.hello_left -= 1;
-                if let Frame::Error(e) = frame {
-                    return Err(LinkError::HelloRefused(String::from_utf8_lossy(e).into()));
-                }
-                return Ok(());
-            }
             match Push::of(&frame) {
                 Push::Message { channel, payload } => {
                     received += 1;
-                    deliver(shared, targeted, reencoded, channel, payload);
+                    deliver(shared, inbound, targeted, reencoded, channel, payload);
                 }
                 Push::Subscribed { channel, count } => {
+                    state.replies_due = state.replies_due.saturating_sub(1);
                     state.subscribed = count;
                     if let Some(name) = channels::user_name_of_channel(channel) {
                         shared.logins.subscribed(&shared.hub, name);
@@ -218,17 +225,24 @@ impl BusThread for Subscriber {
                     }
                 }
                 Push::Unsubscribed { channel, count } => {
+                    state.replies_due = state.replies_due.saturating_sub(1);
                     state.subscribed = count;
                     moved |= slot_moved_away(shared, unsubscribing, channel);
                 }
                 Push::Refused(e) => {
-                    log::warn!("redis {addr}: subscription refused: {}", String::from_utf8_lossy(e));
+                    // One error may answer a SUBSCRIBE of many channels.
+                    state.replies_due = 0;
+                    refusal.get_or_insert_with(|| String::from_utf8_lossy(e).into_owned());
                     moved |= e.starts_with(b"MOVED") || e.starts_with(b"ASK");
                 }
+                Push::Pong => state.replies_due = state.replies_due.saturating_sub(1),
                 Push::Other => {}
             }
             Ok(())
         });
+        if let Some(why) = refusal {
+            log::warn!("redis {}: subscription refused: {why}", link.endpoint);
+        }
         let bus = &self.shared.hub.metrics.bus;
         bus.received.fetch_add(received, Relaxed);
         bus.subscriber_lag_bytes.store(round.bytes, Relaxed);
@@ -257,8 +271,8 @@ impl BusThread for Subscriber {
             let old = links.topology();
             for name in self.shared.hub.directory.names() {
                 let Some(i) = self.shard_of(&topology, &name) else { continue };
-                let before = self.shard_of(old, &name).map(|j| old.masters[j]);
-                if all || before != Some(topology.masters[i]) {
+                let before = self.shard_of(old, &name).map(|j| &old.masters[j]);
+                if all || before != Some(&topology.masters[i]) {
                     moved[i].push(name);
                 }
             }
@@ -277,6 +291,14 @@ impl BusThread for Subscriber {
         }
         let resubscribing = links.iter().any(|m| m.link.is_up() && !m.state.resubscribe.is_empty());
         resubscribing.then_some(now + RESUBSCRIBE_RECHECK)
+    }
+
+    fn pinged(state: &mut Shard) {
+        state.replies_due += 1;
+    }
+
+    fn awaits_reply(state: &Shard) -> bool {
+        state.replies_due > 0
     }
 
     fn trim_idle(&mut self, links: &mut LinkSet<Shard>) {
@@ -316,7 +338,9 @@ impl Subscriber {
             Some(i) if links.get(i).link.is_up() => {
                 let channel = channels::user_channel(name.as_bytes());
                 let verb: &[u8] = if self.cluster() { b"SSUBSCRIBE" } else { b"SUBSCRIBE" };
-                resp::push_command(&mut links.get_mut(i).link.out, &[verb, &channel]);
+                let Master { link, state, .. } = links.get_mut(i);
+                resp::push_command(&mut link.out, &[verb, &channel]);
+                state.replies_due += 1;
             }
             // Not connected: the channel is subscribed with all others once
             // the link is up; the login need not wait for that.
@@ -334,7 +358,9 @@ impl Subscriber {
             if links.get(i).link.is_up() {
                 let channel = channels::user_channel(name.as_bytes());
                 let verb: &[u8] = if self.cluster() { b"SUNSUBSCRIBE" } else { b"UNSUBSCRIBE" };
-                resp::push_command(&mut links.get_mut(i).link.out, &[verb, &channel]);
+                let Master { link, state, .. } = links.get_mut(i);
+                resp::push_command(&mut link.out, &[verb, &channel]);
+                state.replies_due += 1;
                 *self.unsubscribing.entry(name).or_insert(0) += 1;
             }
         }
@@ -358,7 +384,9 @@ impl Subscriber {
                     channels.push(channels::user_channel(name.as_bytes()));
                 }
             }
-            let out = &mut links.get_mut(i).link.out;
+            let Master { link, state, .. } = links.get_mut(i);
+            state.replies_due += channels.len() as u64;
+            let out = &mut link.out;
             if cluster {
                 for channel in &channels {
                     resp::push_command(out, &[b"SSUBSCRIBE", channel]);
@@ -378,16 +406,32 @@ impl Subscriber {
     }
 }
 
-/// Hands a message to the reactor that holds its recipient.
-fn deliver(shared: &Shared, targeted: bool, reencoded: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
+/// Hands a message to the reactor that holds its recipient, if it is a
+/// chat message in the shape this bus publishes (anything else was not
+/// published by a node: it is dropped, counted and logged).
+fn deliver(
+    shared: &Shared,
+    inbound: &mut Inbound,
+    targeted: bool,
+    reencoded: &mut Vec<u8>,
+    channel: &[u8],
+    payload: &[u8],
+) {
     if targeted {
-        if let Some(name) = channels::user_name_of_channel(channel) {
-            shared.hub.deliver_local(name, payload);
+        let Some(name) = channels::user_name_of_channel(channel) else {
+            return inbound.reject(&shared.hub, channel, payload);
+        };
+        if !inbound::is_chat_for(payload, name) {
+            return inbound.reject(&shared.hub, channel, payload);
         }
+        shared.hub.deliver_local(name, payload);
     } else {
         reencoded.clear();
-        if let Some(to) = protocol::reencode_chat(payload, reencoded) {
-            shared.hub.deliver_local(&to, reencoded);
+        match protocol::reencode_chat(payload, reencoded) {
+            Some(to) if inbound::is_chat_for(reencoded, &to) => {
+                shared.hub.deliver_local(&to, reencoded);
+            }
+            _ => inbound.reject(&shared.hub, channel, payload),
         }
     }
 }

@@ -25,6 +25,8 @@ enum Step {
     Up,
     /// The master that holds this node's lease key is down; the rest is up.
     LeaseDown(&'static str),
+    /// The lease is due: renewed, with the next slice of held names' keys.
+    Tick,
 }
 use Step::*;
 
@@ -34,7 +36,8 @@ enum Answer {
     Ours,
     /// To a claim: this node holds the name.
     HeldBy(&'static str),
-    /// To EXISTS on a holder's lease: 1 alive, 0 expired.
+    /// To EXISTS on a holder's lease: 1 alive, 0 expired; to PEXPIRE: 1
+    /// renewed, 0 the key is gone.
     Lease(i64),
     /// To a release or the lease's SET.
     Done,
@@ -57,6 +60,26 @@ const fn row(what: &'static str, steps: &'static [Step], then: &'static [&'stati
 }
 
 const ROWS: &[Row] = &[
+    row(
+        "a held name's key is renewed with the lease",
+        &[Claim("alice", 1), Reply(Ours), Tick, Reply(Done), Reply(Lease(1))],
+        &["claim alice", "accept 1", "lease", "renew alice"],
+    ),
+    row(
+        "a name is renewed once per cycle, not at every tick",
+        &[Claim("alice", 1), Reply(Ours), Tick, Tick],
+        &["claim alice", "accept 1", "lease", "renew alice", "lease"],
+    ),
+    row(
+        "a renewal that finds the key gone claims the name again",
+        &[Claim("alice", 1), Reply(Ours), Tick, Reply(Done), Reply(Lease(0)), Reply(Ours)],
+        &["claim alice", "accept 1", "lease", "renew alice", "claim alice"],
+    ),
+    row(
+        "a name given up is not renewed",
+        &[Claim("alice", 1), Reply(Ours), Release("alice", 1), Tick],
+        &["claim alice", "accept 1", "release alice", "lease"],
+    ),
     row("a free name is granted", &[Claim("alice", 1), Reply(Ours)], &["claim alice", "accept 1"]),
     row(
         "a name held by a live node is refused",
@@ -196,11 +219,12 @@ const ROWS: &[Row] = &[
 /// link is up and are lost (`on_lost`) while it is down, as in the publisher.
 struct Wire {
     shared: Arc<Shared>,
-    _poll: Poll,
+    _polls: [Poll; 3],
     registry: Registry,
     in_flight: VecDeque<Outgoing>,
     up: bool,
     down_slots: Vec<u16>,
+    ticks: u32,
     seen: Vec<String>,
 }
 
@@ -210,17 +234,18 @@ impl Wire {
         let registry = Registry::new("me".into(), Duration::from_secs(15));
         Wire {
             shared,
-            _poll: poll,
+            _polls: poll,
             registry,
             in_flight: VecDeque::new(),
             up: true,
             down_slots: Vec::new(),
+            ticks: 0,
             seen: Vec::new(),
         }
     }
 
     fn step(&mut self, step: Step) {
-        let Wire { shared, registry, in_flight, up, down_slots, .. } = self;
+        let Wire { shared, registry, in_flight, up, down_slots, ticks, .. } = self;
         let link_up = *up;
         let is_up = |slot: u16| link_up && !down_slots.contains(&slot);
         match step {
@@ -257,6 +282,10 @@ impl Wire {
                 registry.pump_reassert(usize::MAX, &is_up);
             }
             LeaseDown(node) => down_slots.push(cluster::slot(&Registry::node_key(node))),
+            Tick => {
+                *ticks += 1;
+                registry.renew_lease(Instant::now() + Duration::from_secs(15) * *ticks, link_up);
+            }
         }
         self.settle();
     }
@@ -264,6 +293,9 @@ impl Wire {
     /// Sends the registry's commands, then records them and what reached
     /// reactors and the subscriber.
     fn settle(&mut self) {
+        // The publisher pumps re-assertions every turn.
+        let (up, down) = (self.up, self.down_slots.clone());
+        self.registry.pump_reassert(usize::MAX, &|s| up && !down.contains(&s));
         while !self.registry.out.is_empty() {
             for sent in std::mem::take(&mut self.registry.out) {
                 self.seen.push(describe(&sent.command));
@@ -308,6 +340,7 @@ fn describe(command: &[u8]) -> String {
         "EXISTS" => format!("alive? {}", braced(&args[1])),
         "SET" => "lease".into(),
         "DEL" => "drop lease".into(),
+        "PEXPIRE" => format!("renew {}", braced(&args[1])),
         other => panic!("unexpected command {other}"),
     }
 }

@@ -9,8 +9,8 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     kib_field(&text, "VmRSS:")
 }
 
-/// User + system CPU time of a process in seconds (from /proc/PID/stat).
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+/// User and system CPU time of a process in seconds (utime and stime of /proc/PID/stat).
+pub fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields after it are fixed.
     let after = &text[text.rfind(')')? + 2..];
@@ -18,7 +18,8 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     // utime and stime are fields 14 and 15 overall, 12 and 13 after the name and state.
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks_per_second())
+    let ticks = clock_ticks_per_second();
+    Some((utime / ticks, stime / ticks))
 }
 
 /// CPU seconds (user + system) of this process and of its waited-for children, from
@@ -114,9 +115,11 @@ mod tests {
     fn reads_own_process_and_meminfo() {
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
-        assert!(cpu_seconds(pid).unwrap() >= 0.0);
+        let (user, system) = cpu_split(pid).unwrap();
+        assert!(user >= 0.0 && system >= 0.0);
         assert!(slab_bytes().0 > 0);
         assert!(raise_nofile_limit() > 0);
         assert_eq!(rss_bytes(u32::MAX), None);
+        assert_eq!(cpu_split(u32::MAX), None);
     }
 }

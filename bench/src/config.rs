@@ -31,7 +31,9 @@ pub const FD_HEADROOM: u64 = 1_000;
 /// message was lost or duplicated; 1 when not; 2 on bad arguments or when no connection
 /// could be made at all.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "loadgen", version)]
+// A flag given twice takes its last value, so wrapper scripts can pass defaults that
+// flags after theirs override (repeatable flags such as --url still add up).
+#[command(name = "loadgen", version, args_override_self = true)]
 pub struct Args {
     /// Target WebSocket URL, ws:// only; repeat for several nodes (connections are
     /// assigned round-robin).
@@ -370,6 +372,23 @@ mod tests {
         assert_eq!((bind(0).addr, bind(0).home()), ("127.0.0.2".parse().unwrap(), home(0)));
         assert_eq!((bind(10_001).addr, bind(10_001).home()), ("127.0.0.3".parse().unwrap(), home(2)));
         assert_eq!(bind(50_000).addr, "127.0.0.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_later_flag_overrides_an_earlier_one_and_urls_add_up() {
+        let args = Args::parse_from([
+            "loadgen",
+            "--connect-rate",
+            "5",
+            "--url",
+            "ws://a:1/",
+            "--connect-rate",
+            "0",
+            "--url",
+            "ws://b:2/",
+        ]);
+        assert_eq!(args.connect_rate, 0);
+        assert_eq!(args.urls, ["ws://a:1/", "ws://b:2/"]);
     }
 
     #[test]

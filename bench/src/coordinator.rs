@@ -127,6 +127,7 @@ impl<'a> Run<'a> {
 
     fn execute(&mut self) -> Result<i32, RunError> {
         let mut outcome = Outcome { baseline: self.memory(), ..Outcome::default() };
+        let tcp_before = procfs::tcp_counters();
         match self.phases(&mut outcome) {
             Ok(()) => {}
             // Cut short by a signal: still finish the workers and write every output.
@@ -136,6 +137,11 @@ impl<'a> Run<'a> {
         self.phase = "finish";
         self.tick();
         outcome.end = self.memory();
+        outcome.kernel_tcp = tcp_before
+            .iter()
+            .zip(procfs::tcp_counters())
+            .map(|((name, before), (_, after))| (*name, after as i64 - *before as i64))
+            .collect();
         let servers_cpu = self.cpu().servers() - self.servers_cpu_at_start;
         let finals = self.fleet.finish()?;
         // The workers have exited and been waited for: getrusage now covers them exactly.

@@ -24,6 +24,7 @@ pub fn render(s: &Summary<'_>) -> String {
     }
     error_lines(&mut out, s);
     cause_lines(&mut out, s);
+    kernel_line(&mut out, s);
     memory_line(&mut out, s);
     cpu_lines(&mut out, s);
     if s.ok {
@@ -150,6 +151,19 @@ fn cause_lines(out: &mut String, s: &Summary<'_>) {
     }
 }
 
+/// The kernel's TCP counters that moved during the run, if any did.
+fn kernel_line(out: &mut String, s: &Summary<'_>) {
+    let moved: Vec<String> = s
+        .kernel_tcp
+        .iter()
+        .filter(|(_, v)| v.as_i64().unwrap_or(0) != 0)
+        .map(|(k, v)| format!("{} {v}", k.trim_start_matches("TcpExt").trim_start_matches("Tcp")))
+        .collect();
+    if !moved.is_empty() {
+        let _ = writeln!(out, "kernel:  {} (TCP counters during the run, whole machine)", moved.join(", "));
+    }
+}
+
 fn memory_line(out: &mut String, s: &Summary<'_>) {
     let m = &s.memory;
     let bytes = |v: Option<f64>| v.map_or("-".to_string(), |b| format!("{b:.0} B"));
@@ -183,8 +197,8 @@ fn cpu_lines(out: &mut String, s: &Summary<'_>) {
     let us = |v: Option<f64>| v.map_or("-".to_string(), |u| format!("{u:.1} us"));
     let _ = writeln!(
         out,
-        "ramp:    per connection load generator {} ({:.1} s user, {:.1} s system), servers {} \
-         ({:.1} s user, {:.1} s system), whole machine {}",
+        "ramp:    per connection load generator {} ({:.2} s user, {:.2} s system), servers {} \
+         ({:.2} s user, {:.2} s system), whole machine {}",
         us(c.loadgen_us_per_op),
         c.loadgen_user_s,
         c.loadgen_system_s,

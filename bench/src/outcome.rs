@@ -107,6 +107,9 @@ pub struct Outcome {
     pub login_cpu: CpuSpan,
     /// Why the run ended early (a signal, or the workers failing), if it did.
     pub cut_short: Option<String>,
+    /// How much the kernel's TCP counters moved from the start to the end of the phases
+    /// (before the connections close).
+    pub kernel_tcp: Vec<(&'static str, i64)>,
     pub workers: u32,
     pub threads: u32,
     pub rows: Vec<Row>,

@@ -29,6 +29,9 @@ pub struct Summary<'a> {
     pub errors: serde_json::Map<String, serde_json::Value>,
     /// Failed connections by who ended them and why, with the step they were in.
     pub causes: serde_json::Map<String, serde_json::Value>,
+    /// How the kernel's TCP counters moved during the phases (before the connections
+    /// closed), network-namespace wide.
+    pub kernel_tcp: serde_json::Map<String, serde_json::Value>,
     pub error_samples: &'a [String],
     pub memory: MemorySummary<'a>,
     pub cpu: CpuSummary,
@@ -230,6 +233,7 @@ impl<'a> Summary<'a> {
             cut_short: o.cut_short.as_deref(),
             errors: errors(o),
             causes: causes(o),
+            kernel_tcp: o.kernel_tcp.iter().map(|(name, n)| (name.to_string(), (*n).into())).collect(),
             error_samples: &o.samples,
             memory: MemorySummary::new(args, o),
             cpu: CpuSummary::new(o),

@@ -71,15 +71,14 @@ fn start(target: SocketAddr, from: Option<(Bind, u16)>, mode: PortMode) -> io::R
     let socket = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
     socket.set_tcp_nodelay(true)?;
     if let Some((bind, port)) = from {
+        // A port this address's earlier connection left in TIME_WAIT is free to bind again
+        // when both sockets allow it; connect() then takes over the TIME_WAIT
+        // (tcp_tw_reuse, on for loopback by default) or says EADDRNOTAVAIL, and the next
+        // spare is tried. Listeners still refuse the bind with EADDRINUSE. Set in every
+        // mode, so that no run leaves TIME_WAITs that block the next one.
+        socket.set_reuse_address(true)?;
         let local = match mode {
-            PortMode::Explicit => {
-                // A port this address's earlier connection left in TIME_WAIT is free to
-                // bind again; connect() then takes over the TIME_WAIT (tcp_tw_reuse, on
-                // for loopback by default) or says EADDRNOTAVAIL, and the next spare is
-                // tried. Listeners still refuse the bind with EADDRINUSE.
-                socket.set_reuse_address(true)?;
-                SocketAddr::new(bind.addr, port)
-            }
+            PortMode::Explicit => SocketAddr::new(bind.addr, port),
             PortMode::Range => {
                 // The port is taken at connect(), per destination, from a range of one.
                 set_int(&socket, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;

@@ -57,9 +57,10 @@ const START_BATCH: u32 = 512;
 const CHAT_BATCH: u64 = 4096;
 /// How often interval latencies are handed to the worker's reporter.
 const PUBLISH_EVERY_NS: u64 = 100_000_000;
-/// Poll timeout while an activity runs: its pacing granularity.
+/// Poll timeout while an activity waits for room (no sender free, a closed loop's
+/// windows): how soon it looks again.
 const ACTIVE_TICK: Duration = Duration::from_millis(1);
-/// Poll timeout while idle.
+/// Longest poll timeout: deadlines and interval reports are looked at this often.
 const IDLE_TICK: Duration = Duration::from_millis(100);
 /// Error descriptions one thread keeps for the report.
 const MAX_SAMPLES: usize = 20;
@@ -181,10 +182,7 @@ impl Driver {
     pub fn run(mut self) -> Final {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = match self.activity {
-                Activity::Idle => IDLE_TICK,
-                _ => ACTIVE_TICK,
-            };
+            let timeout = self.poll_timeout(monotonic_ns());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     self.sample(format!("poll failed: {e}"));
@@ -319,6 +317,34 @@ impl Driver {
             return;
         }
         self.activity = Activity::Churn { schedule: *schedule, end_ns };
+    }
+
+    /// How long the loop may sleep: until the schedule's next operation is due (a thread
+    /// with 200 connects a second wakes 200 times, not 1,000), at once while work it could
+    /// do now is left, a tick while it waits for room, or until events otherwise.
+    fn poll_timeout(&self, now: u64) -> Duration {
+        let until = |due_ns: u64| Duration::from_nanos(due_ns.saturating_sub(now)).min(IDLE_TICK);
+        match &self.activity {
+            Activity::Idle => IDLE_TICK,
+            Activity::Connect(s) | Activity::Login(s) => {
+                let waiting = s.next() >= self.count as u64 || self.pending >= self.max_pending;
+                if waiting {
+                    IDLE_TICK
+                } else {
+                    until(s.intended_ns(s.next()))
+                }
+            }
+            Activity::Chat { schedule, end_ns } | Activity::Churn { schedule, end_ns } => {
+                let due = schedule.intended_ns(schedule.next()).min(*end_ns);
+                if due <= now {
+                    // Overdue: what is left waits for a sender (or room in flight).
+                    ACTIVE_TICK
+                } else {
+                    until(due)
+                }
+            }
+            Activity::ClosedLoop { .. } => ACTIVE_TICK,
+        }
     }
 
     /// The slot up to which a connect or login wave may start now: what its schedule has

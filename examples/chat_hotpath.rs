@@ -55,8 +55,11 @@ struct Args {
     data: String,
     /// A running node (started with `--accept handoff --reactors 2`); without it
     /// the release binary next to this example is started.
-    #[arg(long)]
+    #[arg(long, requires = "admin")]
     addr: Option<SocketAddr>,
+    /// The admin address of the running node (its second stdout line).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
     /// Node binary to start when no `--addr` is given.
     #[arg(long)]
     node: Option<String>,
@@ -106,12 +109,12 @@ fn receive(mut s: TcpStream, count: usize, expect: Vec<u8>, received: &AtomicUsi
 fn main() {
     let args = Args::parse();
     assert!(args.pairs > 0 && (args.mode == Mode::Cross || args.pairs % 2 == 0), "--pairs must be even for same");
-    let (mut child, addr) = match args.addr {
-        Some(addr) => (None, addr),
-        None => {
+    let (mut child, addr, admin) = match (args.addr, args.admin) {
+        (Some(addr), Some(admin)) => (None, addr, admin),
+        _ => {
             let node_args = ["--reactors", &REACTORS.to_string(), "--accept", "handoff"].map(String::from);
-            let (c, a) = support::start_node(args.node.clone(), &node_args);
-            (Some(c), a)
+            let (c, a, admin) = support::start_node(args.node.clone(), &node_args);
+            (Some(c), a, admin)
         }
     };
 
@@ -123,7 +126,7 @@ fn main() {
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while users(addr) < conns.len() as u64 {
+    while users(admin) < conns.len() as u64 {
         assert!(Instant::now() < deadline, "logins did not complete");
         std::thread::sleep(Duration::from_millis(50));
     }

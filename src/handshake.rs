@@ -1,5 +1,7 @@
 //! The HTTP side of a connection: the WebSocket upgrade (RFC 6455 section 4),
-//! `/healthz`, `/metrics`, and clear HTTP errors for everything else.
+//! `/healthz` (for load balancers that can only probe the port they balance),
+//! and clear HTTP errors for everything else. `/metrics` and `/readyz` are on
+//! the admin listener (`admin.rs`), not here: the chat port is public.
 
 use std::fmt::Write;
 
@@ -34,8 +36,7 @@ pub struct Routes<'a> {
 }
 
 /// Reads a request head from `buf`; writes any response into `out`.
-/// `metrics` renders `/metrics` when asked for.
-pub fn handle(buf: &[u8], routes: &Routes<'_>, out: &mut Vec<u8>, metrics: impl FnOnce() -> String) -> Outcome {
+pub fn handle(buf: &[u8], routes: &Routes<'_>, out: &mut Vec<u8>) -> Outcome {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let consumed = match req.parse(buf) {
@@ -62,7 +63,6 @@ pub fn handle(buf: &[u8], routes: &Routes<'_>, out: &mut Vec<u8>, metrics: impl 
     } else {
         return match path {
             "/healthz" => respond(out, 200, "ok\n", &[]),
-            "/metrics" => respond(out, 200, &metrics(), &[("Content-Type", "text/plain; version=0.0.4")]),
             _ => respond(out, 404, &format!("no such endpoint: {path} (chat is at {})\n", routes.ws_path), &[]),
         };
     };
@@ -131,7 +131,7 @@ mod tests {
 
     fn run(req: &str) -> (Outcome, String) {
         let mut out = Vec::new();
-        let outcome = handle(req.as_bytes(), &ROUTES, &mut out, || "m 1\n".into());
+        let outcome = handle(req.as_bytes(), &ROUTES, &mut out);
         (outcome, String::from_utf8(out).unwrap())
     }
 
@@ -166,8 +166,10 @@ mod tests {
         let big = format!("GET /ws HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
         assert_eq!(run(&big).0, Outcome::Respond { status: 431 });
         assert_eq!(run(&big[..8500]).0, Outcome::Respond { status: 431 });
-        let (outcome, out) = run("GET /metrics HTTP/1.1\r\n\r\n");
+        let (outcome, out) = run("GET /healthz HTTP/1.1\r\n\r\n");
         assert_eq!(outcome, Outcome::Respond { status: 200 });
-        assert!(out.ends_with("m 1\n"));
+        assert!(out.ends_with("ok\n"));
+        // Metrics are for the admin listener only.
+        assert_eq!(run("GET /metrics HTTP/1.1\r\n\r\n").0, Outcome::Respond { status: 404 });
     }
 }

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crossbeam_queue::SegQueue;
 use mio::{Registry, Token, Waker};
@@ -26,7 +27,10 @@ pub enum Command {
     LoginDecided { token: Token, accepted: bool },
     /// Take over a freshly accepted socket (accept mode `handoff`).
     Adopt(mio::net::TcpStream),
-    /// Close every connection with 1001 (going away) and stop the loop.
+    /// Stop accepting, close every connection with 1001 spread evenly over
+    /// `over`, and stop the loop once they are all gone.
+    Drain { over: Duration },
+    /// Close every connection with 1001 (going away) now and stop the loop.
     Shutdown,
 }
 

@@ -14,6 +14,7 @@ use super::context::{Context, Outcome, Stop};
 use super::timers::CLOSE_GRACE;
 use super::write::mark_dirty;
 use crate::codec;
+use crate::metrics::CloseReason;
 
 /// Acts on what a handler returned for `conn`.
 pub(super) fn settle(conn: &mut Conn, token: Token, cx: &mut Context, outcome: Outcome) {
@@ -21,15 +22,17 @@ pub(super) fn settle(conn: &mut Conn, token: Token, cx: &mut Context, outcome: O
         Ok(()) => {}
         Err(Stop::Fail(code, reason)) => {
             cx.stats().protocol_errors.fetch_add(1, Relaxed);
-            begin(conn, token, cx, code, &reason);
+            begin(conn, token, cx, code, &reason, CloseReason::Error);
         }
-        Err(Stop::Close(code, reason)) => begin(conn, token, cx, code, &reason),
+        Err(Stop::Close(code, reason)) => begin(conn, token, cx, code, &reason, CloseReason::Limit),
+        Err(Stop::Answer(code)) => begin(conn, token, cx, code, "", CloseReason::Peer),
         Err(Stop::Drop) => drop(conn, token, cx),
     }
 }
 
-/// Starts the close handshake (or, before the upgrade, just the close).
-pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, reason: &str) {
+/// Starts the close handshake (or, before the upgrade, just the close);
+/// `why` is what `switchboard_closes_total` counts it as.
+pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, reason: &str, why: CloseReason) {
     log_out(conn, token, cx);
     let was_open = match conn.phase {
         Phase::Closing(_) | Phase::Gone => return,
@@ -40,6 +43,7 @@ pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, 
     give_partial(conn, cx);
     if was_open {
         codec::write_close(conn.output.bytes(&mut cx.pool), code, reason);
+        cx.stats().closed(why, code);
     }
     mark_dirty(conn, token, &mut cx.dirty);
     cx.timers.closing.push(Instant::now() + CLOSE_GRACE, token);
@@ -62,6 +66,9 @@ pub(super) fn give_partial(conn: &mut Conn, cx: &mut Context) {
 /// Removes a connection at the end of this turn (the peer is gone).
 pub(super) fn drop(conn: &mut Conn, token: Token, cx: &mut Context) {
     log_out(conn, token, cx);
+    if let Phase::Open(_) = conn.phase {
+        cx.stats().closed(CloseReason::Dropped, 0);
+    }
     if conn.phase != Phase::Gone {
         conn.phase = Phase::Gone;
         cx.reap.push(split_token(token).0);

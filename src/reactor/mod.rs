@@ -21,6 +21,7 @@
 //! - `timers`: deadlines (handshake, stalled message, close), a FIFO per timeout.
 //! - `stalled`: the `--message-timeout` rule.
 //! - `close`: what a [`Stop`] does.
+//! - `drain`: closing every connection, spread over the drain period, when the node stops.
 //! - `conn`: per-connection state.
 
 mod accept;
@@ -28,6 +29,7 @@ mod chat;
 mod close;
 mod conn;
 mod context;
+mod drain;
 mod frames;
 mod local;
 mod output;
@@ -50,6 +52,7 @@ use slab::Slab;
 use self::accept::Accepted;
 use self::conn::{live, next_generation, token_of, Conn, Phase};
 use self::context::{Context, Outcome, Stop};
+use self::drain::Drain;
 use self::local::LocalDeliveries;
 use self::output::BufferPool;
 use self::timers::Timers;
@@ -58,6 +61,7 @@ use crate::codec::close::GOING_AWAY;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::inbox::Command;
+use crate::metrics::CloseReason;
 
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
@@ -70,6 +74,8 @@ pub(crate) struct Reactor {
     /// Bytes read per `read` call, shared by all connections.
     scratch: Vec<u8>,
     cx: Context,
+    /// Set once the node stops: no listener, connections closing over time.
+    drain: Option<Drain>,
     stopping: bool,
 }
 
@@ -99,7 +105,7 @@ impl Reactor {
             local: LocalDeliveries::default(),
         };
         let scratch = vec![0; read::SCRATCH_SIZE];
-        Ok(Reactor { poll, listener, conns: Slab::new(), next_gen: 0, scratch, cx, stopping: false })
+        Ok(Reactor { poll, listener, conns: Slab::new(), next_gen: 0, scratch, cx, drain: None, stopping: false })
     }
 
     /// Reserves slab room for `connections` up front (see `server::start`).
@@ -108,9 +114,10 @@ impl Reactor {
         self
     }
 
-    /// Runs until a [`Command::Shutdown`] arrives. Each turn: wait for events,
-    /// dispatch them by token, drain the inbox, finish capped reads, write
-    /// queued output, remove closed connections, fire timers.
+    /// Runs until a [`Command::Shutdown`] arrives, or a [`Command::Drain`]
+    /// has closed every connection. Each turn: wait for events, dispatch them
+    /// by token, drain the inbox, finish capped reads, write queued output,
+    /// remove closed connections, fire timers, close those due in a drain.
     ///
     /// # Errors
     /// Only when polling itself fails.
@@ -135,6 +142,7 @@ impl Reactor {
             self.flush_dirty();
             self.reap_closed();
             self.fire_timers();
+            self.drain_due();
         }
         self.close_all();
         Ok(())
@@ -144,7 +152,11 @@ impl Reactor {
         if !self.cx.still_readable.is_empty() || !self.cx.dirty.is_empty() {
             return Duration::ZERO;
         }
-        self.cx.timers.poll_timeout()
+        let timers = self.cx.timers.poll_timeout();
+        match self.drain.as_ref().and_then(Drain::next_at) {
+            Some(at) => timers.min(at.saturating_duration_since(Instant::now())),
+            None => timers,
+        }
     }
 
     fn on_socket_event(&mut self, token: Token, event: &Event) {
@@ -307,16 +319,50 @@ impl Reactor {
                 });
                 self.deliver_local();
             }
+            Command::Adopt(_) if self.drain.is_some() => {
+                // Handed over before the drain began: refused like the rest.
+                self.cx.stats().connections.fetch_sub(1, Relaxed);
+            }
             Command::Adopt(stream) => self.adopt(stream),
+            Command::Drain { over } => self.start_drain(over),
             Command::Shutdown => self.stopping = true,
         });
+    }
+
+    /// Stops accepting (the listener is closed, so a load balancer or the
+    /// kernel's SO_REUSEPORT group sends new clients elsewhere) and lists the
+    /// connections to close over `over`.
+    fn start_drain(&mut self, over: Duration) {
+        if self.drain.is_some() {
+            return;
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let order = self.conns.iter().map(|(key, conn)| conn.token(key)).collect();
+        self.drain = Some(Drain::new(order, over, Instant::now()));
+    }
+
+    /// Closes the connections whose turn has come; stops the loop once every
+    /// one is gone (the peer's EOF, or the close grace period).
+    fn drain_due(&mut self) {
+        let now = Instant::now();
+        while let Some(token) = self.drain.as_mut().and_then(|d| d.next_due(now)) {
+            self.with_conn(token, |conn, cx| {
+                close::begin(conn, token, cx, GOING_AWAY, "server shutting down", CloseReason::Shutdown);
+                Ok(())
+            });
+        }
+        if self.drain.as_ref().is_some_and(Drain::all_told) && self.conns.is_empty() {
+            self.stopping = true;
+        }
     }
 
     /// On shutdown: every open WebSocket gets 1001, then one last flush.
     fn close_all(&mut self) {
         for (key, conn) in self.conns.iter_mut() {
             let token = conn.token(key);
-            close::begin(conn, token, &mut self.cx, GOING_AWAY, "server shutting down");
+            close::begin(conn, token, &mut self.cx, GOING_AWAY, "server shutting down", CloseReason::Shutdown);
         }
         self.flush_dirty();
     }

@@ -157,10 +157,9 @@ fn upgrade(conn: &mut Conn, token: Token, cx: &mut Context, buf: &[u8]) -> Optio
         echo_path: cx.config.echo_path.as_deref(),
         max_header_bytes: cx.config.max_header_bytes,
     };
-    let hub = &cx.hub;
     // Written straight into the (empty) output: no pooled buffer is held
     // by a connection whose request is still incomplete.
-    let outcome = handshake::handle(buf, &routes, conn.output.unpooled(), || hub.metrics.render());
+    let outcome = handshake::handle(buf, &routes, conn.output.unpooled());
     let consumed = match outcome {
         handshake::Outcome::Incomplete => return None,
         handshake::Outcome::Upgrade { endpoint, consumed } => {

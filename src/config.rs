@@ -76,7 +76,8 @@ pub struct Config {
     #[arg(long, global = true, env = "SWITCHBOARD_REUSE_PORT", value_parser = BoolishValueParser::new())]
     pub reuse_port: bool,
 
-    /// How accepted sockets reach reactors. `each` measured faster (see README).
+    /// How accepted sockets reach reactors. `each`: no thread between accept and
+    /// reactor, and it measured as fast as the others (see README).
     #[arg(long, global = true, env = "SWITCHBOARD_ACCEPT", value_enum, default_value_t = AcceptMode::Each)]
     pub accept: AcceptMode,
 

@@ -254,7 +254,11 @@ impl Reactor {
         let token = token_of(key, self.next_gen);
         let registered = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE);
         if key > 0xFFFF_FFFF || registered.is_err() {
-            log::warn!("reactor {}: cannot take a connection: {registered:?}", self.cx.id);
+            crate::warn_limited!(
+                Duration::from_secs(10),
+                "reactor {}: cannot take a connection: {registered:?}",
+                self.cx.id
+            );
             self.cx.stats().connections.fetch_sub(1, Relaxed);
             return;
         }

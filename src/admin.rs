@@ -1,29 +1,34 @@
 //! The admin listener: `/metrics`, `/healthz` and `/readyz` on an address of
 //! their own (`--admin-addr`, loopback by default), off the public chat port.
 //!
-//! It runs on its own thread, away from the reactors: one short-lived thread
-//! per request, at most [`MAX_REQUESTS_IN_FLIGHT`] at once, each bounded by
-//! [`IO_TIMEOUT`], so a stuck scraper cannot hold it. The [`router`] takes
-//! further endpoints (POST with a bearer key) as they come.
+//! It runs on threads of its own, away from the reactors: one accepts, a
+//! small fixed pool answers ([`WORKERS`], each request bounded by
+//! [`IO_TIMEOUT`]), and what the pool cannot take soon is closed unanswered,
+//! so a stuck scraper cannot hold it and a flood cannot grow it. The
+//! [`router`] takes further endpoints (POST with a bearer key) as they come.
 
 pub mod router;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use self::router::{Response, Router};
 use crate::hub::Hub;
 
-/// Requests served at once; past it a connection is closed unanswered.
-const MAX_REQUESTS_IN_FLIGHT: usize = 16;
+/// Threads answering requests: scrapes and probes come a few per second.
+const WORKERS: usize = 2;
+/// Accepted requests waiting for a worker; past it a connection is closed unanswered.
+const QUEUED: usize = 16;
 /// Longest a request may take to arrive or its answer to be taken.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds `addr` (never with SO_REUSEPORT: the admin port is this node's
-/// alone) and serves it on a thread of its own. Returns the bound address.
+/// alone) and serves it on threads of its own. Returns the bound address.
 ///
 /// # Errors
 /// When the address cannot be bound or the thread cannot start.
@@ -31,7 +36,20 @@ pub fn start(addr: SocketAddr, hub: Arc<Hub>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let router = Arc::new(routes(hub));
-    std::thread::Builder::new().name("admin".into()).spawn(move || serve(&listener, &router))?;
+    let (queue, requests) = mpsc::sync_channel::<TcpStream>(QUEUED);
+    let requests = Arc::new(Mutex::new(requests));
+    for i in 0..WORKERS {
+        let (router, requests) = (Arc::clone(&router), Arc::clone(&requests));
+        std::thread::Builder::new().name(format!("admin-{i}")).spawn(move || loop {
+            // The lock is held only while waiting for the next request.
+            let next = requests.lock().recv();
+            match next {
+                Ok(stream) => answer(stream, &router),
+                Err(_) => return,
+            }
+        })?;
+    }
+    std::thread::Builder::new().name("admin".into()).spawn(move || serve(&listener, &queue))?;
     Ok(bound)
 }
 
@@ -52,34 +70,22 @@ fn routes(hub: Arc<Hub>) -> Router {
         })
 }
 
-fn serve(listener: &TcpListener, router: &Arc<Router>) {
-    let in_flight = Arc::new(AtomicUsize::new(0));
+fn serve(listener: &TcpListener, queue: &mpsc::SyncSender<TcpStream>) {
     for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
+        match stream {
+            Ok(stream) => {
+                if queue.try_send(stream).is_err() {
+                    crate::warn_limited!(
+                        Duration::from_secs(10),
+                        "admin listener: {QUEUED} requests already wait, closing more unanswered"
+                    );
+                }
+            }
             Err(e) => {
                 crate::warn_limited!(Duration::from_secs(10), "admin listener: accept failed: {e}");
                 // Out of descriptors: give the reactors' closes a moment.
                 std::thread::sleep(Duration::from_millis(50));
-                continue;
             }
-        };
-        if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_REQUESTS_IN_FLIGHT {
-            in_flight.fetch_sub(1, Ordering::AcqRel);
-            crate::warn_limited!(
-                Duration::from_secs(10),
-                "admin listener: {MAX_REQUESTS_IN_FLIGHT} requests in flight, refusing more"
-            );
-            continue;
-        }
-        let router = Arc::clone(router);
-        let done = Arc::clone(&in_flight);
-        let spawned = std::thread::Builder::new().name("admin-request".into()).spawn(move || {
-            answer(stream, &router);
-            done.fetch_sub(1, Ordering::AcqRel);
-        });
-        if spawned.is_err() {
-            in_flight.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

@@ -55,7 +55,7 @@ fn every_message_is_delivered_through_the_real_node() {
     assert!(s["chat"]["latency"]["p99_us"].as_u64().unwrap() > 0);
     assert!(run.stderr.contains("closed loop, 8 in flight per connection"), "{}", run.stderr);
     // The node wrote every chat message once, plus one login marker per user.
-    assert_eq!(metric(node.port, "switchboard_messages_out_total"), sent + 400);
+    assert_eq!(metric(node.admin_port, "switchboard_messages_out_total"), sent + 400);
 }
 
 #[test]

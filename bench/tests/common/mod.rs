@@ -101,6 +101,8 @@ pub fn finish_loadgen(child: Child, started: Instant) -> Run {
 pub struct Node {
     pub child: Child,
     pub port: u16,
+    /// The admin listener's port (/metrics).
+    pub admin_port: u16,
 }
 
 impl Node {
@@ -130,14 +132,21 @@ impl Node {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
                     if let Some(port) = parse_listening(&line) {
-                        let _ = tx.send(port);
+                        let _ = tx.send((false, port));
+                    } else if let Some(port) = line.strip_prefix("switchboard admin on ").and_then(port_of) {
+                        let _ = tx.send((true, port));
                     }
                 }
             });
         }
-        let port =
-            rx.recv_timeout(Duration::from_secs(20)).expect("switchboard did not print `listening on 127.0.0.1:PORT`");
-        Node { child, port }
+        let (mut port, mut admin_port) = (None, None);
+        while port.is_none() || admin_port.is_none() {
+            let (admin, p) = rx.recv_timeout(Duration::from_secs(20)).expect(
+                "switchboard did not print `listening on 127.0.0.1:PORT` and `switchboard admin on 127.0.0.1:PORT`",
+            );
+            *(if admin { &mut admin_port } else { &mut port }) = Some(p);
+        }
+        Node { child, port: port.unwrap(), admin_port: admin_port.unwrap() }
     }
 
     pub fn url(&self) -> String {
@@ -170,7 +179,10 @@ pub fn metric(port: u16, name: &str) -> u64 {
 
 fn parse_listening(line: &str) -> Option<u16> {
     let rest = &line[line.find("listening on ")? + "listening on ".len()..];
-    let addr = rest.split_whitespace().next()?;
+    port_of(rest.split_whitespace().next()?)
+}
+
+fn port_of(addr: &str) -> Option<u16> {
     addr.rsplit_once(':')?.1.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()
 }
 

@@ -196,6 +196,41 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub send_buffer: usize,
 
+    /// Rooms one connection may be in at once; a join past it gets an
+    /// errormsg. A person is in a handful of rooms; 100 leaves room for a
+    /// client that mirrors many channels, and bounds what one connection can
+    /// make every node keep.
+    #[arg(long, default_value_t = 100)]
+    pub max_rooms_per_conn: usize,
+
+    /// Members one room may have on this node; a join past it gets an
+    /// errormsg. One room message costs the node a queue entry per local
+    /// member: 100,000 is a fan-out of a few tens of milliseconds on one core.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_room_members: usize,
+
+    /// Announce joins and leaves to a room's members (`joinmsg`/`leavemsg`
+    /// with the member's name as `Sender`). Off, or off for the rooms named by
+    /// --quiet-room, for very large rooms, where every join would be a message
+    /// to every member; the joiner (leaver) always gets its own as confirmation.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub join_notices: bool,
+
+    /// Rooms (by name, `*` matching any run of characters, repeatable) whose
+    /// joins and leaves are not announced: `--quiet-room 'big-*'`.
+    #[arg(long = "quiet-room", value_name = "PATTERN")]
+    pub quiet_rooms: Vec<String>,
+
+    /// Names one `presencemsg` may ask about: one answer, one Redis round trip.
+    #[arg(long, default_value_t = 100)]
+    pub max_presence_names: usize,
+
+    /// Members a `membersmsg` answer lists at most (its `Count` is always the
+    /// whole number): a page shows a few dozen; a 100,000-member room is
+    /// counted, not listed.
+    #[arg(long, default_value_t = 100)]
+    pub max_members_listed: usize,
+
     /// Commands (mostly chat messages from other reactors and the bus) one
     /// reactor's inbox holds at most; a message for a full inbox is refused
     /// with an errormsg to its sender. A reactor drains its inbox every turn,
@@ -372,6 +407,10 @@ impl Config {
         in_range("--max-partial-bytes", self.max_partial_bytes as u64, 64 * 1024, 1 << 40, " bytes")?;
         in_range("--send-buffer", self.send_buffer as u64, 0, 1 << 30, " bytes")?;
         in_range("--inbox-size", self.inbox_size as u64, 1, 1 << 30, " commands")?;
+        in_range("--max-rooms-per-conn", self.max_rooms_per_conn as u64, 1, 100_000, "")?;
+        in_range("--max-room-members", self.max_room_members as u64, 1, 100_000_000, "")?;
+        in_range("--max-presence-names", self.max_presence_names as u64, 1, 10_000, "")?;
+        in_range("--max-members-listed", self.max_members_listed as u64, 0, 100_000, "")?;
         // The lease is renewed every third of it.
         in_range("--lease-secs", self.lease_secs, 3, 86_400, " s")?;
         in_range("--redis-timeout-ms", self.redis_timeout_ms, 100, 60_000, " ms")?;

@@ -13,7 +13,9 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
+use compact_str::CompactString;
 use crossbeam_queue::SegQueue;
 use mio::{Registry, Token, Waker};
 
@@ -24,6 +26,15 @@ pub enum Command {
     /// Write `payload` as one text message to the connection `token`, if it still
     /// holds a logged-in user.
     Deliver { token: Token, payload: Box<[u8]> },
+    /// A room message (its whole frame, shared) for every member of the room
+    /// (its key) on this reactor.
+    RoomDeliver { room: CompactString, frame: Arc<[u8]> },
+    /// The bus's answer to a `presencemsg` of `token`: `online[i]` for the
+    /// i-th of the comma-separated names `asked`.
+    Presence { token: Token, asked: Box<str>, online: Box<[bool]> },
+    /// The bus's answer to a `membersmsg` of `token`: up to the limit of
+    /// members of room `room` (its key), and how many there are in all.
+    Members { token: Token, room: CompactString, listed: Vec<CompactString>, count: u64 },
     /// A message `token` sent through the bus did not reach its recipient:
     /// tell the sender why.
     Undelivered { token: Token, why: Undelivered },

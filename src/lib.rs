@@ -15,6 +15,7 @@
 //! - `hub`: what every thread of a node shares: inboxes, directory, metrics.
 //! - `inbox`: what other threads send a reactor: a lock-free queue plus a coalesced wake.
 //! - `directory`: which connection on this node holds which user name.
+//! - `rooms`: which rooms have members on this node, on which reactors.
 //! - `bus`: node-to-node delivery: in-process (embedded default) or Redis.
 //! - `metrics`: counters and gauges, rendered for `/metrics`.
 //! - `limits`: the process's open-file limit.
@@ -40,4 +41,5 @@ mod metrics;
 pub mod names;
 pub mod protocol;
 mod reactor;
+mod rooms;
 pub mod server;

@@ -8,6 +8,7 @@ use mio::Token;
 
 use super::local::LocalDeliveries;
 use super::output::BufferPool;
+use super::rooms::LocalRooms;
 use super::timers::Timers;
 use crate::auth::Auth;
 use crate::bus::Bus;
@@ -73,6 +74,8 @@ pub(super) struct Context {
     pub reap: Vec<usize>,
     pub timers: Timers,
     pub local: LocalDeliveries,
+    /// Which of this reactor's connections are in which room.
+    pub rooms: LocalRooms,
     /// Microseconds on the reactor's wrapping clock, read once per turn (`rate`).
     pub clock: u32,
     pub rate: MessageRate,

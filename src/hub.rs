@@ -56,7 +56,7 @@ impl Hub {
     pub fn deliver(&self, at: ConnRef, payload: &[u8]) -> bool {
         let queued = self.inboxes[at.reactor].try_deliver(at.token, payload);
         if !queued {
-            self.metrics.reactors[at.reactor].hit(Limit::InboxFull);
+            self.metrics.reactors[at.reactor].limit_hit(Limit::InboxFull);
         }
         queued
     }

@@ -14,6 +14,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use compact_str::CompactString;
 use crossbeam_queue::SegQueue;
@@ -44,7 +45,10 @@ pub enum Command {
     /// Take over a freshly accepted socket (accept mode `handoff`), from the
     /// source address key `source` (`counted` if already counted per address).
     Adopt { stream: mio::net::TcpStream, source: u32, counted: bool },
-    /// Close every connection with 1001 (going away) and stop the loop.
+    /// Stop accepting, close every connection with 1001 spread evenly over
+    /// `over`, and stop the loop once they are all gone.
+    Drain { over: Duration },
+    /// Close every connection with 1001 (going away) now and stop the loop.
     Shutdown,
 }
 

@@ -2,6 +2,7 @@
 //! (every member gets a room message exactly once, the sender included, in
 //! the seed's shape), join and leave notices, quiet rooms, membersmsg and
 //! presencemsg, and every error and limit.
+#![allow(clippy::unwrap_used)] // a failed step of a test is a failed test
 
 mod common;
 

@@ -22,9 +22,10 @@ use crate::metrics::ReactorStats;
 pub(super) enum Stop {
     /// The peer broke a rule: counted as a protocol error, then closed with `code`.
     Fail(u16, Cow<'static, str>),
-    /// Closed with `code` and the close handshake (the peer asked, or a limit
-    /// was reached).
+    /// Closed with `code` and the close handshake: a limit was reached.
     Close(u16, Cow<'static, str>),
+    /// The peer sent a close frame: answered with its code.
+    Answer(u16),
     /// The peer is gone: removed at the end of the turn.
     Drop,
 }

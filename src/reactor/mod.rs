@@ -29,6 +29,7 @@
 //! - `admit`: whether an upgrade is taken (connections in all, per address, per second).
 //! - `stalled`: the `--message-timeout` rule, and the node's budget for unfinished messages.
 //! - `close`: what a [`Stop`] does.
+//! - `drain`: closing every connection, spread over the drain period, when the node stops.
 //! - `conn`: per-connection state.
 
 mod accept;
@@ -37,6 +38,7 @@ mod chat;
 mod close;
 mod conn;
 mod context;
+mod drain;
 mod expiry;
 mod frames;
 mod liveness;
@@ -67,6 +69,7 @@ use self::accept::Accepted;
 use self::admit::Source;
 use self::conn::{flag, live, next_generation, token_of, Conn, Login, Phase};
 use self::context::{Context, MessageRate, Outcome, Stop};
+use self::drain::Drain;
 use self::liveness::Sweep;
 use self::local::{LocalDeliveries, Queued};
 use self::output::BufferPool;
@@ -78,6 +81,7 @@ use crate::codec::close::GOING_AWAY;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::inbox::Command;
+use crate::metrics::CloseReason;
 
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
@@ -93,6 +97,8 @@ pub(crate) struct Reactor {
     sweep: Sweep,
     /// The members of a room on this reactor, copied out for one fan-out.
     room_members: Vec<Token>,
+    /// Set once the node stops: no listener, connections closing over time.
+    drain: Option<Drain>,
     stopping: bool,
 }
 
@@ -137,6 +143,7 @@ impl Reactor {
             cx,
             sweep: Sweep::new(),
             room_members: Vec::new(),
+            drain: None,
             stopping: false,
         })
     }
@@ -147,9 +154,10 @@ impl Reactor {
         self
     }
 
-    /// Runs until a [`Command::Shutdown`] arrives. Each turn: wait for events,
-    /// dispatch them by token, drain the inbox, finish capped reads, write
-    /// queued output, remove closed connections, fire timers.
+    /// Runs until a [`Command::Shutdown`] arrives, or a [`Command::Drain`]
+    /// has closed every connection. Each turn: wait for events, dispatch them
+    /// by token, drain the inbox, finish capped reads, write queued output,
+    /// remove closed connections, fire timers, close those due in a drain.
     ///
     /// # Errors
     /// Only when polling itself fails.
@@ -176,6 +184,7 @@ impl Reactor {
             self.flush_dirty();
             self.reap_closed();
             self.fire_timers();
+            self.drain_due();
             // What timers closed may have left rooms, whose members are told.
             self.deliver_local();
         }
@@ -187,7 +196,11 @@ impl Reactor {
         if !self.cx.still_readable.is_empty() || !self.cx.dirty.is_empty() {
             return Duration::ZERO;
         }
-        self.cx.timers.poll_timeout()
+        let timers = self.cx.timers.poll_timeout();
+        match self.drain.as_ref().and_then(Drain::next_at) {
+            Some(at) => timers.min(at.saturating_duration_since(Instant::now())),
+            None => timers,
+        }
     }
 
     fn on_socket_event(&mut self, token: Token, event: &Event) {
@@ -307,7 +320,11 @@ impl Reactor {
         let token = token_of(key, self.next_gen);
         let registered = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE);
         if key > 0xFFFF_FFFF || registered.is_err() {
-            log::warn!("reactor {}: cannot take a connection: {registered:?}", self.cx.id);
+            crate::warn_limited!(
+                Duration::from_secs(10),
+                "reactor {}: cannot take a connection: {registered:?}",
+                self.cx.id
+            );
             self.cx.stats().connections.fetch_sub(1, Relaxed);
             if source.counted {
                 self.cx.hub.admission.remove_source(source.key);
@@ -412,16 +429,50 @@ impl Reactor {
                 });
                 self.deliver_local();
             }
+            Command::Adopt { .. } if self.drain.is_some() => {
+                // Handed over before the drain began: refused like the rest.
+                self.cx.stats().connections.fetch_sub(1, Relaxed);
+            }
             Command::Adopt { stream, source, counted } => self.adopt(stream, Source { key: source, counted }),
+            Command::Drain { over } => self.start_drain(over),
             Command::Shutdown => self.stopping = true,
         });
+    }
+
+    /// Stops accepting (the listener is closed, so a load balancer or the
+    /// kernel's SO_REUSEPORT group sends new clients elsewhere) and lists the
+    /// connections to close over `over`.
+    fn start_drain(&mut self, over: Duration) {
+        if self.drain.is_some() {
+            return;
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let order = self.conns.iter().map(|(key, conn)| conn.token(key)).collect();
+        self.drain = Some(Drain::new(order, over, Instant::now()));
+    }
+
+    /// Closes the connections whose turn has come; stops the loop once every
+    /// one is gone (the peer's EOF, or the close grace period).
+    fn drain_due(&mut self) {
+        let now = Instant::now();
+        while let Some(token) = self.drain.as_mut().and_then(|d| d.next_due(now)) {
+            self.with_conn(token, |conn, cx| {
+                close::begin(conn, token, cx, GOING_AWAY, "server shutting down", CloseReason::Shutdown);
+                Ok(())
+            });
+        }
+        if self.drain.as_ref().is_some_and(Drain::all_told) && self.conns.is_empty() {
+            self.stopping = true;
+        }
     }
 
     /// On shutdown: every open WebSocket gets 1001, then one last flush.
     fn close_all(&mut self) {
         for (key, conn) in self.conns.iter_mut() {
             let token = conn.token(key);
-            close::begin(conn, token, &mut self.cx, GOING_AWAY, "server shutting down");
+            close::begin(conn, token, &mut self.cx, GOING_AWAY, "server shutting down", CloseReason::Shutdown);
         }
         self.flush_dirty();
     }

@@ -74,7 +74,7 @@ impl Output {
     /// letting a busy one grow.
     pub fn append(&mut self, pool: &mut BufferPool, write: impl FnOnce(&mut Vec<u8>)) {
         if let Output::One { .. } = self {
-            self.to_chunks();
+            self.make_chunks();
         }
         match self {
             Output::Bytes { buf, pos } => {
@@ -112,7 +112,7 @@ impl Output {
             }
             return;
         }
-        self.to_chunks();
+        self.make_chunks();
         if let Output::Chunks(c) = self {
             c.unsent += frame.len();
             c.queue.push_back(Chunk::Shared(Arc::clone(frame)));
@@ -120,7 +120,7 @@ impl Output {
     }
 
     /// Turns what is pending into a queue of chunks (nothing written is lost).
-    fn to_chunks(&mut self) {
+    fn make_chunks(&mut self) {
         let (first, pos) = match mem::take(self) {
             Output::Chunks(c) => {
                 *self = Output::Chunks(c);

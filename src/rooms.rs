@@ -109,6 +109,20 @@ impl Rooms {
             .map_or((Vec::new(), 0), |room| (room.members.iter().take(limit).cloned().collect(), room.members.len()))
     }
 
+    /// Whether room `key` has members here.
+    pub fn has(&self, key: &str) -> bool {
+        self.shard(key).lock().contains_key(key)
+    }
+
+    /// Every room with members here (by key).
+    pub fn keys(&self) -> Vec<CompactString> {
+        let mut keys = Vec::new();
+        for shard in self.shards.iter() {
+            keys.extend(shard.lock().keys().cloned());
+        }
+        keys
+    }
+
     /// Every room with members here, with its members (to tell Redis again
     /// after it comes back).
     pub fn all(&self) -> Vec<(CompactString, Vec<CompactString>)> {

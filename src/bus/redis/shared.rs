@@ -10,6 +10,7 @@ use compact_str::CompactString;
 use crossbeam_queue::SegQueue;
 
 use super::logins::PendingLogins;
+use super::rooms::RoomJob;
 use super::settings::Settings;
 use crate::directory::ConnRef;
 use crate::hub::Hub;
@@ -39,8 +40,21 @@ impl Role {
 
 /// Work for the subscriber thread, in the order reactors asked for it.
 pub(crate) enum SubJob {
-    Subscribe { name: CompactString },
-    Unsubscribe { name: CompactString, at: ConnRef },
+    Subscribe {
+        name: CompactString,
+    },
+    Unsubscribe {
+        name: CompactString,
+        at: ConnRef,
+    },
+    /// A room (by key) has its first member on this node: listen to its channel.
+    SubscribeRoom {
+        key: CompactString,
+    },
+    /// Its last member here left.
+    UnsubscribeRoom {
+        key: CompactString,
+    },
 }
 
 /// Work for the publisher thread.
@@ -59,6 +73,8 @@ pub(crate) enum Job {
         name: CompactString,
         at: ConnRef,
     },
+    /// Rooms and presence (`rooms`).
+    Room(RoomJob),
 }
 
 pub(crate) struct Shared {

@@ -5,6 +5,8 @@ use std::fmt::Write;
 
 use tungstenite::handshake::derive_accept_key;
 
+use crate::web;
+
 /// Most headers we look at in one request; more gets 431.
 const MAX_HEADERS: usize = 48;
 
@@ -63,7 +65,13 @@ pub fn handle(buf: &[u8], routes: &Routes<'_>, out: &mut Vec<u8>, metrics: impl 
         return match path {
             "/healthz" => respond(out, 200, "ok\n", &[]),
             "/metrics" => respond(out, 200, &metrics(), &[("Content-Type", "text/plain; version=0.0.4")]),
-            _ => respond(out, 404, &format!("no such endpoint: {path} (chat is at {})\n", routes.ws_path), &[]),
+            _ => match web::asset(path) {
+                // Revalidated on every load, so a new node version is picked up at once.
+                Some(page) => {
+                    respond(out, 200, page.body, &[("Content-Type", page.content_type), ("Cache-Control", "no-cache")])
+                }
+                None => respond(out, 404, &format!("no such endpoint: {path} (chat is at {})\n", routes.ws_path), &[]),
+            },
         };
     };
     let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);

@@ -16,6 +16,7 @@
 //! - `bus`: node-to-node delivery: in-process (embedded default) or Redis.
 //! - `metrics`: counters and gauges, rendered for `/metrics`.
 //! - `limits`: the process's open-file limit.
+//! - `web`: the chat page served at `/` (static files built into the binary).
 //!
 //! The public API is what the binary and the tests use: the parsers and
 //! encoders of the wire (fuzzed by `tests/garbage.rs`), the configuration
@@ -33,3 +34,4 @@ mod metrics;
 pub mod protocol;
 mod reactor;
 pub mod server;
+mod web;

@@ -187,8 +187,9 @@ $("send-form").onsubmit = (event) => {
     const to = $("to").value.trim();
     if (!to) return;
     send({ MessageType: "chatmsg", Data: text, Reciever: to });
-    // The sender does not get a copy of a one-to-one message: show it here.
-    log("chat mine", [["from", state.me], ["where", ` to ${to}: `], ["", text]]);
+    // The sender gets no copy of a one-to-one message (unless it wrote to
+    // itself): show it here.
+    if (to !== state.me) log("chat mine", [["from", state.me], ["where", ` to ${to}: `], ["", text]]);
   }
   $("text").value = "";
 };

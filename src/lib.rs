@@ -26,6 +26,7 @@
 //! - `limits`: the process's open-file limit.
 //! - `admission`: connections per source address and per second, node-wide.
 //! - `alloc`: the allocator's settings: freed memory goes back to the system.
+//! - `web`: the chat page served at `/` (static files built into the binary).
 //!
 //! The public API is what the binary and the tests use: the parsers and
 //! encoders of the wire, the token verifier and the name profile (fuzzed by
@@ -51,3 +52,4 @@ mod reactor;
 mod rooms;
 pub mod server;
 mod signals;
+mod web;

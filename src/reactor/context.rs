@@ -7,8 +7,8 @@ use std::sync::Arc;
 use mio::Token;
 
 use super::local::LocalDeliveries;
+use super::membership::LocalRooms;
 use super::output::BufferPool;
-use super::rooms::LocalRooms;
 use super::timers::Timers;
 use crate::auth::Auth;
 use crate::bus::Bus;

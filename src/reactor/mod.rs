@@ -18,6 +18,7 @@
 //! - `reply`: error replies to a connection's client.
 //! - `rooms`: joins, leaves and room messages; which connection is in which room.
 //! - `presence`: who is online, who is in a room.
+//! - `membership`: which connection is in which room.
 //! - `local`: messages for other connections of this reactor.
 //! - `write`: output queued per turn and written once.
 //! - `output`: a connection's pending output, the buffer pool.
@@ -44,6 +45,7 @@ mod frames;
 mod liveness;
 mod local;
 mod login;
+mod membership;
 mod output;
 mod presence;
 mod rate;
@@ -72,8 +74,8 @@ use self::context::{Context, MessageRate, Outcome, Stop};
 use self::drain::Drain;
 use self::liveness::Sweep;
 use self::local::{LocalDeliveries, Queued};
+use self::membership::LocalRooms;
 use self::output::BufferPool;
-use self::rooms::LocalRooms;
 use self::timers::Timers;
 use crate::auth::{self, Auth};
 use crate::bus::Bus;

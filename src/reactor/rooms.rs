@@ -12,11 +12,9 @@
 //! by its key (the name profile's form: `Lobby` and `lobby` are one room) in
 //! everything the node sends about it, so every member reads the same name.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use compact_str::CompactString;
-use indexmap::IndexSet;
 use mio::Token;
 
 use super::conn::Conn;
@@ -27,53 +25,6 @@ use crate::codec::{self, op};
 use crate::inbox::Command;
 use crate::names;
 use crate::protocol::{self, Failure};
-
-/// The rooms of one reactor's connections.
-#[derive(Default)]
-pub(super) struct LocalRooms {
-    /// Members on this reactor of each room (by key).
-    members: HashMap<CompactString, IndexSet<Token>>,
-    /// Rooms (keys) each connection is in, for its limit and its leaving.
-    by_conn: HashMap<Token, Vec<CompactString>>,
-}
-
-impl LocalRooms {
-    fn is_in(&self, token: Token, key: &str) -> bool {
-        self.by_conn.get(&token).is_some_and(|rooms| rooms.iter().any(|r| r == key))
-    }
-
-    fn count(&self, token: Token) -> usize {
-        self.by_conn.get(&token).map_or(0, Vec::len)
-    }
-
-    fn add(&mut self, token: Token, key: &str) {
-        self.members.entry(CompactString::from(key)).or_default().insert(token);
-        self.by_conn.entry(token).or_default().push(CompactString::from(key));
-    }
-
-    fn remove(&mut self, token: Token, key: &str) {
-        if let Some(members) = self.members.get_mut(key) {
-            members.swap_remove(&token);
-            if members.is_empty() {
-                self.members.remove(key);
-            }
-        }
-        if let Some(rooms) = self.by_conn.get_mut(&token) {
-            rooms.retain(|r| r != key);
-            if rooms.is_empty() {
-                self.by_conn.remove(&token);
-            }
-        }
-    }
-
-    /// Copies the members of room `key` on this reactor into `out`.
-    pub fn members_into(&self, key: &str, out: &mut Vec<Token>) {
-        out.clear();
-        if let Some(members) = self.members.get(key) {
-            out.extend(members.iter().copied());
-        }
-    }
-}
 
 /// A `joinmsg`.
 pub(super) fn join(conn: &mut Conn, token: Token, cx: &mut Context, room: &str) -> Outcome {
@@ -143,9 +94,10 @@ pub(super) fn message(conn: &mut Conn, token: Token, cx: &mut Context, room: &st
 /// A connection that logs out (or goes) leaves every room it is in; the
 /// others are told, unless the room is quiet.
 pub(super) fn leave_all(token: Token, cx: &mut Context, me: &str) {
-    let Some(rooms) = cx.rooms.by_conn.get(&token).cloned() else {
+    let rooms = cx.rooms.rooms_of(token);
+    if rooms.is_empty() {
         return;
-    };
+    }
     for key in rooms {
         if notices(cx, &key) {
             let frame = room_frame(cx, protocol::LEAVE, "", &key, me);
@@ -232,24 +184,5 @@ mod tests {
         ] {
             assert_eq!(glob_matches(pattern, text), matches, "{pattern} ~ {text}");
         }
-    }
-
-    #[test]
-    fn membership_is_kept_both_ways() {
-        let mut rooms = LocalRooms::default();
-        rooms.add(Token(1), "a");
-        rooms.add(Token(1), "b");
-        rooms.add(Token(2), "a");
-        assert!(rooms.is_in(Token(1), "b") && !rooms.is_in(Token(2), "b"));
-        assert_eq!(rooms.count(Token(1)), 2);
-        let mut out = Vec::new();
-        rooms.members_into("a", &mut out);
-        assert_eq!(out, [Token(1), Token(2)]);
-        rooms.remove(Token(1), "a");
-        rooms.remove(Token(1), "b");
-        assert_eq!(rooms.count(Token(1)), 0);
-        assert!(!rooms.members.contains_key("b"));
-        rooms.members_into("a", &mut out);
-        assert_eq!(out, [Token(2)]);
     }
 }

@@ -163,9 +163,8 @@ use parking_lot::Mutex;
 use thiserror::Error;
 
 use self::links::WAKER;
-use self::rooms::RoomJob;
 use self::settings::Settings;
-use self::shared::{Job, Role, Shared, SubJob, MAX_QUEUED_BYTES};
+use self::shared::{Job, Role, RoomJob, Shared, SubJob, MAX_QUEUED_BYTES};
 use crate::bus::{Bus, Claim, Published};
 use crate::config::{Config, Routing};
 use crate::directory::ConnRef;

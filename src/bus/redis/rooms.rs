@@ -32,7 +32,7 @@ use compact_str::CompactString;
 
 use super::cluster;
 use super::resp::{self, Frame};
-use super::shared::Shared;
+use super::shared::{RoomJob, Shared};
 use crate::directory::ConnRef;
 use crate::hub::Hub;
 use crate::inbox::Command;
@@ -55,20 +55,6 @@ for _, node in ipairs(nodes) do \
   end \
 end \
 return {count, listed}";
-
-/// Work for Redis about rooms and presence, queued by reactors.
-pub(crate) enum RoomJob {
-    /// A room message's PUBLISH, encoded by the reactor.
-    Publish { slot: u16, command: Box<[u8]> },
-    /// `member` joined room `key` on this node (`first`: its first member here).
-    Join { key: CompactString, member: CompactString, first: bool },
-    /// `member` left (`last`: the room has nobody here any more).
-    Leave { key: CompactString, member: CompactString, last: bool },
-    /// Which of `keys` (the names in `asked`) are online.
-    Presence { asked: Box<str>, keys: Vec<CompactString>, from: ConnRef },
-    /// Who is in room `key`, up to `limit` names.
-    Members { key: CompactString, limit: usize, from: ConnRef },
-}
 
 /// What a room command's reply is for.
 pub(crate) enum RoomReply {

@@ -10,7 +10,6 @@ use compact_str::CompactString;
 use crossbeam_queue::SegQueue;
 
 use super::logins::PendingLogins;
-use super::rooms::RoomJob;
 use super::settings::Settings;
 use crate::directory::ConnRef;
 use crate::hub::Hub;
@@ -75,6 +74,20 @@ pub(crate) enum Job {
     },
     /// Rooms and presence (`rooms`).
     Room(RoomJob),
+}
+
+/// Work for Redis about rooms and presence, queued by reactors.
+pub(crate) enum RoomJob {
+    /// A room message's PUBLISH, encoded by the reactor.
+    Publish { slot: u16, command: Box<[u8]> },
+    /// `member` joined room `key` on this node (`first`: its first member here).
+    Join { key: CompactString, member: CompactString, first: bool },
+    /// `member` left (`last`: the room has nobody here any more).
+    Leave { key: CompactString, member: CompactString, last: bool },
+    /// Which of `keys` (the names in `asked`) are online.
+    Presence { asked: Box<str>, keys: Vec<CompactString>, from: ConnRef },
+    /// Who is in room `key`, up to `limit` names.
+    Members { key: CompactString, limit: usize, from: ConnRef },
 }
 
 pub(crate) struct Shared {

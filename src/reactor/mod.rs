@@ -402,13 +402,12 @@ impl Reactor {
             Command::Deliver { token, payload } => {
                 self.with_conn(token, |conn, cx| chat::deliver(conn, token, cx, &payload))
             }
-            Command::RoomDeliver { room, frame } => self.deliver_room(&room, &frame),
-            Command::Presence { token, asked, online } => {
-                self.with_conn(token, |conn, cx| presence::answer_presence(conn, token, cx, &asked, &online))
-            }
-            Command::Members { token, room, listed, count } => {
-                self.with_conn(token, |conn, cx| presence::answer_members(conn, token, cx, &room, &listed, count))
-            }
+            Command::RoomDeliver(message) => self.deliver_room(&message.room, &message.frame),
+            Command::Presence { token, answer } => self
+                .with_conn(token, |conn, cx| presence::answer_presence(conn, token, cx, &answer.asked, &answer.online)),
+            Command::Members { token, answer } => self.with_conn(token, |conn, cx| {
+                presence::answer_members(conn, token, cx, &answer.room, &answer.listed, answer.count)
+            }),
             Command::Undelivered { token, why } => {
                 self.with_conn(token, |conn, cx| chat::undelivered(conn, token, cx, &why))
             }

@@ -22,7 +22,7 @@ use super::context::{Context, Outcome};
 use super::reply::{log_in_first, reply_failure};
 use super::write::queue_shared;
 use crate::codec::{self, op};
-use crate::inbox::Command;
+use crate::inbox::{Command, RoomMessage};
 use crate::names;
 use crate::protocol::{self, Failure};
 
@@ -136,10 +136,13 @@ fn room_frame(cx: &mut Context, kind: &str, data: &str, key: &str, from: &str) -
 pub(super) fn fan_out(cx: &mut Context, key: &str, frame: &Arc<[u8]>) {
     cx.local.push_room(key, frame);
     let (hub, id) = (&cx.hub, cx.id);
+    let mut message: Option<Arc<RoomMessage>> = None;
     hub.rooms.for_each_reactor(key, |reactor| {
         if reactor != id {
-            let command = Command::RoomDeliver { room: CompactString::from(key), frame: Arc::clone(frame) };
-            hub.inboxes[reactor].push(command);
+            let message = message.get_or_insert_with(|| {
+                Arc::new(RoomMessage { room: CompactString::from(key), frame: Arc::clone(frame) })
+            });
+            hub.inboxes[reactor].push(Command::RoomDeliver(Arc::clone(message)));
         }
     });
     let header = codec::header_len(frame);

@@ -35,7 +35,7 @@ use super::resp::{self, Frame};
 use super::shared::{RoomJob, Shared};
 use crate::directory::ConnRef;
 use crate::hub::Hub;
-use crate::inbox::Command;
+use crate::inbox::{Command, MembersAnswer, PresenceAnswer};
 
 /// Members written per SADD when a node tells Redis its rooms again.
 const REASSERT_CHUNK: usize = 1000;
@@ -167,7 +167,8 @@ impl Rooms {
 
     fn ask_presence(&mut self, hub: &Hub, asked: Box<str>, keys: &[CompactString], from: ConnRef) {
         if keys.is_empty() {
-            hub.send(from, Command::Presence { token: from.token, asked, online: Box::new([]) });
+            let answer = Box::new(PresenceAnswer { asked, online: Box::new([]) });
+            hub.send(from, Command::Presence { token: from.token, answer });
             return;
         }
         let query = self.next_query;
@@ -245,7 +246,8 @@ impl Rooms {
             }
             RoomReply::Members { key, from } => {
                 let (count, listed) = members_of(frame);
-                shared.hub.send(from, Command::Members { token: from.token, room: key, listed, count });
+                let answer = Box::new(MembersAnswer { room: key, listed, count });
+                shared.hub.send(from, Command::Members { token: from.token, answer });
             }
         }
     }
@@ -256,7 +258,8 @@ impl Rooms {
             RoomReply::Write => {}
             RoomReply::Presence { query, index } => self.answered(&shared.hub, query, index, false),
             RoomReply::Members { key, from } => {
-                shared.hub.send(from, Command::Members { token: from.token, room: key, listed: Vec::new(), count: 0 });
+                let answer = Box::new(MembersAnswer { room: key, listed: Vec::new(), count: 0 });
+                shared.hub.send(from, Command::Members { token: from.token, answer });
             }
         }
     }
@@ -272,7 +275,8 @@ impl Rooms {
         if q.left == 0 {
             if let Some(q) = self.queries.remove(&query) {
                 let online = q.online.into_boxed_slice();
-                hub.send(q.from, Command::Presence { token: q.from.token, asked: q.asked, online });
+                let answer = Box::new(PresenceAnswer { asked: q.asked, online });
+                hub.send(q.from, Command::Presence { token: q.from.token, answer });
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::bus::redis::links::{LinkSet, Master};
 use crate::bus::redis::resp;
 use crate::bus::redis::shared::Shared;
 use crate::codec::{self, op};
-use crate::inbox::Command;
+use crate::inbox::{Command, RoomMessage};
 
 impl Subscriber {
     /// The shard of `topology` that serves room `key`'s channel.
@@ -110,10 +110,10 @@ pub(super) fn deliver_room(shared: &Shared, inbound: &mut Inbound, channel: &[u8
     }
     let mut frame = Vec::with_capacity(json.len() + codec::MAX_HEADER_LEN);
     codec::write_frame(&mut frame, op::TEXT, json);
-    let frame: Arc<[u8]> = Arc::from(frame);
+    let message = Arc::new(RoomMessage { room: CompactString::from(key), frame: Arc::from(frame) });
     let hub = &shared.hub;
     hub.rooms.for_each_reactor(key, |reactor| {
-        hub.inboxes[reactor].push(Command::RoomDeliver { room: CompactString::from(key), frame: Arc::clone(&frame) });
+        hub.inboxes[reactor].push(Command::RoomDeliver(Arc::clone(&message)));
     });
 }
 

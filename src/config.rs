@@ -243,6 +243,48 @@ pub struct Config {
     #[arg(long, global = true, env = "SWITCHBOARD_SEND_BUFFER", default_value_t = 0, value_name = "BYTES")]
     pub send_buffer: usize,
 
+    /// Rooms one connection may be in at once; a join past it gets an
+    /// errormsg. A person is in a handful of rooms; 100 leaves room for a
+    /// client that mirrors many channels, and bounds what one connection can
+    /// make every node keep.
+    #[arg(long, global = true, env = "SWITCHBOARD_MAX_ROOMS_PER_CONN", value_name = "N", default_value_t = 100)]
+    pub max_rooms_per_conn: usize,
+
+    /// Members one room may have on this node; a join past it gets an
+    /// errormsg. One room message costs the node a queue entry per local
+    /// member: 100,000 is a fan-out of a few tens of milliseconds on one core.
+    #[arg(long, global = true, env = "SWITCHBOARD_MAX_ROOM_MEMBERS", value_name = "N", default_value_t = 100_000)]
+    pub max_room_members: usize,
+
+    /// Announce joins and leaves to a room's members (`joinmsg`/`leavemsg`
+    /// with the member's name as `Sender`). Off, or off for the rooms named by
+    /// --quiet-room, for very large rooms, where every join would be a message
+    /// to every member; the joiner (leaver) always gets its own as confirmation.
+    #[arg(long, global = true, env = "SWITCHBOARD_JOIN_NOTICES", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub join_notices: bool,
+
+    /// Rooms (by name, `*` matching any run of characters, repeatable) whose
+    /// joins and leaves are not announced: `--quiet-room 'big-*'`.
+    #[arg(
+        long = "quiet-room",
+        global = true,
+        env = "SWITCHBOARD_QUIET_ROOM",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    pub quiet_rooms: Vec<String>,
+
+    /// Names one `presencemsg` may ask about: one answer, one Redis round trip.
+    #[arg(long, global = true, env = "SWITCHBOARD_MAX_PRESENCE_NAMES", value_name = "N", default_value_t = 100)]
+    pub max_presence_names: usize,
+
+    /// Members a `membersmsg` answer lists at most (its `Count` is always the
+    /// whole number): a page shows a few dozen; a 100,000-member room is
+    /// counted, not listed.
+    #[arg(long, global = true, env = "SWITCHBOARD_MAX_MEMBERS_LISTED", value_name = "N", default_value_t = 100)]
+    pub max_members_listed: usize,
+
     /// Commands (mostly chat messages from other reactors and the bus) one
     /// reactor's inbox holds at most; a message for a full inbox is refused
     /// with an errormsg to its sender. A reactor drains its inbox every turn,

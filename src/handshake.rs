@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use tungstenite::handshake::derive_accept_key;
 
 use crate::auth::OriginPolicy;
+use crate::web;
 
 /// Most headers we look at in one request; more gets 431.
 const MAX_HEADERS: usize = 48;
@@ -120,7 +121,13 @@ pub fn handle_admitting<'b>(
     } else {
         return match path {
             "/healthz" => respond(out, 200, "ok\n", &[]),
-            _ => respond(out, 404, &format!("no such endpoint: {path} (chat is at {})\n", routes.ws_path), &[]),
+            _ => match web::asset(path) {
+                // Revalidated on every load, so a new node version is picked up at once.
+                Some(page) => {
+                    respond(out, 200, page.body, &[("Content-Type", page.content_type), ("Cache-Control", "no-cache")])
+                }
+                None => respond(out, 404, &format!("no such endpoint: {path} (chat is at {})\n", routes.ws_path), &[]),
+            },
         };
     };
     let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);

@@ -20,11 +20,13 @@
 //! - `hub`: what every thread of a node shares: inboxes, directory, metrics.
 //! - `inbox`: what other threads send a reactor: a lock-free queue plus a coalesced wake.
 //! - `directory`: which connection on this node holds which user name.
+//! - `rooms`: which rooms have members on this node, on which reactors.
 //! - `bus`: node-to-node delivery: in-process (embedded default) or Redis.
 //! - `metrics`: counters and gauges, rendered for `/metrics`.
 //! - `limits`: the process's open-file limit.
 //! - `admission`: connections per source address and per second, node-wide.
 //! - `alloc`: the allocator's settings: freed memory goes back to the system.
+//! - `web`: the chat page served at `/` (static files built into the binary).
 //!
 //! The public API is what the binary and the tests use: the parsers and
 //! encoders of the wire, the token verifier and the name profile (fuzzed by
@@ -47,5 +49,7 @@ mod metrics;
 pub mod names;
 pub mod protocol;
 mod reactor;
+mod rooms;
 pub mod server;
 mod signals;
+mod web;

@@ -113,7 +113,11 @@ impl Config {
         in_range("--connect-rate", u64::from(self.connect_rate), 0, 10_000_000, "/s")?;
         in_range("--max-partial-bytes", wide(self.max_partial_bytes), 64 * 1024, 1 << 40, " bytes")?;
         in_range("--send-buffer", wide(self.send_buffer), 0, 1 << 30, " bytes")?;
-        in_range("--inbox-size", wide(self.inbox_size), 1, 1 << 30, " commands")
+        in_range("--inbox-size", wide(self.inbox_size), 1, 1 << 30, " commands")?;
+        in_range("--max-rooms-per-conn", wide(self.max_rooms_per_conn), 1, 100_000, "")?;
+        in_range("--max-room-members", wide(self.max_room_members), 1, 100_000_000, "")?;
+        in_range("--max-presence-names", wide(self.max_presence_names), 1, 10_000, "")?;
+        in_range("--max-members-listed", wide(self.max_members_listed), 0, 100_000, "")
     }
 
     fn validate_redis(&self) -> Result<(), ConfigError> {

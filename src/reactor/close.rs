@@ -44,7 +44,7 @@ pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, 
     conn.phase = Phase::Closing(Closing::Flushing);
     give_partial(conn, cx);
     if was_open {
-        codec::write_close(conn.output.bytes(&mut cx.pool), code, reason);
+        conn.output.append(&mut cx.pool, |out| codec::write_close(out, code, reason));
         cx.stats().closed(why, code);
     }
     mark_dirty(conn, token, &mut cx.dirty);
@@ -89,6 +89,9 @@ pub(super) fn drop(conn: &mut Conn, token: Token, cx: &mut Context) {
 
 /// Takes the user name off this node and the cluster.
 fn log_out(conn: &mut Conn, token: Token, cx: &mut Context) {
+    if let Some(me) = conn.speaker().map(compact_str::CompactString::from) {
+        super::rooms::leave_all(token, cx, &me);
+    }
     let Some((name, granted)) = conn.log_out() else {
         return;
     };

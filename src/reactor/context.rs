@@ -7,6 +7,7 @@ use std::sync::Arc;
 use mio::Token;
 
 use super::local::LocalDeliveries;
+use super::membership::LocalRooms;
 use super::output::BufferPool;
 use super::timers::Timers;
 use crate::auth::Auth;
@@ -74,6 +75,8 @@ pub(super) struct Context {
     pub reap: Vec<usize>,
     pub timers: Timers,
     pub local: LocalDeliveries,
+    /// Which of this reactor's connections are in which room.
+    pub rooms: LocalRooms,
     /// Microseconds on the reactor's wrapping clock, read once per turn (`rate`).
     pub clock: u32,
     pub rate: MessageRate,

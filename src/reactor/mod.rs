@@ -16,6 +16,9 @@
 //! - `chat`: the chat protocol: chat, whoami, routing.
 //! - `login`: logins (open mode, or signed tokens), refreshes, token expiry.
 //! - `reply`: error replies to a connection's client.
+//! - `rooms`: joins, leaves and room messages; which connection is in which room.
+//! - `presence`: who is online, who is in a room.
+//! - `membership`: which connection is in which room.
 //! - `local`: messages for other connections of this reactor.
 //! - `write`: output queued per turn and written once.
 //! - `output`: a connection's pending output, the buffer pool.
@@ -42,10 +45,13 @@ mod frames;
 mod liveness;
 mod local;
 mod login;
+mod membership;
 mod output;
+mod presence;
 mod rate;
 mod read;
 mod reply;
+mod rooms;
 mod stalled;
 mod timers;
 mod write;
@@ -67,7 +73,8 @@ use self::conn::{flag, live, next_generation, token_of, Conn, Login, Phase};
 use self::context::{Context, MessageRate, Outcome, Stop};
 use self::drain::Drain;
 use self::liveness::Sweep;
-use self::local::LocalDeliveries;
+use self::local::{LocalDeliveries, Queued};
+use self::membership::LocalRooms;
 use self::output::BufferPool;
 use self::timers::Timers;
 use crate::auth::{self, Auth};
@@ -90,6 +97,8 @@ pub(crate) struct Reactor {
     scratch: Vec<u8>,
     cx: Context,
     sweep: Sweep,
+    /// The members of a room on this reactor, copied out for one fan-out.
+    room_members: Vec<Token>,
     /// Set once the node stops: no listener, connections closing over time.
     drain: Option<Drain>,
     stopping: bool,
@@ -124,6 +133,7 @@ impl Reactor {
             reap: Vec::new(),
             timers: Timers::new(),
             local: LocalDeliveries::default(),
+            rooms: LocalRooms::default(),
         };
         let scratch = vec![0; read::SCRATCH_SIZE];
         Ok(Reactor {
@@ -134,6 +144,7 @@ impl Reactor {
             scratch,
             cx,
             sweep: Sweep::new(),
+            room_members: Vec::new(),
             drain: None,
             stopping: false,
         })
@@ -170,11 +181,14 @@ impl Reactor {
                 }
             }
             self.process_inbox();
+            self.deliver_local();
             self.read_still_readable();
             self.flush_dirty();
             self.reap_closed();
             self.fire_timers();
             self.drain_due();
+            // What timers closed may have left rooms, whose members are told.
+            self.deliver_local();
         }
         self.close_all();
         Ok(())
@@ -224,12 +238,31 @@ impl Reactor {
     }
 
     fn deliver_local(&mut self) {
-        if self.cx.local.is_empty() {
-            return;
+        // A delivery may close a slow consumer, whose leaving its rooms
+        // queues more: deliver until nothing is left.
+        while !self.cx.local.is_empty() {
+            let mut local = mem::take(&mut self.cx.local);
+            local.drain(|queued| match queued {
+                Queued::Chat(token, payload) => {
+                    self.with_conn(token, |conn, cx| chat::deliver(conn, token, cx, payload))
+                }
+                Queued::Room(key, frame) => self.deliver_room(key, frame),
+            });
+            if self.cx.local.is_empty() {
+                // Keep what the queue grew to for the next turn.
+                self.cx.local = local;
+            }
         }
-        let mut local = mem::take(&mut self.cx.local);
-        local.drain(|token, payload| self.with_conn(token, |conn, cx| chat::deliver(conn, token, cx, payload)));
-        self.cx.local = local;
+    }
+
+    /// Writes a room message to every member of the room on this reactor.
+    fn deliver_room(&mut self, key: &str, frame: &Arc<[u8]>) {
+        let mut members = mem::take(&mut self.room_members);
+        self.cx.rooms.members_into(key, &mut members);
+        for &token in &members {
+            self.with_conn(token, |conn, cx| chat::deliver_shared(conn, token, cx, frame));
+        }
+        self.room_members = members;
     }
 
     /// Runs `handler` on the live connection behind `token` (if any) and acts
@@ -369,6 +402,12 @@ impl Reactor {
             Command::Deliver { token, payload } => {
                 self.with_conn(token, |conn, cx| chat::deliver(conn, token, cx, &payload))
             }
+            Command::RoomDeliver(message) => self.deliver_room(&message.room, &message.frame),
+            Command::Presence { token, answer } => self
+                .with_conn(token, |conn, cx| presence::answer_presence(conn, token, cx, &answer.asked, &answer.online)),
+            Command::Members { token, answer } => self.with_conn(token, |conn, cx| {
+                presence::answer_members(conn, token, cx, &answer.room, &answer.listed, answer.count)
+            }),
             Command::Undelivered { token, why } => {
                 self.with_conn(token, |conn, cx| chat::undelivered(conn, token, cx, &why))
             }

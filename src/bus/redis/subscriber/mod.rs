@@ -20,7 +20,12 @@
 //! [`cluster::RefreshSchedule`]): its replica takes over after
 //! `cluster-node-timeout`, and only a new map names it.
 //!
+//! Rooms have channels too (`rooms`): subscribed while the room has members
+//! here, routed as one shared frame to every reactor holding members.
+//!
 //! [`Directory`]: crate::directory::Directory
+
+mod rooms;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -63,6 +68,8 @@ pub(crate) struct Shard {
     subscribed: u64,
     /// Channels still to subscribe again after a (re)connect.
     resubscribe: VecDeque<CompactString>,
+    /// Room channels (by key) still to subscribe again.
+    resubscribe_rooms: VecDeque<CompactString>,
 }
 
 struct Subscriber {
@@ -70,6 +77,8 @@ struct Subscriber {
     /// Unsubscribe acks still to come, by name: any other unsubscribe is a
     /// shard telling us its slot moved.
     unsubscribing: HashMap<CompactString, u32>,
+    /// The same for room channels, by room key.
+    unsubscribing_rooms: HashMap<CompactString, u32>,
     /// Broadcast routing: a message from `msg` in the recipient's format.
     reencoded: Vec<u8>,
     /// The next slot map fetch answers a shard's signal (MOVED, an unasked
@@ -134,6 +143,7 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
     let subscriber = Subscriber {
         shared,
         unsubscribing: HashMap::new(),
+        unsubscribing_rooms: HashMap::new(),
         reencoded: Vec::with_capacity(1024),
         refresh_all: false,
         ever_up: false,
@@ -152,6 +162,8 @@ impl BusThread for Subscriber {
             match job {
                 SubJob::Subscribe { name } => self.subscribe(links, name),
                 SubJob::Unsubscribe { name, at } => self.unsubscribe(links, name, at),
+                SubJob::SubscribeRoom { key } => self.subscribe_room(links, &key),
+                SubJob::UnsubscribeRoom { key } => self.unsubscribe_room(links, key),
             }
         }
         for i in 0..links.len() {
@@ -173,13 +185,18 @@ impl BusThread for Subscriber {
         } else {
             VecDeque::new()
         };
+        let rooms: VecDeque<CompactString> = {
+            let topology = links.topology();
+            self.shared.hub.rooms.keys().into_iter().filter(|k| self.room_shard(topology, k) == Some(i)).collect()
+        };
         let broadcast_here = self.broadcast_shard(links.topology()) == Some(i);
         let Master { link, state, .. } = links.get_mut(i);
-        if !names.is_empty() {
-            log::info!("redis {}: subscribing {} channels again", link.endpoint, names.len());
+        if !names.is_empty() || !rooms.is_empty() {
+            log::info!("redis {}: subscribing {} channels again", link.endpoint, names.len() + rooms.len());
         }
         state.replies_due = 0;
         state.resubscribe = names;
+        state.resubscribe_rooms = rooms;
         if broadcast_here {
             self.shared.logins.msg_subscribing();
             resp::push_command(&mut link.out, &[b"SUBSCRIBE", BROADCAST_CHANNEL]);
@@ -194,7 +211,9 @@ impl BusThread for Subscriber {
         state.subscribed = 0;
         state.replies_due = 0;
         state.resubscribe.clear();
+        state.resubscribe_rooms.clear();
         self.unsubscribing.clear();
+        self.unsubscribing_rooms.clear();
         self.shared.logins.stop_waiting_for_subscriptions(&self.shared.hub);
         if self.broadcast_shard(links.topology()) == Some(i) {
             self.shared.logins.msg_settled(&self.shared.hub);
@@ -206,14 +225,17 @@ impl BusThread for Subscriber {
         let targeted = self.targeted();
         let mut moved = false;
         let mut received = 0u64;
-        let Subscriber { shared, unsubscribing, reencoded, inbound, .. } = self;
+        let Subscriber { shared, unsubscribing, unsubscribing_rooms, reencoded, inbound, .. } = self;
         let Master { link, state, .. } = links.get_mut(i);
         let mut refusal: Option<String> = None;
         let round = link.read_frames(|frame| {
             match Push::of(&frame) {
                 Push::Message { channel, payload } => {
                     received += 1;
-                    deliver(shared, inbound, targeted, reencoded, channel, payload);
+                    match channels::room_of_channel(channel) {
+                        Some(key) => rooms::deliver_room(shared, inbound, channel, key, payload),
+                        None => deliver(shared, inbound, targeted, reencoded, channel, payload),
+                    }
                 }
                 Push::Subscribed { channel, count } => {
                     state.replies_due = state.replies_due.saturating_sub(1);
@@ -227,7 +249,10 @@ impl BusThread for Subscriber {
                 Push::Unsubscribed { channel, count } => {
                     state.replies_due = state.replies_due.saturating_sub(1);
                     state.subscribed = count;
-                    moved |= slot_moved_away(shared, unsubscribing, channel);
+                    moved |= match channels::room_of_channel(channel) {
+                        Some(key) => rooms::room_moved_away(shared, unsubscribing_rooms, key),
+                        None => slot_moved_away(shared, unsubscribing, channel),
+                    };
                 }
                 Push::Refused(e) => {
                     // One error may answer a SUBSCRIBE of many channels.
@@ -277,10 +302,20 @@ impl BusThread for Subscriber {
                 }
             }
         }
+        let mut moved_rooms: Vec<Vec<CompactString>> = vec![Vec::new(); topology.masters.len()];
+        let old = links.topology();
+        for key in self.shared.hub.rooms.keys() {
+            let Some(i) = self.room_shard(&topology, &key) else { continue };
+            let before = self.room_shard(old, &key).map(|j| &old.masters[j]);
+            if all || before != Some(&topology.masters[i]) {
+                moved_rooms[i].push(key);
+            }
+        }
         links.rebuild(topology);
-        for (master, names) in links.iter_mut().zip(moved) {
-            if master.link.is_up() && !names.is_empty() {
+        for ((master, names), rooms) in links.iter_mut().zip(moved).zip(moved_rooms) {
+            if master.link.is_up() {
                 master.state.resubscribe.extend(names);
+                master.state.resubscribe_rooms.extend(rooms);
             }
         }
     }
@@ -289,7 +324,9 @@ impl BusThread for Subscriber {
         if !self.shared.sub_jobs.is_empty() {
             return Some(now);
         }
-        let resubscribing = links.iter().any(|m| m.link.is_up() && !m.state.resubscribe.is_empty());
+        let resubscribing = links
+            .iter()
+            .any(|m| m.link.is_up() && !(m.state.resubscribe.is_empty() && m.state.resubscribe_rooms.is_empty()));
         resubscribing.then_some(now + RESUBSCRIBE_RECHECK)
     }
 
@@ -303,9 +340,9 @@ impl BusThread for Subscriber {
 
     fn trim_idle(&mut self, links: &mut LinkSet<Shard>) {
         for master in links.iter_mut() {
-            trim_if_empty!(master.state.resubscribe);
+            trim_if_empty!(master.state.resubscribe, master.state.resubscribe_rooms);
         }
-        trim_if_empty!(self.unsubscribing);
+        trim_if_empty!(self.unsubscribing, self.unsubscribing_rooms);
         self.shared.logins.trim_idle();
     }
 }
@@ -366,13 +403,17 @@ impl Subscriber {
         }
     }
 
-    /// Subscribes the next chunks of channels wanted on shard `i` after a reconnect.
+    /// Subscribes the next chunks of channels wanted on shard `i` after a
+    /// reconnect: users' first, then rooms'.
     fn pump_resubscribe(&mut self, links: &mut LinkSet<Shard>, i: usize) {
         let cluster = self.cluster();
         loop {
             let master = links.get(i);
-            if !master.link.is_up() || master.link.unsent() >= OUT_HIGH_WATER || master.state.resubscribe.is_empty() {
+            if !master.link.is_up() || master.link.unsent() >= OUT_HIGH_WATER {
                 return;
+            }
+            if master.state.resubscribe.is_empty() {
+                return self.pump_resubscribe_rooms(links, i);
             }
             let mut channels: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
             while channels.len() < CHUNK {

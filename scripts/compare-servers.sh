@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Compares switchboard with the reference Socket.IO server (bench/socketio/server.js:
-# socket.io 4 with the Redis adapter) on the same run: per server, a fresh redis-server
+# socket.io 4 with the Redis adapter; "socketio" its classic adapter, every message on
+# one channel that every node reads, "socketio-sharded" Redis 7's sharded pub/sub with a
+# channel per room) on the same run: per server, a fresh redis-server
 # (no persistence) and 2 nodes joined through it, USERS users logged in, cross-node chat
 # (every recipient on the other node) at each of RATES messages/s for SECONDS each, the
 # whole ladder REPEAT times, the servers taking turns at each rate. One loadgen per run,
@@ -20,7 +22,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RATES=${RATES:-"5000 10000 20000 50000 100000"}
-SERVERS=${SERVERS:-"switchboard socketio"}
+SERVERS=${SERVERS:-"switchboard socketio socketio-sharded"}
 USERS=${USERS:-2000}
 SECONDS_EACH=${SECONDS_EACH:-10}
 REPEAT=${REPEAT:-1}
@@ -59,8 +61,9 @@ await_port() {
 start_cluster() {
     local server=$1 redis_port port i
     redis_port=$(free_port)
+    : >"$WORK/redis.log"
     redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
-        >"$WORK/redis.log" 2>&1 &
+        --logfile "$WORK/redis.log" &
     REDIS_PID=$!
     PIDS+=("$REDIS_PID")
     await_port "$redis_port" "$WORK/redis.log"
@@ -74,6 +77,7 @@ start_cluster() {
             NODE_URLS+=(--url "ws://127.0.0.1:$port/ws")
         else
             node bench/socketio/server.js --port "$port" --redis "redis://127.0.0.1:$redis_port" \
+                --adapter "$([[ $server == socketio-sharded ]] && echo sharded || echo classic)" \
                 >"$WORK/node-$i.log" 2>&1 &
             NODE_URLS+=(--url "ws://127.0.0.1:$port")
         fi
@@ -92,7 +96,7 @@ stop_cluster() {
 run_one() {
     local server=$1 rate=$2 n=$3 protocol=() json
     json="$WORK/run-$server-$rate-$n.json"
-    [[ $server == socketio ]] && protocol=(--protocol socketio)
+    [[ $server == socketio* ]] && protocol=(--protocol socketio)
     start_cluster "$server"
     echo "compare-servers: $server, $rate/s, run $n" >&2
     # Exit 1 (lost or not generated) is a result here, not an error.
@@ -101,7 +105,9 @@ run_one() {
         --duration "$SECONDS_EACH" --quiet --json "$json" >/dev/null 2>"$WORK/loadgen.log" || true
     [[ -s $json ]] || { cat "$WORK/loadgen.log" >&2; die "loadgen wrote no summary for $server at $rate/s"; }
     stop_cluster
-    echo "$server $rate $n ${NODE_PIDS[0]},${NODE_PIDS[1]} $REDIS_PID $json" >>"$WORK/runs.txt"
+    # Subscribers Redis cut off for a full output buffer (pub/sub: 32 MB by default).
+    cutoffs=$(grep -c "overcoming of output buffer limits" "$WORK/redis.log" || true)
+    echo "$server $rate $n ${NODE_PIDS[0]},${NODE_PIDS[1]} $REDIS_PID $json $cutoffs" >>"$WORK/runs.txt"
 }
 
 for n in $(seq 1 "$REPEAT"); do
@@ -126,7 +132,7 @@ def version(cmd):
 
 runs = []
 for line in open(runs_file):
-    server, rate, n, node_pids, redis_pid, path = line.split()
+    server, rate, n, node_pids, redis_pid, path, cutoffs = line.split()
     s = json.load(open(path))
     chat, by_pid = s["chat"], s["chat"]["server_cpu_s_by_pid"]
     nodes_s = sum(by_pid.get(p, 0.0) for p in node_pids.split(","))
@@ -144,7 +150,11 @@ for line in open(runs_file):
         "nodes_us_per_delivered": per(nodes_s), "redis_us_per_delivered": per(redis_s),
         "servers_us_per_delivered": per(nodes_s + redis_s),
         "loadgen_us_per_delivered": chat["cpu"]["loadgen_us_per_op"],
-        "chat_machine_pct": s["cpu"]["chat_machine_pct"], "failures": s["failures"],
+        "chat_machine_pct": s["cpu"]["chat_machine_pct"], "chat_loadgen_pct": s["cpu"]["chat_loadgen_pct"],
+        "chat_servers_pct": s["cpu"]["chat_server_pct"],
+        # What other processes on the shared machine took meanwhile.
+        "chat_others_pct": round(s["cpu"]["chat_machine_pct"] - s["cpu"]["chat_loadgen_pct"] - s["cpu"]["chat_server_pct"], 1),
+        "redis_subscribers_cut_off": int(cutoffs), "failures": s["failures"],
     })
 
 def median(rows, key):
@@ -152,7 +162,8 @@ def median(rows, key):
     return round(statistics.median(values), 2) if values else None
 
 keys = ["delivered_per_s", "p50_ms", "p99_ms", "lost", "send_behind", "servers_us_per_delivered",
-        "nodes_us_per_delivered", "redis_us_per_delivered", "loadgen_us_per_delivered", "chat_machine_pct"]
+        "nodes_us_per_delivered", "redis_us_per_delivered", "loadgen_us_per_delivered", "chat_machine_pct",
+        "chat_servers_pct", "chat_others_pct", "redis_subscribers_cut_off"]
 medians = []
 for server in dict.fromkeys(r["server"] for r in runs):
     for rate in dict.fromkeys(r["rate"] for r in runs):
@@ -171,10 +182,10 @@ result = {
     "medians": medians, "runs": runs,
 }
 json.dump(result, open(out, "w"), indent=1)
-print(f"{'server':<12} {'rate/s':>8} {'delivered/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'lost':>8} "
+print(f"{'server':<16} {'rate/s':>8} {'delivered/s':>11} {'p50 ms':>9} {'p99 ms':>9} {'lost':>8} "
       f"{'behind':>8} {'server us/msg':>13} {'(nodes':>7} {'redis)':>7}")
 for m in medians:
-    print(f"{m['server']:<12} {m['rate']:>8} {m['delivered_per_s']:>11} {m['p50_ms']:>9} {m['p99_ms']:>9} "
+    print(f"{m['server']:<16} {m['rate']:>8} {m['delivered_per_s']:>11} {m['p50_ms']:>9} {m['p99_ms']:>9} "
           f"{m['lost']:>8} {m['send_behind']:>8} {m['servers_us_per_delivered']!s:>13} "
           f"{m['nodes_us_per_delivered']!s:>7} {m['redis_us_per_delivered']!s:>7}")
 print(f"written to {out}")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of switchboard on a fresh machine: installs what the tests
 # need when it is missing (redis-server and redis-cli, nginx, chromium, Node.js
-# with tests/browser's npm packages, the Python packages in tests/requirements.txt), builds the release binaries once, then
+# with tests/browser's and the reference Socket.IO server's npm packages, the
+# Python packages in tests/requirements.txt), builds the release binaries once, then
 # runs the Rust suites (unit, integration, load generator) and the Python
 # suites (interoperability with an independent client, deployment).
-# Undo: the installed packages stay; remove them with apt-get/pip if unwanted.
+# Undo: the installed packages stay; remove them with apt-get/pip if unwanted,
+# and bench/socketio/node_modules with rm -r.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +15,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   echo "test.sh: installing ${missing[*]}"
   apt-get update -q
@@ -31,6 +34,14 @@ fi
 if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
   echo "test.sh: installing tests/browser's npm packages"
   npm ci --prefix tests/browser --no-audit --no-fund
+fi
+
+# The load generator's Socket.IO tests run bench/socketio/server.js (socket.io
+# with the Redis adapter); npm ci installs exactly its package-lock.json.
+if [[ ! -d bench/socketio/node_modules/socket.io ]] ||
+  [[ bench/socketio/package-lock.json -nt bench/socketio/node_modules/.package-lock.json ]]; then
+  echo "test.sh: installing the Socket.IO server's packages (npm ci --prefix bench/socketio)"
+  npm ci --prefix bench/socketio --no-audit --no-fund
 fi
 
 # One profile for everything: the Python suites run the same release binaries.

@@ -6,12 +6,19 @@
 //
 //   node bench/socketio/server.js --port 9400 --redis redis://127.0.0.1:6379
 //        [--login-event loginmsg] [--chat-event chatmsg]
+//        [--ping-interval 25000] [--ping-timeout 20000]   (ms, Socket.IO's defaults)
+//        [--adapter classic|sharded]
+//
+// The adapter: "classic" (createAdapter, the default) publishes every message on one
+// channel that every node reads; "sharded" (createShardedAdapter, Redis 7's sharded
+// pub/sub, subscription mode "dynamic") gives each room a channel of its own, so only
+// the node holding the recipient's room reads a message.
 //
 // Prints "socketio listening on PORT" once it accepts connections.
 import { createServer } from "node:http";
 import { randomBytes } from "node:crypto";
 import { Server } from "socket.io";
-import { createAdapter } from "@socket.io/redis-adapter";
+import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
 import { createClient } from "redis";
 
 const args = Object.fromEntries(
@@ -24,6 +31,14 @@ const port = Number(args.port ?? 9400);
 const redisUrl = args.redis ?? "redis://127.0.0.1:6379";
 const loginEvent = args["login-event"] ?? "loginmsg";
 const chatEvent = args["chat-event"] ?? "chatmsg";
+// Engine.IO's heartbeat: the server pings, a client that does not pong in time is dropped.
+const pingInterval = Number(args["ping-interval"] ?? 25000);
+const pingTimeout = Number(args["ping-timeout"] ?? 20000);
+const sharded = (args.adapter ?? "classic") === "sharded";
+if (!["classic", "sharded"].includes(args.adapter ?? "classic")) {
+  console.error(`--adapter ${args.adapter}: expected classic or sharded`);
+  process.exit(2);
+}
 const nodeId = randomBytes(6).toString("hex");
 
 const pub = createClient({ url: redisUrl });
@@ -32,7 +47,8 @@ const registry = pub.duplicate();
 await Promise.all([pub.connect(), sub.connect(), registry.connect()]);
 
 const http = createServer();
-const io = new Server(http, { adapter: createAdapter(pub, sub), transports: ["websocket"] });
+const adapter = sharded ? createShardedAdapter(pub, sub, { subscriptionMode: "dynamic" }) : createAdapter(pub, sub);
+const io = new Server(http, { adapter, transports: ["websocket"], pingInterval, pingTimeout });
 const nameKey = (name) => `sio:reg:${name}`;
 // Deletes a name's key only if this node still holds it.
 const RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";

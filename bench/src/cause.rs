@@ -61,6 +61,12 @@ impl Cause {
         Cause { side: Side::Node, what, kind: Counter::ErrClosed }
     }
 
+    /// The node ended the session in its protocol's own way (Socket.IO: an Engine.IO
+    /// close, a disconnect, a connect error).
+    pub fn ended_by_node(what: String) -> Self {
+        Cause { side: Side::Node, what, kind: Counter::ErrClosed }
+    }
+
     /// The node closed TCP without a close frame.
     pub fn node_eof() -> Self {
         Cause { side: Side::Node, what: "closed TCP without a close frame".into(), kind: Counter::ErrReset }
@@ -92,6 +98,26 @@ impl Cause {
     /// The load generator stopped waiting for `what`.
     pub fn gave_up(what: &str) -> Self {
         Cause { side: Side::Loadgen, what: format!("timed out waiting for the {what}"), kind: Counter::ErrTimeout }
+    }
+
+    /// Socket.IO: the ack of an event never came; most likely the server has no handler
+    /// for an event of that name (Socket.IO ignores unknown events without a word).
+    pub fn no_ack(event: &str, seconds: f64, what: &str) -> Self {
+        let what = format!("no ack for event {event:?} within {seconds} s: is the server's {what} event called that?");
+        Cause { side: Side::Loadgen, what, kind: Counter::ErrTimeout }
+    }
+
+    /// TLS failed: the load generator refused the server's certificate, or the server
+    /// sent an alert or broke the protocol.
+    pub fn tls(error: &rustls::Error) -> Self {
+        match error {
+            rustls::Error::InvalidCertificate(e) => Cause {
+                side: Side::Loadgen,
+                what: format!("refused the TLS certificate: {e:?}"),
+                kind: Counter::ErrProtocol,
+            },
+            other => Cause { side: Side::Node, what: format!("TLS: {other}"), kind: Counter::ErrProtocol },
+        }
     }
 }
 
@@ -186,6 +212,13 @@ mod tests {
         assert_eq!(Cause::kernel(&io::Error::from_raw_os_error(4095)).what, "errno 4095");
         let late = Cause::gave_up("WebSocket handshake answer");
         assert_eq!((late.side, late.kind), (Side::Loadgen, Counter::ErrTimeout));
+        let unanswered = Cause::no_ack("login", 2.0, "login");
+        assert_eq!(unanswered.what, "no ack for event \"login\" within 2 s: is the server's login event called that?");
+        let refused = Cause::tls(&rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
+        assert_eq!(
+            (refused.side, refused.what.as_str()),
+            (Side::Loadgen, "refused the TLS certificate: UnknownIssuer")
+        );
     }
 
     #[test]

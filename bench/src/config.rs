@@ -5,13 +5,17 @@
 //! ports that `crate::sources` gives it. So any worker can name any recipient and know its
 //! node without asking anyone, and no two connections ever pick the same source pair.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
 
 use crate::pattern::Pattern;
+use crate::protocol::{Protocol, ProtocolKind, SioNames};
 use crate::sources::{PortMode, PortRange, Sources};
+pub use crate::target::Target;
+use crate::target::{parse_url, BadUrl};
+use crate::tls::{TlsError, TlsSettings};
 
 /// Where connections go, unless told otherwise.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:9000/ws";
@@ -35,10 +39,43 @@ pub const FD_HEADROOM: u64 = 1_000;
 // flags after theirs override (repeatable flags such as --url still add up).
 #[command(name = "loadgen", version, args_override_self = true)]
 pub struct Args {
-    /// Target WebSocket URL, ws:// only; repeat for several nodes (connections are
-    /// assigned round-robin).
+    /// Target WebSocket URL, ws:// or wss:// (TLS); repeat for several nodes (connections
+    /// are assigned round-robin). With --protocol socketio the path is the Engine.IO path
+    /// (default /socket.io/).
     #[arg(long = "url", default_value = DEFAULT_URL)]
     pub urls: Vec<String>,
+    /// The chat protocol the targets speak: the seed's JSON messages, or Socket.IO
+    /// (Engine.IO v4 over WebSocket) with events carrying the same fields.
+    #[arg(long, value_enum, default_value_t = ProtocolKind::Seed)]
+    pub protocol: ProtocolKind,
+    /// Socket.IO: the event that logs a user in, answered with an ack [default: loginmsg,
+    /// the seed's login type].
+    #[arg(long, value_name = "EVENT")]
+    pub sio_login_event: Option<String>,
+    /// Socket.IO: the event that carries a chat message, both ways [default: chatmsg].
+    #[arg(long, value_name = "EVENT")]
+    pub sio_chat_event: Option<String>,
+    /// Socket.IO: the payload field naming the message type, "" for none [default:
+    /// MessageType].
+    #[arg(long, value_name = "FIELD")]
+    pub sio_type_field: Option<String>,
+    /// Socket.IO: the payload field of the message text [default: Data].
+    #[arg(long, value_name = "FIELD")]
+    pub sio_data_field: Option<String>,
+    /// Socket.IO: the payload field naming the recipient [default: Reciever, the seed's
+    /// spelling].
+    #[arg(long, value_name = "FIELD")]
+    pub sio_recipient_field: Option<String>,
+    /// Socket.IO: the payload field naming the sender [default: Sender].
+    #[arg(long, value_name = "FIELD")]
+    pub sio_sender_field: Option<String>,
+    /// wss://: accept any server certificate (a self-signed test certificate); the
+    /// handshake's signatures are still checked. Off: verification is the default.
+    #[arg(long)]
+    pub insecure: bool,
+    /// wss://: trust the certificates in this PEM file instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Total connections to open.
     #[arg(long, default_value_t = 1000)]
     pub connections: u32,
@@ -137,20 +174,13 @@ pub struct Args {
     pub worker: bool,
 }
 
-/// One target node.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Target {
-    pub url: String,
-    pub addr: SocketAddr,
-    /// The Host header value.
-    pub host: String,
-    pub path: String,
-}
-
 /// Everything a worker needs to know about the whole run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub targets: Vec<Target>,
+    pub protocol: Protocol,
+    /// How wss:// targets are verified.
+    pub tls: TlsSettings,
     pub sources: Sources,
     pub connections: u32,
     pub connect_rate: u32,
@@ -186,8 +216,10 @@ pub struct WorkerSetup {
 /// A refused configuration, with what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("bad --url {url:?}: {why}")]
-    BadUrl { url: String, why: String },
+    #[error(transparent)]
+    BadUrl(#[from] BadUrl),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("bad --source-addrs entry {0:?}: expected an IP address or \"none\"")]
     BadSource(String),
     #[error("--pattern cross-node needs at least two --url targets")]
@@ -202,7 +234,10 @@ impl Plan {
     /// # Errors
     /// Any argument that cannot work, with the reason.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
-        let targets = args.urls.iter().map(|u| parse_url(u)).collect::<Result<Vec<_>, _>>()?;
+        let protocol = protocol_of(args)?;
+        let socketio = protocol.kind() == ProtocolKind::Socketio;
+        let targets = args.urls.iter().map(|u| parse_url(u, socketio)).collect::<Result<Vec<_>, _>>()?;
+        let tls = tls_of(args, &targets)?;
         if args.pattern == Pattern::CrossNode && targets.len() < 2 {
             return Err(ConfigError::CrossNodeNeedsTwoUrls);
         }
@@ -239,6 +274,8 @@ impl Plan {
         sources.check(args.connections).map_err(ConfigError::Invalid)?;
         Ok(Plan {
             targets,
+            protocol,
+            tls,
             sources,
             connections: args.connections,
             connect_rate: args.connect_rate,
@@ -277,37 +314,54 @@ fn parse_port_range(text: &str) -> Result<PortRange, String> {
     PortRange::parse(text).ok_or_else(|| format!("expected LO-HI with 1 <= LO <= HI <= 65535, got {text:?}"))
 }
 
-/// Parses `ws://host[:port][/path]` and resolves the host.
-fn parse_url(url: &str) -> Result<Target, ConfigError> {
-    let bad = |why: &str| ConfigError::BadUrl { url: url.to_string(), why: why.to_string() };
-    let rest = if let Some(rest) = url.strip_prefix("ws://") {
-        rest
-    } else if url.starts_with("wss://") {
-        return Err(bad("wss:// (TLS) is not supported; use ws://"));
-    } else {
-        return Err(bad("expected ws://HOST:PORT/PATH"));
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(bad("missing host"));
+/// The protocol and, for Socket.IO, its names (the seed's unless given); Socket.IO flags
+/// without `--protocol socketio` are refused, as they would be ignored.
+fn protocol_of(args: &Args) -> Result<Protocol, ConfigError> {
+    let given = [
+        &args.sio_login_event,
+        &args.sio_chat_event,
+        &args.sio_type_field,
+        &args.sio_data_field,
+        &args.sio_recipient_field,
+        &args.sio_sender_field,
+    ];
+    if args.protocol == ProtocolKind::Seed {
+        if given.iter().any(|name| name.is_some()) {
+            return Err(ConfigError::Invalid("the --sio-* flags need --protocol socketio".into()));
+        }
+        return Ok(Protocol::Seed);
     }
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let name = |given: &Option<String>, default: &str| given.clone().unwrap_or_else(|| default.to_string());
+    let names = SioNames {
+        login_event: name(&args.sio_login_event, "loginmsg"),
+        chat_event: name(&args.sio_chat_event, "chatmsg"),
+        type_field: name(&args.sio_type_field, "MessageType"),
+        data_field: name(&args.sio_data_field, "Data"),
+        recipient_field: name(&args.sio_recipient_field, "Reciever"),
+        sender_field: name(&args.sio_sender_field, "Sender"),
     };
-    let addrs: Vec<SocketAddr> =
-        with_port.to_socket_addrs().map_err(|e| bad(&format!("cannot resolve {with_port}: {e}")))?.collect();
-    let addr = addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| bad("host resolves to no address"))?;
-    Ok(Target { url: url.to_string(), addr, host: authority.to_string(), path: path.to_string() })
+    names.check().map_err(ConfigError::Invalid)?;
+    Ok(Protocol::SocketIo(names))
+}
+
+/// The TLS settings, checked now (the CA file read, the server names valid) so that a
+/// bad one is refused at start rather than in every worker.
+fn tls_of(args: &Args, targets: &[Target]) -> Result<TlsSettings, ConfigError> {
+    let settings = TlsSettings { insecure: args.insecure, ca: args.ca.clone() };
+    if !targets.iter().any(|t| t.tls) {
+        if args.insecure || args.ca.is_some() {
+            return Err(ConfigError::Invalid("--insecure and --ca apply to wss:// URLs only".into()));
+        }
+        return Ok(settings);
+    }
+    if args.insecure && args.ca.is_some() {
+        return Err(ConfigError::Invalid("--insecure accepts any certificate: drop --ca, or --insecure".into()));
+    }
+    crate::tls::client_config(&settings)?;
+    for t in targets.iter().filter(|t| t.tls) {
+        crate::tls::server_name(&t.url, &t.server_name)?;
+    }
+    Ok(settings)
 }
 
 /// The source plan: the addresses given (or 127.0.0.2 upward for loopback targets), the
@@ -347,17 +401,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_parse_with_defaults() {
-        let t = parse_url("ws://127.0.0.1:9000/ws").unwrap();
-        assert_eq!(t.addr, "127.0.0.1:9000".parse().unwrap());
-        assert_eq!(t.path, "/ws");
-        assert_eq!(t.host, "127.0.0.1:9000");
-        let t = parse_url("ws://127.0.0.1").unwrap();
-        assert_eq!(t.addr.port(), 80);
-        assert_eq!(t.path, "/");
-        assert!(parse_url("http://x/ws").is_err());
-        assert!(parse_url("wss://x/ws").is_err());
-        assert!(parse_url("ws:///ws").is_err());
+    fn socketio_flags_need_the_protocol_and_tls_flags_a_wss_url() {
+        let refused = |argv: &[&str]| Plan::from_args(&Args::parse_from(argv)).unwrap_err().to_string();
+        assert_eq!(refused(&["loadgen", "--sio-chat-event", "say"]), "the --sio-* flags need --protocol socketio");
+        assert_eq!(refused(&["loadgen", "--insecure"]), "--insecure and --ca apply to wss:// URLs only");
+        let plan = Plan::from_args(&Args::parse_from(["loadgen", "--protocol", "socketio", "--sio-chat-event", "say"]));
+        let names = plan.unwrap().protocol.sio().cloned().unwrap();
+        assert_eq!((names.login_event.as_str(), names.chat_event.as_str()), ("loginmsg", "say"));
+        let tls = Plan::from_args(&Args::parse_from(["loadgen", "--url", "wss://127.0.0.1:1/ws", "--insecure"]));
+        assert!(tls.unwrap().targets[0].tls);
     }
 
     #[test]

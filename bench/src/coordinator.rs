@@ -226,6 +226,7 @@ impl<'a> Run<'a> {
         }
         self.phase = "chat";
         let before = self.cpu();
+        let by_pid = self.servers_cpu_by_pid();
         let t = Instant::now();
         self.fleet.order(Command::Chat);
         let waited = self.wait_phase(Command::Chat, false);
@@ -235,9 +236,18 @@ impl<'a> Run<'a> {
         waited?;
         self.phase = "grace";
         let t = Instant::now();
-        self.wait_delivered(Duration::from_secs_f64(self.args.grace))?;
+        let waited = self.wait_delivered(Duration::from_secs_f64(self.args.grace));
         outcome.grace_secs = t.elapsed().as_secs_f64();
-        Ok(())
+        outcome.delivery_cpu = CpuSpan::between(&before, &self.cpu());
+        let after = self.servers_cpu_by_pid();
+        outcome.delivery_cpu_by_pid = by_pid.iter().zip(after).map(|(&(pid, was), (_, is))| (pid, is - was)).collect();
+        waited
+    }
+
+    /// User + system CPU seconds so far of each `--server-pid`.
+    fn servers_cpu_by_pid(&self) -> Vec<(u32, f64)> {
+        let seconds = |pid| procfs::cpu_split(pid).map_or(0.0, |(user, system)| user + system);
+        self.args.server_pids.iter().map(|&pid| (pid, seconds(pid))).collect()
     }
 
     /// Waits until every worker has finished `phase`. In the connect phase, gives up

@@ -4,6 +4,9 @@
 //! # Layout
 //! Processes and phases:
 //! - `config`: command line, and the deterministic run plan every worker gets
+//! - `target`: a target URL (`ws://` or `wss://`) and its request path
+//! - `protocol`: which chat protocol the targets speak (the seed's, or Socket.IO)
+//! - `tls`: the TLS client configuration for `wss://` (rustls)
 //! - `pattern`: who a chat message goes to (per message, or one partner in closed loop)
 //! - `coordinator`: the parent process: phases, sampling, totals
 //! - `progress`: the live progress line
@@ -18,7 +21,8 @@
 //!
 //! On the wire and in the counts:
 //! - `codec`: WebSocket client handshake and frames
-//! - `message`: the chat messages and the markers carried in `Data`
+//! - `message`: the seed's chat messages and the markers carried in `Data`
+//! - `socketio`: Engine.IO v4 / Socket.IO packets: open, connect, events, acks, pings
 //! - `accounting`: exact lost / duplicate counting
 //! - `cause`: why a connection failed, from the side that acted
 //! - `stats`: shared counters and histograms (V2-serialized across processes)
@@ -48,12 +52,16 @@ mod outcome;
 mod pattern;
 mod procfs;
 mod progress;
+mod protocol;
 mod report;
 mod signals;
+mod socketio;
 mod sources;
 mod stats;
 mod summary;
+mod target;
 mod timeline;
+mod tls;
 mod verdict;
 mod worker;
 

@@ -88,7 +88,7 @@ pub fn write_chat_data(out: &mut Vec<u8>, intended_ns: u64, lag_ns: u64, sender:
 }
 
 /// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

@@ -105,6 +105,10 @@ pub struct Outcome {
     /// CPU during the connect phase and during the login phase.
     pub connect_cpu: CpuSpan,
     pub login_cpu: CpuSpan,
+    /// CPU during chat and its grace period (everything sent until it arrived), and the
+    /// same per `--server-pid` (user + system seconds).
+    pub delivery_cpu: CpuSpan,
+    pub delivery_cpu_by_pid: Vec<(u32, f64)>,
     /// Why the run ended early (a signal, or the workers failing), if it did.
     pub cut_short: Option<String>,
     /// How much the kernel's TCP counters moved from the start to the end of the phases

@@ -1,12 +1,15 @@
 //! The JSON summary: every figure of a run, in the shape bench/README.md documents. It is
 //! printed on stdout, written to `--json`, and read back by the human summary.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::cause::Side;
 use crate::config::{Args, Plan};
 use crate::outcome::{CpuSpan, MemorySnapshot, Outcome};
 use crate::pattern::Pattern;
+use crate::protocol::{ProtocolKind, SioNames};
 use crate::sources::PortMode;
 use crate::stats::{Counter, Percentiles, ERROR_KINDS};
 use crate::timeline::Row;
@@ -48,6 +51,12 @@ pub struct Machine {
 #[derive(Serialize)]
 pub struct ConfigSummary<'a> {
     pub urls: Vec<&'a str>,
+    pub protocol: ProtocolKind,
+    /// Socket.IO's event and field names; null for the seed's protocol.
+    pub socketio: Option<&'a SioNames>,
+    /// wss://: any certificate accepted (`--insecure`), and the `--ca` file.
+    pub tls_insecure: bool,
+    pub tls_ca: Option<&'a std::path::Path>,
     pub connections: u32,
     pub connect_rate: u32,
     pub connect_timeout_s: f64,
@@ -143,6 +152,10 @@ pub struct ChatSummary {
     pub service_latency: Percentiles,
     /// How far behind schedule each message was sent (actual - intended).
     pub generator_lag: Percentiles,
+    /// CPU from the start of chat to the end of its grace period, per delivered message.
+    pub cpu: PhaseCpu,
+    /// The same span's CPU seconds (user + system) of each `--server-pid`.
+    pub server_cpu_s_by_pid: BTreeMap<String, f64>,
 }
 
 #[derive(Serialize)]
@@ -246,6 +259,10 @@ impl<'a> ConfigSummary<'a> {
     fn new(args: &Args, plan: &'a Plan, o: &Outcome) -> Self {
         ConfigSummary {
             urls: plan.targets.iter().map(|t| t.url.as_str()).collect(),
+            protocol: plan.protocol.kind(),
+            socketio: plan.protocol.sio(),
+            tls_insecure: plan.tls.insecure,
+            tls_ca: plan.tls.ca.as_deref(),
             connections: plan.connections,
             connect_rate: plan.connect_rate,
             connect_timeout_s: args.connect_timeout,
@@ -295,6 +312,8 @@ impl ChatSummary {
             latency: Percentiles::of(&o.hists.latency),
             service_latency: Percentiles::of(&o.hists.service),
             generator_lag: Percentiles::of(&o.hists.lag),
+            cpu: PhaseCpu::new(&o.delivery_cpu, o.tally.distinct),
+            server_cpu_s_by_pid: o.delivery_cpu_by_pid.iter().map(|(pid, s)| (pid.to_string(), round3(*s))).collect(),
         }
     }
 }

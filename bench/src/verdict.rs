@@ -60,7 +60,14 @@ fn delivery_failures(plan: &Plan, o: &Outcome) -> Vec<String> {
     let sent = o.count(Counter::Sent);
     let lost = o.lost(plan);
     if lost > 0 {
-        failures.push(format!("{lost} of {sent} chat messages lost"));
+        // Socket.IO drops an event it has no handler for without a word.
+        let hint = match plan.protocol.sio() {
+            Some(names) if lost == sent => {
+                format!(" (none came back: is the server's chat event called {:?}? --sio-chat-event)", names.chat_event)
+            }
+            _ => String::new(),
+        };
+        failures.push(format!("{lost} of {sent} chat messages lost{hint}"));
     }
     if o.tally.duplicates > 0 {
         failures.push(format!("{} chat messages duplicated", o.tally.duplicates));

@@ -19,6 +19,8 @@ use super::Driver;
 use crate::clock::monotonic_ns;
 use crate::codec;
 use crate::message;
+use crate::protocol::Protocol;
+use crate::socketio;
 use crate::stats::{self, Counter};
 
 /// Output a connection may have waiting before chat sends pass it by: a server that stops
@@ -130,7 +132,13 @@ impl Driver {
         self.data.clear();
         message::write_chat_data(&mut self.data, intended_ns, lag_ns, sender, seq, self.plan.payload);
         self.json.clear();
-        message::write_chat(&mut self.json, &self.plan.name_prefix, sender, recipient, &self.data);
+        let prefix = &self.plan.name_prefix;
+        match &self.plan.protocol {
+            Protocol::Seed => message::write_chat(&mut self.json, prefix, sender, recipient, &self.data),
+            Protocol::SocketIo(names) => {
+                socketio::write_chat(&mut self.json, names, prefix, sender, recipient, &self.data);
+            }
+        }
         let mask = self.next_mask();
         codec::encode_client_frame(&mut self.wbuf, codec::OP_TEXT, &self.json, mask);
     }

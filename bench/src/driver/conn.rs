@@ -11,7 +11,12 @@ use mio::net::TcpStream;
 pub(super) enum State {
     Idle,
     Connecting,
+    /// The upgrade request is sent (through TLS for wss://, queued until its handshake is
+    /// done), waiting for the 101.
     Handshaking,
+    /// Socket.IO: the WebSocket is up, waiting for the Engine.IO open packet and then the
+    /// answer to the namespace connect.
+    Joining,
     Open,
     LoginPending,
     Ready,
@@ -23,7 +28,7 @@ pub(super) enum State {
 impl State {
     /// Waiting for the peer, under a deadline.
     pub(super) fn is_pending(self) -> bool {
-        matches!(self, State::Connecting | State::Handshaking | State::LoginPending | State::Closing)
+        matches!(self, State::Connecting | State::Handshaking | State::Joining | State::LoginPending | State::Closing)
     }
 
     /// The step a failure in this state interrupted, as failure causes name it.
@@ -31,6 +36,7 @@ impl State {
         match self {
             State::Connecting => "connect",
             State::Handshaking => "handshake",
+            State::Joining => "socket.io connect",
             State::LoginPending => "login",
             State::Open | State::Ready => "open",
             State::Closing => "close",
@@ -47,7 +53,7 @@ impl State {
 /// What a deadline waits for; it expires a connection only while that wait lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Wait {
-    /// TCP connect and the WebSocket handshake answer.
+    /// TCP connect, the TLS and WebSocket handshakes, and Socket.IO's connect.
     Connect,
     /// The login's confirmation.
     Login,
@@ -58,7 +64,7 @@ pub(super) enum Wait {
 impl Wait {
     pub(super) fn covers(self, state: State) -> bool {
         match self {
-            Wait::Connect => matches!(state, State::Connecting | State::Handshaking),
+            Wait::Connect => matches!(state, State::Connecting | State::Handshaking | State::Joining),
             Wait::Login => state == State::LoginPending,
             Wait::Close => state == State::Closing,
         }

@@ -25,18 +25,19 @@ impl Driver {
             if conn.generation != generation || !wait.covers(conn.state) {
                 continue;
             }
-            let what = match conn.state {
-                State::Connecting => "TCP connect",
-                State::Handshaking => "WebSocket handshake answer",
-                State::Closing => "close answer",
-                _ => "login confirmation",
+            let seconds = self.plan.connect_timeout_ns as f64 / 1e9;
+            let sio = self.plan.protocol.sio();
+            let cause = match (conn.state, sio) {
+                // Socket.IO ignores an event it has no handler for: no ack, no error.
+                (State::LoginPending, Some(names)) => Cause::no_ack(&names.login_event, seconds, "login"),
+                (State::Connecting, _) => Cause::gave_up("TCP connect"),
+                (State::Handshaking, _) => Cause::gave_up("WebSocket handshake answer"),
+                (State::Joining, _) => Cause::gave_up("Engine.IO open packet and Socket.IO connect answer"),
+                (State::Closing, _) => Cause::gave_up("close answer"),
+                _ => Cause::gave_up("login confirmation"),
             };
-            let detail = format!(
-                "{} timed out waiting for the {what} after {:.1} s",
-                self.describe(slot),
-                self.plan.connect_timeout_ns as f64 / 1e9
-            );
-            self.fail(slot, Cause::gave_up(what), detail);
+            let detail = format!("{}: {} (after {seconds:.1} s)", self.describe(slot), cause.what);
+            self.fail(slot, cause, detail);
         }
     }
 
@@ -55,7 +56,7 @@ impl Driver {
             State::Idle | State::Closed => return,
             // The end of a close we asked for is not an error.
             State::Closing => return self.close_done(slot),
-            State::Connecting | State::Handshaking => {
+            State::Connecting | State::Handshaking | State::Joining => {
                 let counter = if churning { Counter::ChurnFail } else { Counter::ConnectFail };
                 self.shared.counters.add(counter, 1);
                 self.conns[slot as usize].churning = false;
@@ -78,6 +79,7 @@ impl Driver {
         }
         conn.out = Vec::new();
         conn.inp = Vec::new();
+        self.sessions.end(slot);
         self.set_state(slot, State::Closed);
     }
 }

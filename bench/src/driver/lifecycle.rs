@@ -1,5 +1,5 @@
-//! A connection's life up to chat: TCP connect, WebSocket handshake, login; and churn's
-//! polite close and reconnect under the same name.
+//! A connection's life up to chat: TCP connect, (TLS and) WebSocket handshake, Socket.IO's
+//! connect, login; and churn's polite close and reconnect under the same name.
 
 use std::io;
 
@@ -12,6 +12,8 @@ use crate::cause::Cause;
 use crate::clock::monotonic_ns;
 use crate::codec;
 use crate::message;
+use crate::protocol::Protocol;
+use crate::socketio;
 use crate::stats::{self, Counter};
 
 impl Driver {
@@ -77,11 +79,27 @@ impl Driver {
         let key = codec::handshake_key(index, self.conns[slot as usize].generation, self.plan.seed);
         self.wbuf.clear();
         codec::write_upgrade_request(&mut self.wbuf, &target.host, &target.path, &key);
+        // wss://: the session holds the request until its handshake is done.
+        if !self.start_tls(slot, index as usize % self.plan.targets.len()) {
+            return;
+        }
         self.set_state(slot, State::Handshaking);
         self.send_wbuf(slot);
     }
 
+    /// The 101 came: the connection is open, or for Socket.IO waits for Engine.IO's open
+    /// packet and the namespace connect (`on_connected` once they are done).
     pub(super) fn on_handshake(&mut self, slot: u32) {
+        if self.plan.protocol.sio().is_some() {
+            self.set_state(slot, State::Joining);
+        } else {
+            self.on_connected(slot);
+        }
+    }
+
+    /// The connection can log in: the connect phase's step is done (or a churn cycle's
+    /// reconnect, which logs in at once).
+    pub(super) fn on_connected(&mut self, slot: u32) {
         let now = monotonic_ns();
         let conn = &self.conns[slot as usize];
         let churning = conn.churning;
@@ -102,11 +120,18 @@ impl Driver {
         let prefix = &plan.name_prefix;
         self.wbuf.clear();
         self.json.clear();
-        message::write_login(&mut self.json, prefix, index);
-        let mask = self.next_mask();
-        codec::encode_client_frame(&mut self.wbuf, codec::OP_TEXT, &self.json, mask);
-        self.json.clear();
-        message::write_chat(&mut self.json, prefix, index, index, message::LOGIN_MARKER.as_bytes());
+        match &plan.protocol {
+            // The login event's ack confirms it.
+            Protocol::SocketIo(names) => socketio::write_login(&mut self.json, names, prefix, index),
+            Protocol::Seed => {
+                message::write_login(&mut self.json, prefix, index);
+                let mask = self.next_mask();
+                codec::encode_client_frame(&mut self.wbuf, codec::OP_TEXT, &self.json, mask);
+                // No reply to a login in the seed's protocol: a message to oneself confirms it.
+                self.json.clear();
+                message::write_chat(&mut self.json, prefix, index, index, message::LOGIN_MARKER.as_bytes());
+            }
+        }
         let mask = self.next_mask();
         codec::encode_client_frame(&mut self.wbuf, codec::OP_TEXT, &self.json, mask);
         // A churn reconnect is timed as a whole, from its connect.

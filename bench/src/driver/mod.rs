@@ -10,7 +10,8 @@
 //! - `dial`: opening a socket from the source pair the plan gives the connection
 //! - `schedule`: when each paced operation is meant to start
 //! - `wire`: socket readiness, writes (queued when the socket would block) and reads
-//! - `inbound`: frames and messages from the server
+//! - `inbound`: frames and messages from the server; `sio`: Socket.IO's packets
+//! - `tls`: `wss://` connections' rustls sessions
 //! - `chat`: sending chat messages, open or closed loop; `window`: closed loop's windows
 //! - `failure`: deadlines and errors, which close a connection
 //! - `conn`: the per-connection state; `shared`: what the worker sees of the thread
@@ -23,6 +24,8 @@ mod inbound;
 mod lifecycle;
 mod schedule;
 mod shared;
+mod sio;
+mod tls;
 mod window;
 mod wire;
 
@@ -45,6 +48,7 @@ use crate::stats::{self, Counter};
 use self::conn::{Conn, Deadline, State};
 use self::schedule::Schedule;
 pub use self::shared::{lock, Final, Shared};
+use self::tls::Sessions;
 use self::window::Windows;
 
 /// The token of the thread's waker; connection tokens are `generation << 32 | slot`.
@@ -105,6 +109,8 @@ pub struct Driver {
     /// Churned connections whose close is done, to reconnect at the end of the turn.
     reconnects: Vec<u32>,
     deadlines: VecDeque<Deadline>,
+    /// TLS sessions of `wss://` connections.
+    sessions: Sessions,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     json: Vec<u8>,
@@ -132,8 +138,9 @@ impl Driver {
     /// A driver for connections `first .. first + count`.
     ///
     /// # Errors
-    /// The poll instance cannot be created.
+    /// The poll instance cannot be created, or TLS cannot be set up.
     pub fn new(plan: Arc<Plan>, shared: Arc<Shared>, first: u32, count: u32) -> io::Result<Self> {
+        let sessions = Sessions::new(&plan).map_err(io::Error::other)?;
         // Reserved, not touched: pages become resident as connections are started, so the
         // RSS growth the coordinator reports per connection includes this state.
         let conns = Vec::with_capacity(count as usize);
@@ -153,6 +160,7 @@ impl Driver {
             max_pending,
             reconnects: Vec::new(),
             deadlines: VecDeque::new(),
+            sessions,
             rbuf: vec![0; READ_CHUNK],
             wbuf: Vec::with_capacity(4096),
             json: Vec::with_capacity(4096),

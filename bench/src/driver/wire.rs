@@ -1,5 +1,7 @@
 //! Bytes in and out of a connection's socket: readiness events, writes that queue what the
-//! socket does not take, and reads through the thread's one buffer.
+//! socket does not take, and reads through the thread's one buffer. A `wss://`
+//! connection's bytes go through its TLS session instead (`tls`), and come back here as
+//! plaintext.
 
 use std::io::{self, Read as _, Write as _};
 
@@ -26,12 +28,21 @@ impl Driver {
             }
             return;
         }
+        let tls = self.sessions.active(slot);
         if event.is_writable() {
-            self.flush(slot);
+            if tls {
+                self.tls_flush(slot);
+            } else {
+                self.flush(slot);
+            }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            // After a FIN or an error no new edge will come: read until EOF/WouldBlock.
-            self.read(slot, event.is_read_closed() || event.is_error());
+            if tls {
+                self.tls_read(slot);
+            } else {
+                // After a FIN or an error no new edge will come: read until EOF/WouldBlock.
+                self.read(slot, event.is_read_closed() || event.is_error());
+            }
         }
     }
 
@@ -44,6 +55,9 @@ impl Driver {
     }
 
     fn send(&mut self, slot: u32, bytes: &[u8]) -> bool {
+        if self.sessions.active(slot) {
+            return self.tls_send(slot, bytes);
+        }
         let conn = &mut self.conns[slot as usize];
         let Some(stream) = conn.stream.as_mut() else {
             return false;
@@ -135,7 +149,7 @@ impl Driver {
     }
 
     /// Processes freshly read bytes, keeping any incomplete tail in the connection.
-    fn take_input(&mut self, slot: u32, fresh: &[u8]) {
+    pub(super) fn take_input(&mut self, slot: u32, fresh: &[u8]) {
         if self.conns[slot as usize].inp.is_empty() {
             let used = self.process(slot, fresh);
             let conn = &mut self.conns[slot as usize];
@@ -174,7 +188,7 @@ impl Driver {
         }
         while matches!(
             self.conns[slot as usize].state,
-            State::Open | State::LoginPending | State::Ready | State::Closing
+            State::Joining | State::Open | State::LoginPending | State::Ready | State::Closing
         ) {
             match codec::decode_server_frame(&bytes[used..]) {
                 Ok(None) => break,

@@ -4,11 +4,16 @@
 //!   misbehaves on purpose when told (`Behaviour`);
 //! - `Node`: the real switchboard binary, built on demand, and `metric` to read its
 //!   `/metrics`;
-//! - `run_loadgen`: the real `loadgen` binary, with its JSON summary parsed.
+//! - `run_loadgen`: the real `loadgen` binary, with its JSON summary parsed;
+//! - `Redis` (`redis.rs`), `SioNode` (`socketio.rs`: bench/socketio/server.js) and
+//!   `Nginx` (`nginx.rs`: TLS in front of nodes): the real servers, started per test.
 
 #![allow(dead_code)]
 
+mod nginx;
+mod redis;
 mod server;
+mod socketio;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,7 +24,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
+pub use nginx::Nginx;
+#[allow(unused_imports)]
+pub use redis::Redis;
+#[allow(unused_imports)]
 pub use server::{Behaviour, Seen, TestServer};
+#[allow(unused_imports)]
+pub use socketio::SioNode;
 
 /// A finished loadgen run.
 pub struct Run {
@@ -203,6 +214,11 @@ fn node_binary() -> PathBuf {
         assert!(status.success(), "cargo build -p switchboard failed");
     }
     bin
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    dead_port()
 }
 
 /// A port on 127.0.0.1 with nothing listening (bound, then released).

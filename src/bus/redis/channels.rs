@@ -48,6 +48,20 @@ pub fn encode_broadcast_publish(payload: &[u8], cluster: bool) -> (Box<[u8]>, u1
     (command.into_boxed_slice(), slot)
 }
 
+/// The length of `sb:u:{NAME}` for a name of `name_len` bytes.
+pub fn user_channel_len(name_len: usize) -> usize {
+    USER_CHANNEL_PREFIX.len() + name_len + USER_CHANNEL_SUFFIX.len()
+}
+
+/// Appends `sb:u:{NAME}` for `name` as a bulk string, with no copy on the way.
+pub fn push_user_channel(out: &mut Vec<u8>, name: &[u8]) {
+    resp::push_header(out, b'$', user_channel_len(name.len()));
+    out.extend_from_slice(USER_CHANNEL_PREFIX);
+    out.extend_from_slice(name);
+    out.extend_from_slice(USER_CHANNEL_SUFFIX);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// `sb:u:{NAME}` for `name`.
 pub fn user_channel(name: &[u8]) -> Vec<u8> {
     let mut channel = Vec::with_capacity(USER_CHANNEL_PREFIX.len() + name.len() + USER_CHANNEL_SUFFIX.len());

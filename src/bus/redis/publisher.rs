@@ -71,7 +71,8 @@ struct Publisher {
 
 pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
     let links = LinkSet::new(Arc::clone(&shared), poll, Role::Publisher);
-    let registry = Registry::new(shared.settings.node_id.clone(), shared.settings.lease);
+    let settings = &shared.settings;
+    let registry = Registry::new(settings.node_id.clone(), settings.lease, settings.cluster);
     let publisher = Publisher {
         shared,
         registry,
@@ -318,7 +319,11 @@ impl Publisher {
 
     /// Hands the registry's commands to their masters.
     fn send_registry_commands(&mut self, links: &mut LinkSet<Route>) {
-        while !self.registry.out.is_empty() {
+        loop {
+            self.registry.flush();
+            if self.registry.out.is_empty() {
+                return;
+            }
             for Outgoing { slot, command, awaiting } in std::mem::take(&mut self.registry.out) {
                 match links.master_of(slot) {
                     Some(i) if links.get(i).link.is_up() => {

@@ -10,8 +10,9 @@
 //!
 //! With targeted routing it mirrors the node's [`Directory`] in Redis: the
 //! channel `sb:u:{NAME}` is wanted while NAME is in it (logged in or logging
-//! in). One (S)SUBSCRIBE per login, one (S)UNSUBSCRIBE per logout, and after
-//! every reconnect the whole directory again, in chunks of [`CHUNK`] channels.
+//! in). The logins and logouts of a turn go out as few (S)SUBSCRIBE and
+//! (S)UNSUBSCRIBE commands ([`subscriptions`]), and after every reconnect
+//! the whole directory again, in chunks of [`CHUNK`] channels.
 //! The directory is the only per-user set: a copy here would cost about 70
 //! bytes per user for nothing (both change together, under the reactors).
 //!
@@ -37,15 +38,12 @@ use super::link::LinkError;
 use super::links::{self, BusThread, LinkSet, Master};
 use super::resp::{self, Frame};
 use super::shared::{Role, Shared, SubJob};
+use super::subscriptions::{self, Gathered, Verb, CHUNK};
 use super::trim::trim_if_empty;
 use crate::config::Routing;
 use crate::directory::ConnRef;
 use crate::protocol;
 
-/// Channels per SUBSCRIBE when re-subscribing (Redis Cluster: one per
-/// SSUBSCRIBE, since a command's channels must share a slot). Small enough
-/// that Redis answers each command quickly, large enough to amortise it.
-const CHUNK: usize = 512;
 /// Output queued on a link before re-subscription waits for it to drain.
 const OUT_HIGH_WATER: usize = 1024 * 1024;
 /// How soon re-subscription waiting for a link's output to drain goes on.
@@ -63,6 +61,8 @@ pub(crate) struct Shard {
     subscribed: u64,
     /// Channels still to subscribe again after a (re)connect.
     resubscribe: VecDeque<CompactString>,
+    /// Channels asked for in this turn, written at its end.
+    gathered: Gathered,
 }
 
 struct Subscriber {
@@ -153,6 +153,10 @@ impl BusThread for Subscriber {
                 SubJob::Subscribe { name } => self.subscribe(links, name),
                 SubJob::Unsubscribe { name, at } => self.unsubscribe(links, name, at),
             }
+        }
+        let cluster = self.cluster();
+        for master in links.iter_mut() {
+            master.state.gathered.write(&mut master.link.out, cluster);
         }
         for i in 0..links.len() {
             self.pump_resubscribe(links, i);
@@ -304,6 +308,7 @@ impl BusThread for Subscriber {
     fn trim_idle(&mut self, links: &mut LinkSet<Shard>) {
         for master in links.iter_mut() {
             trim_if_empty!(master.state.resubscribe);
+            master.state.gathered.trim_idle();
         }
         trim_if_empty!(self.unsubscribing);
         self.shared.logins.trim_idle();
@@ -334,12 +339,11 @@ impl Subscriber {
     }
 
     fn subscribe(&mut self, links: &mut LinkSet<Shard>, name: CompactString) {
+        let cluster = self.cluster();
         match self.shard_of(links.topology(), &name) {
             Some(i) if links.get(i).link.is_up() => {
-                let channel = channels::user_channel(name.as_bytes());
-                let verb: &[u8] = if self.cluster() { b"SSUBSCRIBE" } else { b"SUBSCRIBE" };
                 let Master { link, state, .. } = links.get_mut(i);
-                resp::push_command(&mut link.out, &[verb, &channel]);
+                state.gathered.add(&mut link.out, Verb::Subscribe, name, cluster);
                 state.replies_due += 1;
             }
             // Not connected: the channel is subscribed with all others once
@@ -354,14 +358,13 @@ impl Subscriber {
         if self.shared.hub.directory.lookup(&name).is_some_and(|holder| holder != at) {
             return;
         }
+        let cluster = self.cluster();
         if let Some(i) = self.shard_of(links.topology(), &name) {
             if links.get(i).link.is_up() {
-                let channel = channels::user_channel(name.as_bytes());
-                let verb: &[u8] = if self.cluster() { b"SUNSUBSCRIBE" } else { b"UNSUBSCRIBE" };
+                *self.unsubscribing.entry(name.clone()).or_insert(0) += 1;
                 let Master { link, state, .. } = links.get_mut(i);
-                resp::push_command(&mut link.out, &[verb, &channel]);
+                state.gathered.add(&mut link.out, Verb::Unsubscribe, name, cluster);
                 state.replies_due += 1;
-                *self.unsubscribing.entry(name).or_insert(0) += 1;
             }
         }
     }
@@ -369,34 +372,25 @@ impl Subscriber {
     /// Subscribes the next chunks of channels wanted on shard `i` after a reconnect.
     fn pump_resubscribe(&mut self, links: &mut LinkSet<Shard>, i: usize) {
         let cluster = self.cluster();
+        let mut chunk: Vec<CompactString> = Vec::new();
         loop {
             let master = links.get(i);
             if !master.link.is_up() || master.link.unsent() >= OUT_HIGH_WATER || master.state.resubscribe.is_empty() {
                 return;
             }
-            let mut channels: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
-            while channels.len() < CHUNK {
+            chunk.clear();
+            while chunk.len() < CHUNK {
                 let Some(name) = links.get_mut(i).state.resubscribe.pop_front() else {
                     break;
                 };
                 // Skip names that left meanwhile or that another shard serves now.
                 if self.wanted(&name) && self.shard_of(links.topology(), &name) == Some(i) {
-                    channels.push(channels::user_channel(name.as_bytes()));
+                    chunk.push(name);
                 }
             }
             let Master { link, state, .. } = links.get_mut(i);
-            state.replies_due += channels.len() as u64;
-            let out = &mut link.out;
-            if cluster {
-                for channel in &channels {
-                    resp::push_command(out, &[b"SSUBSCRIBE", channel]);
-                }
-            } else if !channels.is_empty() {
-                let mut args: Vec<&[u8]> = Vec::with_capacity(channels.len() + 1);
-                args.push(b"SUBSCRIBE");
-                args.extend(channels.iter().map(Vec::as_slice));
-                resp::push_command(out, &args);
-            }
+            state.replies_due += chunk.len() as u64;
+            subscriptions::write_commands(&mut link.out, Verb::Subscribe, &chunk, cluster);
         }
     }
 

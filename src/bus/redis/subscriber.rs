@@ -12,7 +12,10 @@
 //! channel `sb:u:{NAME}` is wanted while NAME is in it (logged in or logging
 //! in). The logins and logouts of a turn go out as few (S)SUBSCRIBE and
 //! (S)UNSUBSCRIBE commands ([`subscriptions`]), and after every reconnect
-//! the whole directory again, in chunks of [`CHUNK`] channels.
+//! the whole directory again, in chunks of [`CHUNK`] channels. With one
+//! master, while acks are due and none has come since the last turn, new
+//! (un)subscriptions wait for them (and reactors queue them without a wake):
+//! the acks' wake writes them all as one batch, as the publisher does.
 //! The directory is the only per-user set: a copy here would cost about 70
 //! bytes per user for nothing (both change together, under the reactors).
 //!
@@ -78,6 +81,8 @@ struct Subscriber {
     ever_up: bool,
     /// Messages from Redis that no node published, counted and logged.
     inbound: Inbound,
+    /// Acks (or a PONG, or a refusal) were read since the last turn's work.
+    acked: bool,
 }
 
 /// A frame from a subscribed connection, by what it means.
@@ -138,6 +143,7 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
         refresh_all: false,
         ever_up: false,
         inbound: Inbound::new(),
+        acked: false,
     };
     links::run(subscriber, links);
 }
@@ -147,6 +153,10 @@ impl BusThread for Subscriber {
     const ROLE: Role = Role::Subscriber;
 
     fn work(&mut self, links: &mut LinkSet<Shard>, _now: Instant) {
+        if self.holding(links) {
+            return;
+        }
+        self.acked = false;
         self.shared.sub_bell.answer();
         while let Some(job) = self.shared.sub_jobs.pop() {
             match job {
@@ -210,7 +220,7 @@ impl BusThread for Subscriber {
         let targeted = self.targeted();
         let mut moved = false;
         let mut received = 0u64;
-        let Subscriber { shared, unsubscribing, reencoded, inbound, .. } = self;
+        let Subscriber { shared, unsubscribing, reencoded, inbound, acked, .. } = self;
         let Master { link, state, .. } = links.get_mut(i);
         let mut refusal: Option<String> = None;
         let round = link.read_frames(|frame| {
@@ -220,6 +230,7 @@ impl BusThread for Subscriber {
                     deliver(shared, inbound, targeted, reencoded, channel, payload);
                 }
                 Push::Subscribed { channel, count } => {
+                    *acked = true;
                     state.replies_due = state.replies_due.saturating_sub(1);
                     state.subscribed = count;
                     if let Some(name) = channels::user_name_of_channel(channel) {
@@ -229,17 +240,22 @@ impl BusThread for Subscriber {
                     }
                 }
                 Push::Unsubscribed { channel, count } => {
+                    *acked = true;
                     state.replies_due = state.replies_due.saturating_sub(1);
                     state.subscribed = count;
                     moved |= slot_moved_away(shared, unsubscribing, channel);
                 }
                 Push::Refused(e) => {
                     // One error may answer a SUBSCRIBE of many channels.
+                    *acked = true;
                     state.replies_due = 0;
                     refusal.get_or_insert_with(|| String::from_utf8_lossy(e).into_owned());
                     moved |= e.starts_with(b"MOVED") || e.starts_with(b"ASK");
                 }
-                Push::Pong => state.replies_due = state.replies_due.saturating_sub(1),
+                Push::Pong => {
+                    *acked = true;
+                    state.replies_due = state.replies_due.saturating_sub(1);
+                }
                 Push::Other => {}
             }
             Ok(())
@@ -290,6 +306,10 @@ impl BusThread for Subscriber {
     }
 
     fn next_wake(&self, links: &LinkSet<Shard>, now: Instant) -> Option<Instant> {
+        if self.holding(links) {
+            // The acks wake the thread; the reply deadline bounds the wait.
+            return None;
+        }
         if !self.shared.sub_jobs.is_empty() {
             return Some(now);
         }
@@ -316,6 +336,15 @@ impl BusThread for Subscriber {
 }
 
 impl Subscriber {
+    /// One master, up, with acks due and none read since the last turn:
+    /// (un)subscriptions wait for them (the module's notes say why).
+    fn holding(&self, links: &LinkSet<Shard>) -> bool {
+        !self.acked && links.len() == 1 && {
+            let master = links.get(0);
+            master.link.is_up() && master.state.replies_due > 0
+        }
+    }
+
     fn targeted(&self) -> bool {
         self.shared.settings.routing == Routing::Targeted
     }

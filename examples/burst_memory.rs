@@ -69,7 +69,7 @@ fn main() {
     let args = Args::parse();
     let node_args: Vec<String> =
         if args.lift_limits { support::BENCH_LIMITS.map(String::from).to_vec() } else { Vec::new() };
-    let (mut child, addr) = support::start_node(args.node.clone(), &node_args);
+    let (mut child, addr, _admin) = support::start_node(args.node.clone(), &node_args);
     let pid = child.id();
     std::thread::sleep(Duration::from_millis(500));
     let before = rss_kib(pid);

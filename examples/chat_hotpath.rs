@@ -61,11 +61,17 @@ struct Args {
     data: String,
     /// A running node (started with `--accept handoff --reactors 2`); without it
     /// the release binary next to this example is started.
-    #[arg(long)]
+    #[arg(long, requires = "admin")]
     addr: Option<SocketAddr>,
+    /// The admin address of the running node (its second stdout line).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
     /// With `--mode node`: the node that holds the recipients.
     #[arg(long)]
     peer: Option<SocketAddr>,
+    /// With `--mode node`: the admin address of that node.
+    #[arg(long)]
+    peer_admin: Option<SocketAddr>,
     /// Node binary to start when no `--addr` is given.
     #[arg(long)]
     node: Option<String>,
@@ -116,23 +122,26 @@ fn main() {
     let args = Args::parse();
     assert!(args.pairs > 0 && (args.mode != Mode::Same || args.pairs % 2 == 0), "--pairs must be even for same");
     let peer = match args.mode {
-        Mode::Node => Some(args.peer.expect("--mode node needs --peer ADDR")),
+        Mode::Node => Some((
+            args.peer.expect("--mode node needs --peer ADDR"),
+            args.peer_admin.expect("--mode node needs --peer-admin ADDR"),
+        )),
         _ => None,
     };
-    let (mut child, addr) = match args.addr {
-        Some(addr) => (None, addr),
-        None => {
+    let (mut child, addr, admin) = match (args.addr, args.admin) {
+        (Some(addr), Some(admin)) => (None, addr, admin),
+        _ => {
             let mut node_args = ["--reactors", &REACTORS.to_string(), "--accept", "handoff"].map(String::from).to_vec();
             node_args.extend(support::BENCH_LIMITS.map(String::from));
-            let (c, a) = support::start_node(args.node.clone(), &node_args);
-            (Some(c), a)
+            let (c, a, admin) = support::start_node(args.node.clone(), &node_args);
+            (Some(c), a, admin)
         }
     };
 
     // Connection i lands on reactor i % 2 (handoff to the least loaded, one
     // at a time); with a peer, odd connections (the recipients) are on it.
     let node_of = |i: usize| match peer {
-        Some(peer) if i % 2 == 1 => peer,
+        Some((peer, _)) if i % 2 == 1 => peer,
         _ => addr,
     };
     let conns: Vec<TcpStream> = (0..2 * args.pairs)
@@ -143,7 +152,7 @@ fn main() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     let expected = |node| (0..conns.len()).filter(|&i| node_of(i) == node).count() as u64;
-    while users(addr) < expected(addr) || peer.is_some_and(|p| users(p) < expected(p)) {
+    while users(admin) < expected(addr) || peer.is_some_and(|(p, p_admin)| users(p_admin) < expected(p)) {
         assert!(Instant::now() < deadline, "logins did not complete");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -38,9 +38,13 @@ struct Args {
     /// Extra flag for the started node, e.g. `--node-arg=--accept=handoff` (repeatable).
     #[arg(long, allow_hyphen_values = true)]
     node_arg: Vec<String>,
-    /// Measure a running node at this address instead of starting one (needs --pid).
-    #[arg(long, requires = "pid")]
+    /// Measure a running node at this address instead of starting one (needs
+    /// --pid and --admin).
+    #[arg(long, requires = "pid", requires = "admin")]
     addr: Option<SocketAddr>,
+    /// The admin address of the running node (its second stdout line).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
     #[arg(long)]
     pid: Option<u32>,
     /// Client threads opening connections.
@@ -137,18 +141,18 @@ fn main() {
     let args = Args::parse();
     raise_nofile();
     let mut child: Option<Child> = None;
-    let (addr, pid) = match (args.addr, args.pid) {
-        (Some(addr), Some(pid)) => (addr, pid),
+    let (addr, admin, pid) = match (args.addr, args.admin, args.pid) {
+        (Some(addr), Some(admin), Some(pid)) => (addr, admin, pid),
         _ => {
             let mut node_args = vec!["--reactors".to_string(), args.reactors.to_string()];
             if args.lift_limits {
                 node_args.extend(support::BENCH_LIMITS.map(String::from));
             }
             node_args.extend(args.node_arg.iter().cloned());
-            let (c, addr) = support::start_node(args.node.clone(), &node_args);
+            let (c, addr, admin) = support::start_node(args.node.clone(), &node_args);
             let pid = c.id();
             child = Some(c);
-            (addr, pid)
+            (addr, admin, pid)
         }
     };
     std::thread::sleep(Duration::from_millis(300));
@@ -173,10 +177,10 @@ fn main() {
     let held: Vec<TcpStream> = handles.into_iter().flat_map(|h| h.join().expect("client thread")).collect();
     let open_secs = started.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while users(addr) < args.connections as u64 && Instant::now() < deadline {
+    while users(admin) < args.connections as u64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let logged_in = users(addr);
+    let logged_in = users(admin);
     // Let the allocator settle (jemalloc returns dirty pages on a decay timer).
     std::thread::sleep(Duration::from_secs(2));
     let rss_after = rss_kib(pid);

@@ -56,19 +56,22 @@ pids+=($!)
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
 redis="redis://127.0.0.1:$port"
 
-# Starts a node (optionally under callgrind) and prints its address.
+# Starts a node (optionally under callgrind) and prints its address and its
+# admin address.
 start_node() {
     local label=$1; shift
     : >"$work/stdout-$label"
     # The per-address, per-second and rate limits out of reach (the driver floods from one
-    # address), and no pings (a run under callgrind outlasts --ping-interval; the driver reads chat only).
-    RUST_LOG=warn "$@" --listen 127.0.0.1:0 --reactors 2 --accept handoff --redis "$redis" \
+    # address), no pings (a run under callgrind outlasts --ping-interval; the driver reads
+    # chat only), and a stop closes at once.
+    RUST_LOG=warn "$@" --listen 127.0.0.1:0 --reactors 2 --accept handoff --redis "$redis" --drain-secs 0 \
         --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000 --message-burst 1000000 \
         --inbox-size 1000000 --ping-interval 0 \
         >"$work/stdout-$label" 2>"$work/stderr-$label" &
     echo $! >"$work/pid-$label"
-    local addr="" tries=0
-    until addr=$(sed -n 's/^switchboard listening on //p' "$work/stdout-$label") && [[ -n $addr ]]; do
+    local addr="" admin="" tries=0
+    until addr=$(sed -n 's/^switchboard listening on //p' "$work/stdout-$label") && [[ -n $addr ]] &&
+        admin=$(sed -n 's/^switchboard admin on //p' "$work/stdout-$label") && [[ -n $admin ]]; do
         tries=$((tries + 1))
         if [[ $tries -gt 600 ]]; then
             echo "node $label did not start:" >&2
@@ -77,27 +80,27 @@ start_node() {
         fi
         sleep 0.1
     done
-    echo "$addr"
+    echo "$addr $admin"
 }
 
-b=$(start_node b target/release/switchboard)
+read -r b b_admin <<<"$(start_node b target/release/switchboard)"
 pids+=("$(cat "$work/pid-b")")
 
 # Runs node A under callgrind and the driver between A and B; prints total Ir.
 measure() {
     local label=$1 direction=$2 count=$3
     local out="results/callgrind-bus-$name-$label.out"
-    local a
-    a=$(start_node "a-$label" valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
-        target/release/switchboard)
+    local a a_admin
+    read -r a a_admin <<<"$(start_node "a-$label" valgrind --tool=callgrind --callgrind-out-file="$out" \
+        --dump-instr=no target/release/switchboard)"
     local a_pid
     a_pid=$(cat "$work/pid-a-$label")
     if [[ $direction == publish ]]; then
-        target/release/examples/chat_hotpath --addr "$a" --peer "$b" --mode node --messages "$count" \
-            --pairs "$pairs" >/dev/null 2>"$work/driver-$label"
+        target/release/examples/chat_hotpath --addr "$a" --admin "$a_admin" --peer "$b" --peer-admin "$b_admin" \
+            --mode node --messages "$count" --pairs "$pairs" >/dev/null 2>"$work/driver-$label"
     else
-        target/release/examples/chat_hotpath --addr "$b" --peer "$a" --mode node --messages "$count" \
-            --pairs "$pairs" >/dev/null 2>"$work/driver-$label"
+        target/release/examples/chat_hotpath --addr "$b" --admin "$b_admin" --peer "$a" --peer-admin "$a_admin" \
+            --mode node --messages "$count" --pairs "$pairs" >/dev/null 2>"$work/driver-$label"
     fi
     kill -TERM "$a_pid"
     stopped "$a_pid"

@@ -51,13 +51,13 @@ measure() {
     local out="results/callgrind-$name-$label.out"
     : >"$work/stdout"
     RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
-        target/release/switchboard --listen 127.0.0.1:0 --reactors 2 --accept handoff \
+        target/release/switchboard --listen 127.0.0.1:0 --reactors 2 --accept handoff --drain-secs 0 \
         --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000 --message-burst 1000000 \
         --inbox-size 1000000 \
         >"$work/stdout" 2>"$work/stderr-$label" &
     node_pid=$!
-    local addr="" tries=0
-    until addr=$(sed -n 's/^switchboard listening on //p' "$work/stdout") && [[ -n $addr ]]; do
+    local addr="" admin="" tries=0
+    until admin=$(sed -n 's/^switchboard admin on //p' "$work/stdout") && [[ -n $admin ]]; do
         tries=$((tries + 1))
         if [[ $tries -gt 600 ]] || ! kill -0 "$node_pid" 2>/dev/null; then
             echo "node did not start:" >&2
@@ -66,7 +66,8 @@ measure() {
         fi
         sleep 0.1
     done
-    target/release/examples/chat_hotpath --addr "$addr" --mode "$mode" --messages "$count" --pairs "$pairs" \
+    addr=$(sed -n 's/^switchboard listening on //p' "$work/stdout")
+    target/release/examples/chat_hotpath --addr "$addr" --admin "$admin" --mode "$mode" --messages "$count" --pairs "$pairs" \
         >/dev/null 2>"$work/driver-$label"
     kill -TERM "$node_pid"
     wait "$node_pid" || true

@@ -1,39 +1,47 @@
 #!/usr/bin/env bash
-# The million-connection run on one host: K switchboard nodes share one port through
-# SO_REUSEPORT (each process is capped in open files, about 19,000 sockets here), joined
-# by one Redis (or none with --standalone); the load generator opens TARGET connections,
-# logs them in and holds them HOLD seconds; then this prints node memory per connection
-# and kernel slab per connection, as one JSON summary plus a human line.
+# The million-connection run on one host: K switchboard nodes joined by one Redis (or
+# none with --standalone), the load generator opening TARGET connections, logging them
+# in, holding them HOLD seconds, then chatting across nodes and (optionally) churning.
+# It checks the host first (scripts/preflight.sh) and stops within seconds, naming the
+# setting to change, when the run cannot succeed; otherwise it prints and always writes a
+# JSON summary (also on failure, with the reason and the kernel's own TCP counters), an
+# SVG chart and the load generator's log with its progress and human summary.
 #
 #   scripts/capacity.sh [--target N] [--hold S] [--nodes K] [--per-node N] [--port P]
-#                       [--reactors R] [--standalone] [-- EXTRA LOADGEN FLAGS...]
+#                       [--reactors R] [--standalone] [--shared-port]
+#                       [--connect-rate R] [--login-rate R] [--in-flight M]
+#                       [--chat-rate R] [--chat-duration S] [--churn-rate R] [--churn-duration S]
+#                       [--deadline S] [--force] [-- EXTRA LOADGEN FLAGS...]
 #
-# Defaults (flag, or environment): TARGET=1000000 connections, HOLD=10 s, PER_NODE=19000
-# sockets per node, NODES=ceil(TARGET/PER_NODE), PORT=9300, REACTORS=1 per node,
-# REDIS_PORT=6391. Binaries: SWITCHBOARD_BIN and LOADGEN_BIN (default target/release/
-# switchboard and target/release/loadgen, brought up to date with cargo build).
-# Example (what docs/operations.md quotes): scripts/capacity.sh --target 40000 --nodes 3
-#
-# A million needs ~8 GB of kernel memory with both ends on this host (DESIGN.md) and
-# fs.file-max above 2.1M: run scripts/tune-kernel.sh first (this script changes no
-# kernel setting). Loopback source addresses 127.0.0.2 and up are used by the load
-# generator (about 20,000 connections each).
+# Defaults (flag, or environment): TARGET=1000000 connections, HOLD=10 s idle (memory is
+# sampled at its end), PER_NODE=19000 connections per node, NODES=ceil(TARGET/PER_NODE),
+# PORT=9300 (node i listens on PORT+i-1; --shared-port: all on PORT with SO_REUSEPORT,
+# where the load generator cannot know which node a connection reaches, so chat picks
+# recipients at random), REACTORS=1, REDIS_PORT=6391, CONNECT_RATE=0 (as fast as the
+# nodes accept, at most IN_FLIGHT=2000 handshakes under way), LOGIN_RATE=20000,
+# CHAT_RATE=100000 messages/s for CHAT_DURATION=10 s, every message to a user on another
+# node (same node with --standalone: no bus; 0 = no chat), CHURN_RATE=0 cycles/s
+# (disconnect, reconnect, login) for CHURN_DURATION=10 s, DEADLINE (default: twice the
+# planned time plus 2 minutes; then the load generator is told to stop and report).
+# --force runs even when the preflight refuses. Binaries: SWITCHBOARD_BIN and LOADGEN_BIN
+# (default target/release/switchboard and target/release/loadgen, brought up to date).
+# Example (what docs/operations.md quotes):
+#   scripts/capacity.sh --target 100000 --nodes 6 --hold 5 --chat-rate 20000
 #
 # Undo: nothing stays behind. Every process it starts (redis, nodes, load generator and
-# its workers) is stopped on exit, Ctrl-C included (trap). It leaves logs in
-# run/capacity/ and the summary in results/capacity-TIMESTAMP.json; delete them at will.
+# its workers) is stopped on exit, Ctrl-C included (trap); it changes no kernel setting
+# (scripts/tune-kernel.sh does, and undoes). It leaves logs in run/capacity/ and
+# results/capacity-TIMESTAMP.{json,svg,csv}; delete them at will.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-target=${TARGET:-1000000}
-hold=${HOLD:-10}
-per_node=${PER_NODE:-19000}
-nodes=${NODES:-}
-port=${PORT:-9300}
-reactors=${REACTORS:-1}
-redis_port=${REDIS_PORT:-6391}
-standalone=0
-extra=()
+ARGS=("$@")
+target=${TARGET:-1000000} hold=${HOLD:-10} per_node=${PER_NODE:-19000} nodes=${NODES:-}
+port=${PORT:-9300} reactors=${REACTORS:-1} redis_port=${REDIS_PORT:-6391}
+connect_rate=${CONNECT_RATE:-0} login_rate=${LOGIN_RATE:-20000} in_flight=${IN_FLIGHT:-2000}
+chat_rate=${CHAT_RATE:-100000} chat_duration=${CHAT_DURATION:-10}
+churn_rate=${CHURN_RATE:-0} churn_duration=${CHURN_DURATION:-10} deadline=${DEADLINE:-}
+standalone=0 shared_port=0 force=0 extra=()
 
 while (($#)); do
     case "$1" in
@@ -43,57 +51,56 @@ while (($#)); do
         --per-node) per_node=$2; shift ;;
         --port) port=$2; shift ;;
         --reactors) reactors=$2; shift ;;
+        --connect-rate) connect_rate=$2; shift ;;
+        --login-rate) login_rate=$2; shift ;;
+        --in-flight) in_flight=$2; shift ;;
+        --chat-rate) chat_rate=$2; shift ;;
+        --chat-duration) chat_duration=$2; shift ;;
+        --churn-rate) churn_rate=$2; shift ;;
+        --churn-duration) churn_duration=$2; shift ;;
+        --deadline) deadline=$2; shift ;;
         --standalone) standalone=1 ;;
+        --shared-port) shared_port=1 ;;
+        --force) force=1 ;;
         --) shift; extra=("$@"); break ;;
         -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "capacity: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+for value in "$target" "$per_node" "$reactors" "$connect_rate" "$login_rate" "$in_flight" "$chat_rate" "$churn_rate"; do
+    [[ "$value" =~ ^[0-9]+$ ]] || { echo "capacity: '$value' is not a whole number" >&2; exit 2; }
+done
 [[ -n "$nodes" ]] || nodes=$(((target + per_node - 1) / per_node))
-
-die() { echo "capacity: $*" >&2; exit 1; }
-
-# A binary: $VAR as given, else target/release/NAME brought up to date by cargo (a no-op
-# when fresh; an old binary is used, with a warning, if the build fails).
-binary() {
-    local var=$1 name=$2 bin
-    if [[ -n "${!var:-}" ]]; then
-        [[ -x "${!var}" ]] || die "$var=${!var} is not an executable"
-        echo "${!var}"
-        return
-    fi
-    bin=$root/target/release/$name
-    if ! (cd "$root" && cargo build --release -q -p "$name" >&2); then
-        [[ -x "$bin" ]] || die "cannot build $bin"
-        echo "warning: cargo build failed; using the existing $bin" >&2
-    fi
-    echo "$bin"
-}
-
-node_bin=$(binary SWITCHBOARD_BIN switchboard)
-loadgen_bin=$(binary LOADGEN_BIN loadgen)
-((standalone)) || command -v redis-server >/dev/null || die "redis-server is not installed (or pass --standalone)"
-
-hard=$(ulimit -Hn)
-if [[ "$hard" != unlimited ]] && ((per_node + 64 > hard)); then
-    die "--per-node $per_node does not fit the open-file limit $hard (about $((hard - 64)) per node)"
-fi
-if [[ -n "$(ss -Hltn "sport = :$port")" ]]; then
-    die "port $port is already in use: nodes with --reuse-port would join it; pick --port"
-fi
-avail_kb=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
-if ((target * 10 > avail_kb)); then
-    echo "warning: $target connections need about $((target * 10 / 1024 / 1024)) GiB (10 KB each, both ends); $((avail_kb / 1024 / 1024)) GiB available" >&2
-fi
+((nodes >= 1)) || nodes=1
+pattern=cross-node
+((nodes >= 2)) || pattern=same-node
+((!standalone)) || pattern=same-node
+((!shared_port)) || pattern=random
 
 run="$root/run/capacity"
 mkdir -p "$run" "$root/results"
 stamp=$(date +%Y%m%d-%H%M%S)
-summary="$root/results/capacity-$stamp.json"
-loadgen_json="$run/loadgen-$stamp.json"
+out="$root/results/capacity-$stamp"
+loadgen_json="$run/loadgen-$stamp.json" loadgen_log="$run/loadgen-$stamp.log"
+preflight_json="$run/preflight-$stamp.json"
+node_pids=() redis_pid="" loadgen_pid="" loadgen_rc="" reason="" started=$SECONDS
+peak_fds=0 base_fds=0 base_slab=0 peak_slab=0 base_rss=0 peak_rss=0 per_node_fds=""
 
-node_pids=() redis_pid="" loadgen_pid=""
+# Kernel slab, kB (system-wide: both ends of every loopback connection count).
+slab_kb() { awk '/^Slab:/ { print $2 }' /proc/meminfo; }
+nodes_rss_kb() {
+    local pid total=0 kb
+    for pid in "${node_pids[@]}"; do
+        kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+# Open descriptors of each node, one line each: its connections plus a few of its own.
+nodes_fds() { local pid; for pid in "${node_pids[@]}"; do ls "/proc/$pid/fd" 2>/dev/null | wc -l; done; }
+# The kernel's TCP counters, absolute, without touching nstat's history.
+tcp_counters() { nstat -asz 2>/dev/null || true; }
 
 # Stops one child: TERM, then KILL after 5 s.
 stop_pid() {
@@ -108,42 +115,77 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
-cleanup() {
-    local pid
+# On any exit: stop everything started, then write the summary (whatever happened).
+finish() {
+    local rc=$? pid alive=0
     trap - EXIT INT TERM
-    # The load generator runs in its own process group with its workers: stop them all.
     if [[ -n "$loadgen_pid" ]] && kill -0 "$loadgen_pid" 2>/dev/null; then
-        kill -TERM -- "-$loadgen_pid" 2>/dev/null || true
-        sleep 1
+        # Its workers are in its process group: stop them all.
+        kill -TERM "$loadgen_pid" 2>/dev/null || true
+        sleep 2
         kill -KILL -- "-$loadgen_pid" 2>/dev/null || true
         wait "$loadgen_pid" 2>/dev/null || true
     fi
+    for pid in "${node_pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=$((alive + 1)); done
+    tcp_counters >"$run/nstat-after-$stamp.txt"
     for pid in "${node_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${node_pids[@]}"; do stop_pid "$pid"; done
     [[ -z "$redis_pid" ]] || stop_pid "$redis_pid"
+    [[ -n "$reason" || "$rc" == 0 ]] || reason="capacity.sh exited with status $rc"
+    [[ ! -f "$loadgen_log" ]] || grep -E "^(run|connect|login|chat|latency|service|lag|churn|errors|why|memory|cpu|ramp|result):" "$loadgen_log" || true
+    CAP_TARGET=$target CAP_NODES=$nodes CAP_ALIVE=$alive CAP_HOLD=$hold CAP_STANDALONE=$standalone \
+    CAP_SHARED_PORT=$shared_port CAP_PATTERN=$pattern CAP_CHAT_RATE=$chat_rate CAP_CHAT_DURATION=$chat_duration \
+    CAP_CHURN_RATE=$churn_rate CAP_CHURN_DURATION=$churn_duration CAP_CONNECT_RATE=$connect_rate \
+    CAP_LOGIN_RATE=$login_rate CAP_IN_FLIGHT=$in_flight CAP_REASON=$reason CAP_COMMAND="$0 ${ARGS[*]}" \
+    CAP_BASE_SLAB=$base_slab CAP_PEAK_SLAB=$peak_slab CAP_BASE_RSS=$base_rss CAP_PEAK_RSS=$peak_rss \
+    CAP_BASE_FDS=$base_fds CAP_PEAK_FDS=$peak_fds CAP_FDS="$per_node_fds" CAP_LOADGEN_RC=$loadgen_rc \
+    CAP_LOADGEN_JSON=$loadgen_json CAP_LOADGEN_LOG=$loadgen_log CAP_PREFLIGHT=$preflight_json \
+    CAP_NSTAT_BEFORE=$run/nstat-before-$stamp.txt CAP_NSTAT_AFTER=$run/nstat-after-$stamp.txt \
+    CAP_SUMMARY=$out.json CAP_SVG=$out.svg CAP_WALL=$((SECONDS - started)) \
+        python3 "$root/scripts/capacity_summary.py" || echo "capacity: could not write $out.json" >&2
+    if [[ -n "$reason" ]] || [[ "$loadgen_rc" != 0 ]] || ((alive != nodes)); then exit 1; fi
+    exit 0
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap finish EXIT
+trap 'reason="interrupted"; exit 130' INT TERM
+die() { reason="$*"; echo "capacity: $*" >&2; exit 1; }
 
-# Kernel slab, kB (system-wide: both ends of every loopback connection count).
-slab_kb() { awk '/^Slab:/ { print $2 }' /proc/meminfo; }
-# Sum of the nodes' resident memory, kB.
-nodes_rss_kb() {
-    local pid total=0 kb
-    for pid in "${node_pids[@]}"; do
-        kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-        total=$((total + ${kb:-0}))
-    done
-    echo "$total"
+echo "capacity: $target connections over $nodes node(s), $reactors reactor(s) each, $([[ $standalone == 1 ]] && echo standalone || echo "Redis on $redis_port"), ports $([[ $shared_port == 1 ]] && echo "$port (shared)" || echo "$port-$((port + nodes - 1))")"
+tcp_counters >"$run/nstat-before-$stamp.txt"
+
+# 1. The host, before anything starts: stop in seconds with the setting to change.
+if ! "$root/scripts/preflight.sh" --target "$target" --nodes "$nodes" --per-node "$(((target + nodes - 1) / nodes))" \
+    --in-flight "$in_flight" --json "$preflight_json"; then
+    ((force)) || die "preflight refused: this host cannot hold $target connections as it is (see the REFUSE lines; --force runs anyway)"
+    echo "capacity: preflight refused; running anyway (--force)" >&2
+fi
+
+# A binary: $VAR as given, else target/release/NAME brought up to date by cargo.
+binary() {
+    local var=$1 name=$2 bin
+    if [[ -n "${!var:-}" ]]; then
+        [[ -x "${!var}" ]] || { echo "capacity: $var=${!var} is not an executable" >&2; return 1; }
+        echo "${!var}"
+        return
+    fi
+    bin=$root/target/release/$name
+    if ! (cd "$root" && cargo build --release -q -p "$name" >&2); then
+        [[ -x "$bin" ]] || { echo "capacity: cannot build $bin" >&2; return 1; }
+        echo "warning: cargo build failed; using the existing $bin" >&2
+    fi
+    echo "$bin"
 }
-# Open descriptors of each node, one line each: its connections plus a few of its own.
-nodes_fds() {
-    local pid
-    for pid in "${node_pids[@]}"; do ls "/proc/$pid/fd" 2>/dev/null | wc -l; done
-}
+node_bin=$(binary SWITCHBOARD_BIN switchboard) || die "no switchboard binary"
+loadgen_bin=$(binary LOADGEN_BIN loadgen) || die "no loadgen binary"
+((standalone)) || command -v redis-server >/dev/null || die "redis-server is not installed (or pass --standalone)"
 
-echo "capacity: $target connections over $nodes node(s) on port $port, $reactors reactor(s) each, $([[ $standalone == 1 ]] && echo standalone || echo "Redis on $redis_port")"
+node_ports=()
+for ((i = 0; i < nodes; i++)); do node_ports+=($((shared_port ? port : port + i))); done
+for p in $(printf '%s\n' "${node_ports[@]}" | sort -u); do
+    [[ -z "$(ss -Hltn "sport = :$p")" ]] || die "port $p is already in use (pick --port)"
+done
 
+# 2. Redis and the nodes.
 redis_args=()
 if ((!standalone)); then
     redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
@@ -153,51 +195,73 @@ if ((!standalone)); then
     redis-cli -p "$redis_port" ping >/dev/null || die "redis did not start; see $run/redis.log"
     redis_args=(--redis "redis://127.0.0.1:$redis_port")
 fi
-
+reuse=()
+((!shared_port)) || reuse=(--reuse-port)
 for ((i = 1; i <= nodes; i++)); do
-    log="$run/node-$i.log"
     # Thousands of connections per source address, opened as fast as loadgen can.
-    RUST_LOG=${RUST_LOG:-warn} "$node_bin" --listen "127.0.0.1:$port" --reuse-port \
+    RUST_LOG=${RUST_LOG:-warn} "$node_bin" --listen "127.0.0.1:${node_ports[i - 1]}" "${reuse[@]}" \
         --reactors "$reactors" --node-id "cap-$i" "${redis_args[@]}" \
-        --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000 --message-burst 1000000 --inbox-size 1000000 >"$log" 2>&1 &
+        --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000 --message-burst 1000000 \
+        --inbox-size 1000000 >"$run/node-$i.log" 2>&1 &
     node_pids+=($!)
 done
 for ((i = 1; i <= nodes; i++)); do
-    log="$run/node-$i.log"
     for _ in $(seq 100); do
-        grep -q "switchboard listening on" "$log" && break
-        kill -0 "${node_pids[i - 1]}" 2>/dev/null || { cat "$log" >&2; die "node $i exited"; }
+        grep -q "switchboard listening on" "$run/node-$i.log" && break
+        kill -0 "${node_pids[i - 1]}" 2>/dev/null || die "node $i exited; see $run/node-$i.log"
         sleep 0.1
     done
-    grep -q "switchboard listening on" "$log" || die "node $i did not start; see $log"
+    grep -q "switchboard listening on" "$run/node-$i.log" || die "node $i did not start; see $run/node-$i.log"
 done
-
 sleep 0.5
 base_slab=$(slab_kb) base_rss=$(nodes_rss_kb)
-base_fds=$(nodes_fds | awk '{ n += $1 } END { print n }')
-peak_fds=$base_fds peak_slab=$base_slab peak_rss=$base_rss per_node_fds=""
+base_fds=$(nodes_fds | awk '{ n += $1 } END { print n + 0 }')
+peak_fds=$base_fds peak_slab=$base_slab peak_rss=$base_rss
 
-server_pid_args=()
-for pid in "${node_pids[@]}"; do server_pid_args+=(--server-pid "$pid"); done
-setsid "$loadgen_bin" --url "ws://127.0.0.1:$port/ws" --connections "$target" --hold "$hold" \
-    "${server_pid_args[@]}" --json "$loadgen_json" --quiet "${extra[@]}" \
-    >"$run/loadgen.log" 2>&1 </dev/null &
+# 3. The load generator: its progress lines and human summary go to its log.
+args=(--connections "$target" --hold "$hold" --connect-rate "$connect_rate" --login-rate "$login_rate"
+    --max-in-flight "$in_flight" --json "$loadgen_json" --svg "$out.svg" --csv "$out.csv")
+if ((shared_port)); then args+=(--url "ws://127.0.0.1:$port/ws"); else
+    for p in "${node_ports[@]}"; do args+=(--url "ws://127.0.0.1:$p/ws"); done
+fi
+for pid in "${node_pids[@]}"; do args+=(--server-pid "$pid"); done
+((chat_rate == 0)) || args+=(--rate "$chat_rate" --duration "$chat_duration" --pattern "$pattern")
+((churn_rate == 0)) || args+=(--churn-rate "$churn_rate" --churn-duration "$churn_duration")
+if [[ -z "$deadline" ]]; then
+    planned=$(awk -v n="$target" -v cr="$connect_rate" -v lr="$login_rate" -v h="$hold" \
+        -v cd="$chat_duration" -v ud="$churn_duration" -v c="$chat_rate" -v u="$churn_rate" \
+        'BEGIN { t = n / (cr > 0 ? cr : 5000) + (lr > 0 ? n / lr : n / 5000) + h + 10;
+                 if (c > 0) t += cd + 5; if (u > 0) t += ud; printf "%d", t }')
+    deadline=$((2 * planned + 120))
+fi
+echo "capacity: loadgen ${args[*]} ${extra[*]} (deadline ${deadline} s; log $loadgen_log)"
+setsid "$loadgen_bin" "${args[@]}" "${extra[@]}" >"$loadgen_log" 2>&1 </dev/null &
 loadgen_pid=$!
-started=$SECONDS
+launched=$SECONDS stop_sent=""
 
-# Sample once a second while the load generator runs; keep the sample with the most
-# connections open on the nodes (the hold phase).
+# Sample once a second while it runs; keep the sample with the most connections open on
+# the nodes. Past the deadline, ask it to stop: it still writes its summary and chart.
 while kill -0 "$loadgen_pid" 2>/dev/null; do
     sleep 1
-    fds=$(nodes_fds | sort -n | awk '{ a[NR] = $1; n += $1 } END { printf "%d %d %d", n, a[1], a[NR] }')
-    read -r total low high <<<"$fds"
+    read -r total low high <<<"$(nodes_fds | sort -n | awk '{ a[NR] = $1; n += $1 } END { printf "%d %d %d", n, a[1], a[NR] }')"
     if ((total > peak_fds)); then
         peak_fds=$total peak_slab=$(slab_kb) peak_rss=$(nodes_rss_kb) per_node_fds="$low $high"
     fi
-    line=$(printf '%4d s: %d connections on the nodes (%d to %d per node)' "$((SECONDS - started))" \
+    elapsed=$((SECONDS - launched))
+    line=$(printf '%4d s: %d connections on the nodes (%d to %d per node)' "$elapsed" \
         "$((total - base_fds))" "$((low - base_fds / nodes))" "$((high - base_fds / nodes))")
-    # A live line on a terminal; one line every 10 s in a log.
-    if [[ -t 1 ]]; then printf '\r  %s  ' "$line"; elif (( (SECONDS - started) % 10 == 0 )); then echo "  $line"; fi
+    if [[ -t 1 ]]; then printf '\r  %s  ' "$line"; elif ((elapsed % 10 == 0)); then echo "  $line"; fi
+    if ((elapsed > deadline)); then
+        if [[ -z "$stop_sent" ]]; then
+            reason="deadline: the load generator ran past $deadline s and was told to stop (SIGTERM)"
+            echo "capacity: $reason" >&2
+            kill -TERM "$loadgen_pid" 2>/dev/null || true
+            stop_sent=1 deadline=$((deadline + 120))
+        else
+            reason="$reason; it did not stop within 120 s and was killed"
+            kill -KILL -- "-$loadgen_pid" 2>/dev/null || true
+        fi
+    fi
 done
 [[ ! -t 1 ]] || echo
 set +e
@@ -205,53 +269,3 @@ wait "$loadgen_pid"
 loadgen_rc=$?
 set -e
 loadgen_pid=""
-alive=0
-for pid in "${node_pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=$((alive + 1)); done
-grep -E "^(connect|login|hold|errors|memory|cpu|result):" "$run/loadgen.log" || tail -n 5 "$run/loadgen.log"
-
-CAP_TARGET=$target CAP_NODES=$nodes CAP_ALIVE=$alive CAP_HOLD=$hold CAP_STANDALONE=$standalone \
-CAP_BASE_SLAB=$base_slab CAP_PEAK_SLAB=$peak_slab CAP_BASE_RSS=$base_rss CAP_PEAK_RSS=$peak_rss \
-CAP_BASE_FDS=$base_fds CAP_PEAK_FDS=$peak_fds CAP_FDS="$per_node_fds" \
-CAP_LOADGEN_RC=$loadgen_rc CAP_LOADGEN_JSON=$loadgen_json CAP_SUMMARY=$summary \
-python3 - <<'EOF'
-import json, os
-e = os.environ
-conns = int(e["CAP_PEAK_FDS"]) - int(e["CAP_BASE_FDS"])
-per = lambda kb: round((kb * 1024) / conns, 1) if conns else None
-rss_delta = int(e["CAP_PEAK_RSS"]) - int(e["CAP_BASE_RSS"])
-slab_delta = int(e["CAP_PEAK_SLAB"]) - int(e["CAP_BASE_SLAB"])
-fds = e["CAP_FDS"].split()
-try:
-    with open(e["CAP_LOADGEN_JSON"]) as f:
-        lg = json.load(f)
-except (OSError, ValueError):
-    lg = {}
-summary = {
-    "target": int(e["CAP_TARGET"]),
-    "nodes": int(e["CAP_NODES"]),
-    "nodes_alive_at_end": int(e["CAP_ALIVE"]),
-    "redis": e["CAP_STANDALONE"] != "1",
-    "hold_s": float(e["CAP_HOLD"]),
-    "connections_at_peak": conns,
-    "established": lg.get("connect", {}).get("established"),
-    "logged_in": lg.get("login", {}).get("ok"),
-    "node_rss_kb": {"baseline": int(e["CAP_BASE_RSS"]), "peak": int(e["CAP_PEAK_RSS"])},
-    "node_rss_per_connection_bytes": per(rss_delta),
-    "slab_kb": {"baseline": int(e["CAP_BASE_SLAB"]), "peak": int(e["CAP_PEAK_SLAB"])},
-    "slab_per_connection_bytes_both_ends": per(slab_delta),
-    "node_fds_min_max_at_peak": [int(x) for x in fds] if fds else None,
-    "loadgen_exit": int(e["CAP_LOADGEN_RC"]),
-    "loadgen_memory": lg.get("memory"),
-    "loadgen_json": e["CAP_LOADGEN_JSON"],
-}
-with open(e["CAP_SUMMARY"], "w") as f:
-    json.dump(summary, f, indent=2)
-print(json.dumps(summary))
-fd = f", {fds[0]}-{fds[1]} fds per node" if fds else ""
-print(f"capacity: {conns}/{summary['target']} connections on {summary['nodes']} nodes"
-      f" ({summary['nodes_alive_at_end']} alive at end){fd}; node RSS "
-      f"{summary['node_rss_per_connection_bytes']} B/conn, kernel slab "
-      f"{summary['slab_per_connection_bytes_both_ends']} B/conn (both ends);"
-      f" loadgen exit {summary['loadgen_exit']}; summary {e['CAP_SUMMARY']}")
-EOF
-((loadgen_rc == 0 && alive == nodes)) || exit 1

@@ -12,7 +12,7 @@
 #                                      write an nginx.conf from deploy/nginx.conf
 #
 # Undo: `scripts/cluster.sh down` stops every process it started (SIGTERM, then SIGKILL
-# after 5 s); `rm -rf run/cluster` removes its logs. `up` on a running cluster only
+# after 20 s: a node drains its clients first); `rm -rf run/cluster` removes its logs. `up` on a running cluster only
 # reports it, so running it twice is harmless.
 #
 # Everything lives in the run dir (default run/cluster/, gitignored): pid files, logs,
@@ -209,19 +209,20 @@ cmd_up() {
     cmd_status
 }
 
-# Stops one recorded process (TERM, then KILL after 5 s) and forgets it.
+# Stops one recorded process (TERM, then KILL after 20 s: a node's drain closes its
+# clients over --drain-secs, 10 s by default, plus their close handshakes) and forgets it.
 stop() {
     local name=$1 pid
     pid=$(pid_of "$name")
     rm -f "$dir/$name.pid"
     alive "$pid" || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
+    for _ in $(seq 200); do
         alive "$pid" || { echo "stopped $name (pid $pid)"; return 0; }
         sleep 0.1
     done
     kill -KILL "$pid" 2>/dev/null || true
-    echo "killed $name (pid $pid): it did not stop within 5 s"
+    echo "killed $name (pid $pid): it did not stop within 20 s"
 }
 
 cmd_down() {
@@ -238,9 +239,17 @@ cmd_down() {
     ((found)) || echo "nothing running"
 }
 
-# The first value of a metric on a node, or "?".
+# The admin address a node printed (its second stdout line, in its log), or "".
+admin_of() {
+    sed -n 's/^switchboard admin on //p' "$dir/$1.log" 2>/dev/null | tail -n 1
+}
+
+# The first value of a metric on a node (by name: node-1...), or "?".
 metric() {
-    curl -sf --max-time 1 "http://127.0.0.1:$1/metrics" 2>/dev/null |
+    local admin
+    admin=$(admin_of "$1")
+    [[ -n $admin ]] || { echo "?"; return 0; }
+    curl -sf --max-time 1 "http://$admin/metrics" 2>/dev/null |
         awk -v m="$2" '$1 == m { print $2; found = 1; exit } END { if (!found) print "?" }'
 }
 
@@ -265,9 +274,10 @@ cmd_status() {
                 port=${node_ports[i - 1]}
                 ;;
         esac
-        if [[ $name == node-* && $MODE == nginx && $state == up ]]; then
-            printf '  %-8s pid %-8s %-4s port %-6s connections %s users %s\n' "$name" "$pid" "$state" "$port" \
-                "$(metric "$port" switchboard_connections)" "$(metric "$port" switchboard_users)"
+        if [[ $name == node-* && $state == up ]]; then
+            printf '  %-8s pid %-8s %-4s port %-6s admin %-21s connections %s users %s\n' "$name" "$pid" \
+                "$state" "$port" "$(admin_of "$name")" "$(metric "$name" switchboard_connections)" \
+                "$(metric "$name" switchboard_users)"
         else
             printf '  %-8s pid %-8s %-4s port %s\n' "$name" "$pid" "$state" "$port"
         fi

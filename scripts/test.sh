@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of switchboard on a fresh machine: installs what the tests
-# need when it is missing (redis-server and redis-cli, nginx, the Python
-# packages in tests/requirements.txt), builds the release binaries once, then
+# need when it is missing (redis-server and redis-cli, nginx, chromium, Node.js
+# with tests/browser's npm packages, the Python packages in tests/requirements.txt), builds the release binaries once, then
 # runs the Rust suites (unit, integration, load generator) and the Python
 # suites (interoperability with an independent client, deployment).
 # Undo: the installed packages stay; remove them with apt-get/pip if unwanted.
@@ -12,6 +12,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "test.sh: installing ${missing[*]}"
   apt-get update -q
@@ -23,6 +25,12 @@ fi
 if ! python3 -c 'import pytest, websockets, yaml' >/dev/null 2>&1; then
   echo "test.sh: installing Python packages from tests/requirements.txt"
   python3 -m pip install -q -r tests/requirements.txt
+fi
+
+# The browser test drives Debian's chromium with playwright-core (no browser download).
+if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+  echo "test.sh: installing tests/browser's npm packages"
+  npm ci --prefix tests/browser --no-audit --no-fund
 fi
 
 # One profile for everything: the Python suites run the same release binaries.

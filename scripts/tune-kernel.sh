@@ -3,10 +3,13 @@
 # reports the open-file limits a node will run under.
 #
 #   scripts/tune-kernel.sh            apply sysctl.conf, saving the values it replaces
-#   scripts/tune-kernel.sh --check    show what would change; write nothing
+#   scripts/tune-kernel.sh --check    show what would change, and whether the kernel as it
+#                                     is can hold --target connections (scripts/preflight.sh,
+#                                     the checks scripts/capacity.sh runs); write nothing
 #   scripts/tune-kernel.sh --undo     restore the saved values, then forget them
 #   options: --file PATH (default: sysctl.conf beside scripts/),
-#            --state PATH (default: $TUNE_KERNEL_STATE or /var/lib/switchboard/sysctl.before)
+#            --state PATH (default: $TUNE_KERNEL_STATE or /var/lib/switchboard/sysctl.before),
+#            --target N (connections for --check's preflight, default 1000000)
 #
 # Undo: `scripts/tune-kernel.sh --undo` writes back every value saved before the first
 # apply (the state file). Running the script again is harmless: values already in place
@@ -16,13 +19,15 @@
 #
 # Keys this kernel lacks (e.g. net.netfilter.* without conntrack) are skipped, and keys it
 # refuses (read-only /proc/sys in a container, no privilege) are reported; neither stops
-# the others. Exit status: 0 unless the arguments or the files are wrong.
+# the others. Exit status: 0 unless the arguments or the files are wrong (--check reports
+# the preflight's verdict; scripts/preflight.sh alone exits 1 when it refuses).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 conf="$here/../sysctl.conf"
 state="${TUNE_KERNEL_STATE:-/var/lib/switchboard/sysctl.before}"
 mode=apply
+target=1000000
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
 
@@ -32,6 +37,7 @@ while (($#)); do
         --check) mode=check ;;
         --file) conf="$2"; shift ;;
         --state) state="$2"; shift ;;
+        --target) target="$2"; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "tune-kernel: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -137,6 +143,9 @@ case "$mode" in
         echo "Checking $conf against the running kernel (nothing is written):"
         apply_file "$conf"
         echo "would change $applied, unchanged $unchanged, absent $absent"
+        echo
+        # The same checks a capacity run makes before it starts, against the kernel as it is.
+        "$here/preflight.sh" --target "$target" || true
         ;;
     apply)
         echo "Applying $conf:"

@@ -164,6 +164,16 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// The length of the header of a frame this node wrote (unmasked), from its
+/// second byte.
+pub fn header_len(frame: &[u8]) -> usize {
+    match frame.get(1).map(|b| b & 0x7F) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    }
+}
+
 /// Appends a close frame with `code` and a reason cut to fit 125 bytes on a char boundary.
 pub fn write_close(out: &mut Vec<u8>, code: u16, reason: &str) {
     let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
@@ -194,6 +204,15 @@ pub fn check_utf8_prefix(buf: &[u8], valid_up_to: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_of_our_frames_is_found_again() {
+        for len in [0, 125, 126, 65_535, 65_536] {
+            let mut frame = Vec::new();
+            write_frame(&mut frame, op::TEXT, &vec![b'x'; len]);
+            assert_eq!(frame.len() - header_len(&frame), len);
+        }
+    }
 
     fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -1,8 +1,10 @@
 //! The HTTP side of a connection: the WebSocket upgrade (RFC 6455 section 4),
-//! with its Origin check and the token it may carry, `/healthz`, `/metrics`,
-//! and clear HTTP errors for everything else. An upgrade the node will not
-//! take (too many connections, from this address or in all) is refused with
-//! 429 or 503 and a `Retry-After`.
+//! with its Origin check and the token it may carry, `/healthz` (for load
+//! balancers that can only probe the port they balance), and clear HTTP
+//! errors for everything else. `/metrics` and `/readyz` are on the admin
+//! listener (`admin.rs`), not here: the chat port is public. An upgrade the
+//! node will not take (too many connections, from this address or in all) is
+//! refused with 429 or 503 and a `Retry-After`.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -12,6 +14,7 @@ use ipnet::IpNet;
 use tungstenite::handshake::derive_accept_key;
 
 use crate::auth::OriginPolicy;
+use crate::web;
 
 /// Most headers we look at in one request; more gets 431.
 const MAX_HEADERS: usize = 48;
@@ -80,14 +83,8 @@ impl ForwardedFor<'_> {
 }
 
 /// Reads a request head from `buf`; writes any response into `out`.
-/// `metrics` renders `/metrics` when asked for.
-pub fn handle<'b>(
-    buf: &'b [u8],
-    routes: &Routes<'_>,
-    out: &mut Vec<u8>,
-    metrics: impl FnOnce() -> String,
-) -> Outcome<'b> {
-    handle_admitting(buf, routes, out, metrics, |_| Ok(()))
+pub fn handle<'b>(buf: &'b [u8], routes: &Routes<'_>, out: &mut Vec<u8>) -> Outcome<'b> {
+    handle_admitting(buf, routes, out, |_| Ok(()))
 }
 
 /// [`handle`], with `admit` asked before a WebSocket upgrade is answered:
@@ -96,7 +93,6 @@ pub fn handle_admitting<'b>(
     buf: &'b [u8],
     routes: &Routes<'_>,
     out: &mut Vec<u8>,
-    metrics: impl FnOnce() -> String,
     admit: impl FnOnce(&ForwardedFor<'_>) -> Result<(), Refusal>,
 ) -> Outcome<'b> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -125,8 +121,13 @@ pub fn handle_admitting<'b>(
     } else {
         return match path {
             "/healthz" => respond(out, 200, "ok\n", &[]),
-            "/metrics" => respond(out, 200, &metrics(), &[("Content-Type", "text/plain; version=0.0.4")]),
-            _ => respond(out, 404, &format!("no such endpoint: {path} (chat is at {})\n", routes.ws_path), &[]),
+            _ => match web::asset(path) {
+                // Revalidated on every load, so a new node version is picked up at once.
+                Some(page) => {
+                    respond(out, 200, page.body, &[("Content-Type", page.content_type), ("Cache-Control", "no-cache")])
+                }
+                None => respond(out, 404, &format!("no such endpoint: {path} (chat is at {})\n", routes.ws_path), &[]),
+            },
         };
     };
     let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
@@ -226,7 +227,7 @@ mod tests {
 
     fn run_with<'a>(req: &'a str, routes: &Routes<'_>) -> (Outcome<'a>, String) {
         let mut out = Vec::new();
-        let outcome = handle(req.as_bytes(), routes, &mut out, || "m 1\n".into());
+        let outcome = handle(req.as_bytes(), routes, &mut out);
         (outcome, String::from_utf8(out).unwrap())
     }
 
@@ -261,9 +262,11 @@ mod tests {
         let big = format!("GET /ws HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
         assert_eq!(run(&big).0, Outcome::Respond { status: 431 });
         assert_eq!(run(&big[..8500]).0, Outcome::Respond { status: 431 });
-        let (outcome, out) = run("GET /metrics HTTP/1.1\r\n\r\n");
+        let (outcome, out) = run("GET /healthz HTTP/1.1\r\n\r\n");
         assert_eq!(outcome, Outcome::Respond { status: 200 });
-        assert!(out.ends_with("m 1\n"));
+        assert!(out.ends_with("ok\n"));
+        // Metrics are for the admin listener only.
+        assert_eq!(run("GET /metrics HTTP/1.1\r\n\r\n").0, Outcome::Respond { status: 404 });
     }
 
     fn token_of(req: &str) -> Option<String> {
@@ -304,7 +307,7 @@ mod tests {
     fn a_refused_upgrade_says_when_to_come_back() {
         let mut out = Vec::new();
         let no = Refusal { status: 429, retry_after: 7, why: "too many connections from your address" };
-        let outcome = handle_admitting(UPGRADE.as_bytes(), &ROUTES, &mut out, String::new, |_| Err(no));
+        let outcome = handle_admitting(UPGRADE.as_bytes(), &ROUTES, &mut out, |_| Err(no));
         assert_eq!(outcome, Outcome::Respond { status: 429 });
         let out = String::from_utf8(out).unwrap();
         assert!(out.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{out}");

@@ -11,6 +11,7 @@ use crate::admission::Admission;
 use crate::directory::{ConnRef, Directory};
 use crate::inbox::{Command, Inbox};
 use crate::metrics::{Limit, Metrics};
+use crate::rooms::Rooms;
 
 pub struct Hub {
     pub inboxes: Box<[Inbox]>,
@@ -18,6 +19,8 @@ pub struct Hub {
     pub metrics: Metrics,
     /// Node-wide admission: connections per source address, new connections per second.
     pub admission: Admission,
+    /// Which rooms have members on this node, on which reactors.
+    pub rooms: Rooms,
 }
 
 impl Hub {
@@ -29,6 +32,7 @@ impl Hub {
             directory: Directory::with_capacity(connections),
             metrics: Metrics::new(reactors),
             admission: Admission::new(),
+            rooms: Rooms::new(reactors),
         })
     }
 
@@ -52,7 +56,7 @@ impl Hub {
     pub fn deliver(&self, at: ConnRef, payload: &[u8]) -> bool {
         let queued = self.inboxes[at.reactor].try_deliver(at.token, payload);
         if !queued {
-            self.metrics.reactors[at.reactor].hit(Limit::InboxFull);
+            self.metrics.reactors[at.reactor].limit_hit(Limit::InboxFull);
         }
         queued
     }

@@ -13,7 +13,10 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
+use compact_str::CompactString;
 use crossbeam_queue::SegQueue;
 use mio::{Registry, Token, Waker};
 
@@ -24,6 +27,12 @@ pub enum Command {
     /// Write `payload` as one text message to the connection `token`, if it still
     /// holds a logged-in user.
     Deliver { token: Token, payload: Box<[u8]> },
+    /// A room message for every member of its room on this reactor.
+    RoomDeliver(Arc<RoomMessage>),
+    /// The bus's answer to a `presencemsg` of `token`.
+    Presence { token: Token, answer: Box<PresenceAnswer> },
+    /// The bus's answer to a `membersmsg` of `token`.
+    Members { token: Token, answer: Box<MembersAnswer> },
     /// A message `token` sent through the bus did not reach its recipient:
     /// tell the sender why.
     Undelivered { token: Token, why: Undelivered },
@@ -33,8 +42,33 @@ pub enum Command {
     /// Take over a freshly accepted socket (accept mode `handoff`), from the
     /// source address key `source` (`counted` if already counted per address).
     Adopt { stream: mio::net::TcpStream, source: u32, counted: bool },
-    /// Close every connection with 1001 (going away) and stop the loop.
+    /// Stop accepting, close every connection with 1001 spread evenly over
+    /// `over`, and stop the loop once they are all gone.
+    Drain { over: Duration },
+    /// Close every connection with 1001 (going away) now and stop the loop.
     Shutdown,
+}
+
+/// A room message as it travels to reactors: boxed behind one pointer, so
+/// that it does not grow every `Command` (a chat message's queue entry).
+pub struct RoomMessage {
+    /// The room's key.
+    pub room: CompactString,
+    /// The whole frame, shared by every member's output.
+    pub frame: Arc<[u8]>,
+}
+
+/// Which of the comma-separated names `asked` are online: `online[i]` for the i-th.
+pub struct PresenceAnswer {
+    pub asked: Box<str>,
+    pub online: Box<[bool]>,
+}
+
+/// Up to the limit of members of `room` (its key), and how many there are in all.
+pub struct MembersAnswer {
+    pub room: CompactString,
+    pub listed: Vec<CompactString>,
+    pub count: u64,
 }
 
 /// A coalesced wake for a thread that sleeps in `mio::Poll`: any number of

@@ -7,7 +7,8 @@
 //!   spaces and joiners, soft hyphen, bidi controls such as U+202E),
 //!   default-ignorable code points (Hangul fillers, variation selectors),
 //!   unassigned and private-use code points, line and paragraph separators;
-//!   leading or trailing whitespace and names of whitespace only; a combining
+//!   leading or trailing whitespace and names of whitespace only; a comma
+//!   (lists of names, as in a presence answer, are comma-separated); a combining
 //!   mark with no letter before it, the same mark twice in a row or more than
 //!   four in a row (UTS #39 5.4); and mixed scripts below UTS #39's Moderately
 //!   Restrictive level (Latin with Cyrillic or Greek, or two non-Latin scripts).
@@ -58,6 +59,8 @@ pub enum Refusal {
     PiledMarks,
     /// Scripts mixed the way look-alike names are made.
     MixedScripts,
+    /// A comma (or what folds to one): lists of names are comma-separated.
+    Comma,
 }
 
 /// The key of a name: the name itself when it is already in key form.
@@ -117,6 +120,9 @@ pub fn check(name: &str, max_len: usize) -> Result<Key<'_>, Refusal> {
         check_spaces(name)?;
     } else {
         let folded: String = name.nfkc().collect();
+        if folded.contains(',') {
+            return Err(Refusal::Comma);
+        }
         check_spaces(&folded)?;
         check_marks(&folded)?;
         if mixes_scripts(&folded) {
@@ -133,7 +139,11 @@ pub fn check(name: &str, max_len: usize) -> Result<Key<'_>, Refusal> {
 /// A character no name may hold, whatever surrounds it.
 fn refuse_char(c: char) -> Result<(), Refusal> {
     if c.is_ascii() {
-        return if c.is_ascii_control() { Err(Refusal::Control) } else { Ok(()) };
+        return match c {
+            ',' => Err(Refusal::Comma),
+            c if c.is_ascii_control() => Err(Refusal::Control),
+            _ => Ok(()),
+        };
     }
     match c.general_category() {
         GeneralCategory::Control | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => {
@@ -272,6 +282,13 @@ mod tests {
         for name in ["alice", "bob_42", "x.y-z", "n0", "~!@#$%^&*()"] {
             assert_eq!(key(name), Key::Same(name));
             assert_eq!(check(name, 64), Ok(Key::Same(name)));
+        }
+    }
+
+    #[test]
+    fn commas_are_refused_whatever_their_width() {
+        for name in ["a,b", ",", "a\u{FF0C}b", "a\u{FE50}b"] {
+            assert_eq!(check(name, 64), Err(Refusal::Comma), "{name:?}");
         }
     }
 

@@ -11,22 +11,31 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::names::{self, Refusal};
+use crate::names;
 
 pub use self::escape::push_json_string;
+pub use self::failure::{Failure, TokenRefusal};
+pub use self::rooms::{encode_members, encode_presence, encode_room, ROOM_KINDS};
 use self::wire::Wire;
 
 mod escape;
+mod failure;
+mod rooms;
 mod wire;
 
 pub const LOGIN: &str = "loginmsg";
 pub const CHAT: &str = "chatmsg";
 pub const WHOAMI: &str = "whoamimsg";
 pub const REFRESH: &str = "refreshmsg";
+pub const JOIN: &str = "joinmsg";
+pub const LEAVE: &str = "leavemsg";
+pub const ROOM: &str = "roommsg";
+pub const PRESENCE: &str = "presencemsg";
+pub const MEMBERS: &str = "membersmsg";
 pub const ERROR: &str = "errormsg";
 
 /// Every `MessageType` a client may send, for the error that lists them.
-const REQUEST_TYPES: [&str; 4] = [LOGIN, CHAT, WHOAMI, REFRESH];
+const REQUEST_TYPES: [&str; 9] = [LOGIN, CHAT, WHOAMI, REFRESH, JOIN, LEAVE, ROOM, PRESENCE, MEMBERS];
 
 /// The seed's reply to a login whose name is taken, as gorilla's `WriteJSON` sends it.
 pub const USER_EXISTS: &[u8] = b"\"User already exists\"\n";
@@ -43,6 +52,16 @@ pub enum Request<'a> {
     WhoAmI,
     /// A new token (`Data`) for the logged-in user, before the current one expires.
     Refresh { token: Cow<'a, str> },
+    /// Joins the room named in `Reciever`.
+    Join { room: Cow<'a, str> },
+    /// Leaves it.
+    Leave { room: Cow<'a, str> },
+    /// To every member of the room in `Reciever`, the sender included.
+    Room { room: Cow<'a, str>, data: Cow<'a, str> },
+    /// Which of the users named in `Reciever` (comma-separated) are online.
+    Presence { names: Cow<'a, str> },
+    /// Who is in the room named in `Reciever`.
+    Members { room: Cow<'a, str> },
 }
 
 /// Why a text message was refused; sent back as an `errormsg`.
@@ -51,6 +70,9 @@ pub enum RequestError {
     BadJson(String),
     UnknownType(String),
     NoRecipient,
+    /// A room request (its `MessageType`) without a room in `Reciever`.
+    NoRoom(&'static str),
+    NoNames,
 }
 
 impl fmt::Display for RequestError {
@@ -65,166 +87,9 @@ impl fmt::Display for RequestError {
                 Ok(())
             }
             RequestError::NoRecipient => f.write_str("chatmsg needs a non-empty Reciever"),
-        }
-    }
-}
-
-/// Why a name was refused, in words, `what` being the field it came in.
-fn describe_refusal(f: &mut fmt::Formatter<'_>, what: &str, why: &Refusal) -> fmt::Result {
-    match why {
-        Refusal::Empty if what == "Sender" => f.write_str("loginmsg needs a non-empty Sender"),
-        Refusal::Empty => write!(f, "{what} is empty"),
-        Refusal::TooLong(max) => write!(f, "{what} is longer than {max} bytes"),
-        Refusal::Control => write!(f, "{what} must not contain control characters"),
-        Refusal::Invisible(c) => {
-            write!(f, "{what} must not contain invisible or format characters (U+{:04X})", u32::from(*c))
-        }
-        Refusal::Bidi(c) => write!(f, "{what} must not contain bidirectional controls (U+{:04X})", u32::from(*c)),
-        Refusal::Unassigned(c) => {
-            write!(f, "{what} must not contain unassigned or private-use characters (U+{:04X})", u32::from(*c))
-        }
-        Refusal::Blank => write!(f, "{what} must not be only whitespace"),
-        Refusal::EdgeSpace => write!(f, "{what} must not begin or end with whitespace"),
-        Refusal::StrayMark => write!(f, "{what} must not begin a word with a combining mark"),
-        Refusal::PiledMarks => write!(f, "{what} must not pile up combining marks"),
-        Refusal::MixedScripts => {
-            write!(f, "{what} mixes scripts the way look-alike names do (Latin with Cyrillic or Greek, say): use one")
-        }
-    }
-}
-
-/// Why a token was refused, in the client's words (an `errormsg`, then
-/// close 1008 with [`TokenRefusal::close_reason`]).
-#[derive(Debug, PartialEq, Eq)]
-pub enum TokenRefusal {
-    /// Authenticated mode, and no token came.
-    Missing,
-    TooLong(usize),
-    /// Not three base64url parts of JSON.
-    Malformed,
-    /// Signed with an algorithm this node's key does not allow (`none`, or
-    /// HS256 against a public key).
-    Algorithm {
-        got: String,
-        accepted: &'static str,
-    },
-    /// The signature does not verify.
-    Forged,
-    Expired,
-    NotYetValid,
-    IssuedInFuture,
-    NoExpiry,
-    NoSubject,
-    WrongAudience,
-    /// The `sub` is not a name the profile accepts.
-    BadSubject(Refusal),
-}
-
-impl TokenRefusal {
-    /// The reason in the close frame: short, no client data.
-    pub fn close_reason(&self) -> &'static str {
-        match self {
-            TokenRefusal::Missing => "token missing",
-            TokenRefusal::Malformed | TokenRefusal::TooLong(_) => "token malformed",
-            TokenRefusal::Forged => "token forged",
-            TokenRefusal::Expired => "token expired",
-            _ => "token refused",
-        }
-    }
-}
-
-impl fmt::Display for TokenRefusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TokenRefusal::Missing => f.write_str(
-                "token missing: this node logs in with signed tokens: {\"MessageType\":\"loginmsg\",\"Data\":\"<JWT>\"}",
-            ),
-            TokenRefusal::TooLong(max) => write!(f, "token malformed: longer than {max} bytes"),
-            TokenRefusal::Malformed => f.write_str("token malformed: expected a JWT (three base64url parts joined by dots)"),
-            TokenRefusal::Algorithm { got, accepted } => {
-                write!(f, "token refused: algorithm {got:?} is not accepted here (only {accepted})")
-            }
-            TokenRefusal::Forged => f.write_str("token forged: its signature does not verify"),
-            TokenRefusal::Expired => f.write_str("token expired"),
-            TokenRefusal::NotYetValid => f.write_str("token refused: not valid yet (nbf)"),
-            TokenRefusal::IssuedInFuture => f.write_str("token refused: issued in the future (iat)"),
-            TokenRefusal::NoExpiry => f.write_str("token refused: no exp claim (only tokens that expire are taken)"),
-            TokenRefusal::NoSubject => f.write_str("token refused: no sub claim (the user name)"),
-            TokenRefusal::WrongAudience => f.write_str("token refused: its aud is not this service"),
-            TokenRefusal::BadSubject(why) => {
-                f.write_str("token refused: ")?;
-                describe_refusal(f, "its sub", why)
-            }
-        }
-    }
-}
-
-/// What went wrong with a valid request, in the words the client gets
-/// (an `errormsg`). Every such text lives here, whoever found the failure.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Failure<'a> {
-    /// A chat message from a connection that has not logged in.
-    LogInFirst,
-    /// The same, to a node in authenticated mode.
-    LogInWithTokenFirst,
-    /// A second login on a logged-in connection.
-    AlreadyLoggedIn(&'a str),
-    /// Nobody in reach holds the recipient.
-    NotOnline(&'a str),
-    /// The message was not sent: too much waits for the link between nodes.
-    LinkDown,
-    /// The `Sender` of a login is not a name the profile accepts.
-    BadName(Refusal),
-    /// A token was refused (the connection is then closed).
-    Token(&'a TokenRefusal),
-    /// A refresh with a token for someone else: (the token's user, the connection's).
-    OtherUser(&'a str, &'a str),
-    /// The connection's token ran out (the connection is then closed).
-    TokenRanOut,
-    /// A `refreshmsg` to a node without tokens.
-    OpenMode,
-    /// The message was not sent: the recipient's reactor has too much queued.
-    RecipientBusy(&'a str),
-    /// The connection sends over its message rate; what it sends is dropped.
-    RateLimited { rate: u32, burst: u32 },
-    /// The connection tried more logins than it may.
-    TooManyLogins(u8),
-    /// The connection did not log in within the login timeout (seconds).
-    LoginTimeout(u64),
-    /// The link between nodes failed with the message unconfirmed.
-    Lost(&'a str),
-}
-
-impl fmt::Display for Failure<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::LogInFirst => f.write_str("log in first: {\"MessageType\":\"loginmsg\",\"Sender\":\"NAME\"}"),
-            Failure::LogInWithTokenFirst => {
-                f.write_str("log in first: {\"MessageType\":\"loginmsg\",\"Data\":\"<JWT>\"}")
-            }
-            Failure::AlreadyLoggedIn(name) => write!(f, "already logged in as {name:?}"),
-            Failure::NotOnline(name) => write!(f, "recipient {name:?} is not online"),
-            Failure::LinkDown => f.write_str("message dropped: the link between nodes is down, try again later"),
-            Failure::BadName(why) => describe_refusal(f, "Sender", why),
-            Failure::Token(why) => why.fmt(f),
-            Failure::OtherUser(theirs, ours) => {
-                write!(f, "token refused: it is for {theirs:?}, this connection is logged in as {ours:?}")
-            }
-            Failure::TokenRanOut => {
-                f.write_str("token expired: send {\"MessageType\":\"refreshmsg\",\"Data\":\"<JWT>\"} before it does")
-            }
-            Failure::OpenMode => f.write_str("refreshmsg: this node takes no tokens (it runs in open mode)"),
-            Failure::RecipientBusy(name) => {
-                write!(f, "message dropped: too many messages are waiting for {name:?}, try again later")
-            }
-            Failure::RateLimited { rate, burst } => write!(
-                f,
-                "slow down: over {rate} messages/s (bursts of {burst}); messages are dropped, and a client that goes on is disconnected"
-            ),
-            Failure::TooManyLogins(max) => write!(f, "too many login attempts: at most {max} per connection"),
-            Failure::LoginTimeout(secs) => write!(f, "no login within {secs} s: closing"),
-            Failure::Lost(name) => {
-                write!(f, "message to {name:?} may not have been delivered: the link between nodes failed")
+            RequestError::NoRoom(kind) => write!(f, "{kind} needs a non-empty Reciever (the room)"),
+            RequestError::NoNames => {
+                f.write_str("presencemsg needs a non-empty Reciever: the names to look up, separated by commas")
             }
         }
     }
@@ -247,7 +112,22 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
         }
         WHOAMI => Ok(Request::WhoAmI),
         REFRESH => Ok(Request::Refresh { token: wire.data }),
+        JOIN => Ok(Request::Join { room: room_of(wire.reciever, JOIN)? }),
+        LEAVE => Ok(Request::Leave { room: room_of(wire.reciever, LEAVE)? }),
+        ROOM => Ok(Request::Room { room: room_of(wire.reciever, ROOM)?, data: wire.data }),
+        MEMBERS => Ok(Request::Members { room: room_of(wire.reciever, MEMBERS)? }),
+        PRESENCE if wire.reciever.is_empty() => Err(RequestError::NoNames),
+        PRESENCE => Ok(Request::Presence { names: wire.reciever }),
         other => Err(RequestError::UnknownType(other.into())),
+    }
+}
+
+/// The room a room request names (its `Reciever`).
+fn room_of<'a>(reciever: Cow<'a, str>, kind: &'static str) -> Result<Cow<'a, str>, RequestError> {
+    if reciever.is_empty() {
+        Err(RequestError::NoRoom(kind))
+    } else {
+        Ok(reciever)
     }
 }
 
@@ -336,6 +216,18 @@ mod tests {
             Ok(Request::Refresh { token: "a.b.c".into() })
         );
         assert_eq!(parse(r#"{"messagetype":"whoamimsg"}"#), Ok(Request::WhoAmI));
+        assert_eq!(
+            parse(r#"{"MessageType":"joinmsg","Reciever":"lobby"}"#),
+            Ok(Request::Join { room: "lobby".into() })
+        );
+        assert_eq!(
+            parse(r#"{"MessageType":"roommsg","Data":"hi","Reciever":"lobby","Sender":"x"}"#),
+            Ok(Request::Room { room: "lobby".into(), data: "hi".into() })
+        );
+        assert_eq!(
+            parse(r#"{"MessageType":"presencemsg","Reciever":"a,b"}"#),
+            Ok(Request::Presence { names: "a,b".into() })
+        );
     }
 
     #[test]
@@ -345,19 +237,9 @@ mod tests {
         assert!(matches!(parse(r#"["chatmsg","x","bob"]"#), Err(RequestError::BadJson(_))));
         assert_eq!(parse(r#"{"MessageType":"x"}"#), Err(RequestError::UnknownType("x".into())));
         assert_eq!(parse(r#"{"MessageType":"chatmsg","Data":"x"}"#), Err(RequestError::NoRecipient));
-    }
-
-    #[test]
-    fn name_and_token_refusals_read_well() {
-        assert_eq!(Failure::BadName(Refusal::Empty).to_string(), "loginmsg needs a non-empty Sender");
-        assert_eq!(Failure::BadName(Refusal::TooLong(8)).to_string(), "Sender is longer than 8 bytes");
-        assert_eq!(
-            Failure::BadName(Refusal::Bidi('\u{202E}')).to_string(),
-            "Sender must not contain bidirectional controls (U+202E)"
-        );
-        let sub = TokenRefusal::BadSubject(Refusal::Control);
-        assert_eq!(sub.to_string(), "token refused: its sub must not contain control characters");
-        assert_eq!(TokenRefusal::Expired.close_reason(), "token expired");
+        assert_eq!(parse(r#"{"MessageType":"roommsg","Data":"x"}"#), Err(RequestError::NoRoom("roommsg")));
+        assert_eq!(RequestError::NoRoom("joinmsg").to_string(), "joinmsg needs a non-empty Reciever (the room)");
+        assert_eq!(parse(r#"{"MessageType":"presencemsg"}"#), Err(RequestError::NoNames));
     }
 
     #[test]

@@ -123,6 +123,10 @@ fn missing_forged_expired_and_unsigned_tokens_are_refused_with_1008() {
         c.send(&text(&request));
         expect_refusal(&mut c, expected);
     }
+    // Each is counted for the operator, by kind.
+    for (reason, count) in [("missing", 1), ("malformed", 2), ("signature", 1), ("expired", 2), ("claims", 3)] {
+        assert_eq!(node.metric(&format!("switchboard_token_failures_total{{reason=\"{reason}\"}}")), count, "{reason}");
+    }
     // None of them took the name.
     let mut alice = RawClient::open(node.addr, "/ws");
     alice.send(&text(&login_msg(&token("alice", 600))));

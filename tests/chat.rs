@@ -99,7 +99,7 @@ fn two_thousand_users_on_every_reactor_each_message_delivered_once() {
         login(ws, &format!("u{i}"));
     }
     assert!(common::wait_until(Duration::from_secs(10), || node.metric("switchboard_users") == USERS as u64));
-    let per_reactor = node.http_get("/metrics");
+    let per_reactor = node.admin_get("/metrics");
     let spread: Vec<u64> = per_reactor
         .lines()
         .filter(|l| l.starts_with("switchboard_reactor_connections{"))

@@ -1,6 +1,7 @@
 //! Nodes joined through a real Redis Cluster of three masters: targeted
 //! routing over sharded pub/sub, users whose channels live on different
-//! shards, the registry across slots, and a slot that moves mid-chat.
+//! shards, the registry across slots, a slot that moves mid-chat, and rooms
+//! and presence over the shards.
 
 mod common;
 
@@ -67,4 +68,44 @@ fn chat_crosses_nodes_over_sharded_pubsub_and_follows_a_slot_move() {
     eprintln!("delivery followed the slot move after {:?}", moved.elapsed());
     let count = dst.cli(&["pubsub", "shardnumsub", &channel]);
     assert!(count.ends_with("1\n"), "{channel} not subscribed on its new master: {count:?}");
+}
+
+#[test]
+fn rooms_use_sharded_pubsub_and_their_members_live_on_the_rooms_master() {
+    let cluster = RedisCluster::start(3);
+    let nodes: Vec<NodeProc> = (0..2)
+        .map(|_| NodeProc::start(&["--redis", &cluster.url(), "--reactors", "1", "--join-notices", "false"]))
+        .collect();
+    // Rooms named like users that land on every master.
+    let rooms = cluster.names_on_every_master(1);
+    let names = ["ann", "ben"];
+    let mut clients = login_round_robin(&nodes, &names.map(String::from));
+    for room in &rooms {
+        for (client, name) in clients.iter_mut().zip(names) {
+            send(client, &format!(r#"{{"MessageType":"joinmsg","Reciever":"{room}"}}"#));
+            // Its own confirmation only (quiet rooms).
+            let joined = recv_text(client);
+            assert!(joined.contains(&format!("\"Sender\":\"{name}\"")), "{joined}");
+        }
+        let channel = format!("sb:r:{{{room}}}");
+        let master = cluster.node(cluster.master_port_of(&channel));
+        assert!(
+            common::wait_until(Duration::from_secs(5), || master
+                .cli(&["pubsub", "shardnumsub", &channel])
+                .ends_with("2\n")),
+            "{channel} not subscribed by both nodes on its master"
+        );
+        send(&mut clients[0], &format!(r#"{{"MessageType":"roommsg","Data":"hi {room}","Reciever":"{room}"}}"#));
+        for client in clients.iter_mut() {
+            let got = recv_text(client);
+            assert!(got.contains(&format!("\"Data\":\"hi {room}\"")), "{got}");
+        }
+        send(&mut clients[1], &format!(r#"{{"MessageType":"membersmsg","Reciever":"{room}"}}"#));
+        let v: serde_json::Value = serde_json::from_str(&recv_text(&mut clients[1])).unwrap();
+        assert_eq!(v["Count"], 2, "{v}");
+    }
+    // Presence asks each user's channel on its own master.
+    send(&mut clients[0], r#"{"MessageType":"presencemsg","Reciever":"ben,nobody"}"#);
+    let v: serde_json::Value = serde_json::from_str(&recv_text(&mut clients[0])).unwrap();
+    assert_eq!(v["Data"], "ben");
 }

@@ -81,7 +81,7 @@ fn allowed_origins_replace_the_default_in_either_mode() {
 #[test]
 fn a_bad_pattern_is_refused_at_start() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", "127.0.0.1:0", "--allowed-origin", "https://example.com/"])
+        .args(["--listen", "127.0.0.1:0", "--log-format", "text", "--allowed-origin", "https://example.com/"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

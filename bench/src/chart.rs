@@ -47,10 +47,11 @@ pub fn draw(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
             ],
         ),
         (
-            "Chat latency p99 (per second) and CPU",
+            "Chat latency p99 from the intended send time, generator lag p99 (per second) and CPU",
             "ms / % of a core / 10",
             vec![
                 ("p99 ms", RED, Box::new(|r: &Row| r.p99_us.map(|v| v as f64 / 1000.0))),
+                ("lag p99 ms", GREEN, Box::new(|r: &Row| r.lag_p99_us.map(|v| v as f64 / 1000.0))),
                 ("loadgen cpu %/10", CYAN, Box::new(|r: &Row| Some(r.loadgen_cpu_pct / 10.0))),
                 ("server cpu %/10", MAGENTA, Box::new(|r: &Row| Some(r.server_cpu_pct / 10.0))),
                 ("machine cpu %/10", BLACK, Box::new(|r: &Row| Some(r.machine_cpu_pct / 10.0))),
@@ -102,6 +103,7 @@ mod tests {
                 sent_per_s: 10.0,
                 delivered_per_s: 10.0,
                 p99_us: (i > 1).then_some(1500),
+                lag_p99_us: (i > 2).then_some(300),
                 server_rss: 1 << 20,
                 slab: 2 << 20,
                 sunreclaim: 1 << 20,

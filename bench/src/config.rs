@@ -1,22 +1,25 @@
 //! Command line, and the run plan every worker receives.
 //!
 //! The plan makes every assignment deterministic: connection `i` (global index) talks to
-//! `urls[i % urls.len()]`, logs in as `<prefix><i>`, and binds source address
-//! `sources[(i / per_source) % sources.len()]`. So any worker can name any recipient and
-//! know its node without asking anyone.
+//! `urls[i % urls.len()]`, logs in as `<prefix><i>`, and binds the source address and
+//! ports that `crate::sources` gives it. So any worker can name any recipient and know its
+//! node without asking anyone, and no two connections ever pick the same source pair.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use clap::Parser;
 
 use crate::pattern::Pattern;
+use crate::sources::{PortMode, PortRange, Sources};
 
-/// Where connections go and how many per source address, unless told otherwise.
+/// Where connections go, unless told otherwise.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:9000/ws";
-/// About 28,000 ephemeral ports exist per source address; 20,000 leaves room for churn
-/// reconnects while old ports sit in TIME_WAIT.
-pub const DEFAULT_PER_SOURCE: u32 = 20_000;
+/// Connects and logins under way at once, over all workers: enough to keep a node's
+/// accept queue busy (a handshake takes well under a millisecond when the node keeps up),
+/// few enough that a ramp at `--connect-rate 0` never queues more than a few thousand in
+/// the kernel (somaxconn 4096 by default) and its latency figures stay the node's.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 2_000;
 /// File descriptors a worker keeps for itself (epoll, wakers, pipes, libraries) below
 /// RLIMIT_NOFILE: 20,000 allowed here gives 19,000 sockets per worker.
 pub const FD_HEADROOM: u64 = 1_000;
@@ -28,7 +31,9 @@ pub const FD_HEADROOM: u64 = 1_000;
 /// message was lost or duplicated; 1 when not; 2 on bad arguments or when no connection
 /// could be made at all.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "loadgen", version)]
+// A flag given twice takes its last value, so wrapper scripts can pass defaults that
+// flags after theirs override (repeatable flags such as --url still add up).
+#[command(name = "loadgen", version, args_override_self = true)]
 pub struct Args {
     /// Target WebSocket URL, ws:// only; repeat for several nodes (connections are
     /// assigned round-robin).
@@ -85,13 +90,27 @@ pub struct Args {
     /// Seconds of churn.
     #[arg(long, default_value_t = 10.0)]
     pub churn_duration: f64,
+    /// Connects and logins under way at once over all workers (each thread gets its
+    /// share, at least one): bounds the load generator's own backlog at any rate.
+    #[arg(long, default_value_t = DEFAULT_MAX_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
     /// Source addresses to bind, comma separated, or "none" to let the kernel choose.
-    /// Default: 127.0.0.2 upward for loopback targets, none otherwise.
+    /// Default: 127.0.0.2 upward for loopback targets (as many as --per-source needs),
+    /// none otherwise.
     #[arg(long, value_delimiter = ',')]
     pub source_addrs: Vec<String>,
-    /// Connections per source address before moving to the next one.
-    #[arg(long, default_value_t = DEFAULT_PER_SOURCE)]
-    pub per_source: u32,
+    /// Connections per source address before moving to the next one (default: half the
+    /// source port range, so that no address is more than half full).
+    #[arg(long)]
+    pub per_source: Option<u32>,
+    /// Source ports the load generator assigns, LO-HI (default: the kernel's
+    /// net.ipv4.ip_local_port_range, the ports it sets aside for outgoing connections).
+    #[arg(long, value_parser = parse_port_range)]
+    pub source_port_range: Option<PortRange>,
+    /// How a socket gets its source port: explicit bind (no search in the kernel), a
+    /// one-port IP_LOCAL_PORT_RANGE, or the kernel's own search at connect().
+    #[arg(long, value_enum, default_value_t = PortMode::Explicit)]
+    pub source_ports: PortMode,
     /// Worker processes (default: enough to stay under RLIMIT_NOFILE, at least one).
     #[arg(long)]
     pub workers: Option<u32>,
@@ -132,10 +151,11 @@ pub struct Target {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub targets: Vec<Target>,
-    pub sources: Vec<IpAddr>,
-    pub per_source: u32,
+    pub sources: Sources,
     pub connections: u32,
     pub connect_rate: u32,
+    /// Connects and logins under way at once, over all threads.
+    pub max_in_flight: u32,
     pub connect_timeout_ns: u64,
     pub login: bool,
     pub login_rate: u32,
@@ -200,7 +220,7 @@ impl Plan {
         if args.connect_timeout <= 0.0 {
             return Err(ConfigError::Invalid("--connect-timeout must be > 0".into()));
         }
-        if args.per_source == 0 {
+        if args.per_source == Some(0) {
             return Err(ConfigError::Invalid("--per-source must be > 0".into()));
         }
         if args.rate > 0 && args.closed_loop.is_some() {
@@ -214,13 +234,15 @@ impl Plan {
         if args.name_prefix.contains(['"', '\\']) {
             return Err(ConfigError::Invalid("--name-prefix must not contain quotes or backslashes".into()));
         }
-        let sources = choose_sources(args, &targets)?;
+        let seed = std::process::id() as u64 ^ crate::clock::monotonic_ns();
+        let sources = choose_sources(args, &targets)?.turned(codec_seed(seed));
+        sources.check(args.connections).map_err(ConfigError::Invalid)?;
         Ok(Plan {
             targets,
             sources,
-            per_source: args.per_source,
             connections: args.connections,
             connect_rate: args.connect_rate,
+            max_in_flight: args.max_in_flight,
             connect_timeout_ns: (args.connect_timeout * 1e9) as u64,
             login: !args.no_login,
             login_rate: args.login_rate,
@@ -232,7 +254,7 @@ impl Plan {
             pattern: args.pattern,
             churn_rate: args.churn_rate,
             churn_duration_ns: (args.churn_duration * 1e9) as u64,
-            seed: std::process::id() as u64 ^ crate::clock::monotonic_ns(),
+            seed,
         })
     }
 
@@ -244,14 +266,15 @@ impl Plan {
     pub fn target_of(&self, index: u32) -> &Target {
         &self.targets[index as usize % self.targets.len()]
     }
+}
 
-    pub fn source_of(&self, index: u32) -> Option<IpAddr> {
-        if self.sources.is_empty() {
-            return None;
-        }
-        let slot = (index / self.per_source) as usize % self.sources.len();
-        Some(self.sources[slot])
-    }
+/// A well-mixed number from the run's seed, for the source plan's turn.
+fn codec_seed(seed: u64) -> u64 {
+    crate::codec::splitmix64(seed ^ 0x5EED)
+}
+
+fn parse_port_range(text: &str) -> Result<PortRange, String> {
+    PortRange::parse(text).ok_or_else(|| format!("expected LO-HI with 1 <= LO <= HI <= 65535, got {text:?}"))
 }
 
 /// Parses `ws://host[:port][/path]` and resolves the host.
@@ -287,29 +310,36 @@ fn parse_url(url: &str) -> Result<Target, ConfigError> {
     Ok(Target { url: url.to_string(), addr, host: authority.to_string(), path: path.to_string() })
 }
 
-fn choose_sources(args: &Args, targets: &[Target]) -> Result<Vec<IpAddr>, ConfigError> {
+/// The source plan: the addresses given (or 127.0.0.2 upward for loopback targets), the
+/// port range and how many connections each address takes.
+fn choose_sources(args: &Args, targets: &[Target]) -> Result<Sources, ConfigError> {
+    let kernel = PortRange::of_kernel();
+    let ports = args.source_port_range.unwrap_or(kernel);
+    let per_source = args.per_source.unwrap_or_else(|| Sources::half_of(ports));
+    let mode = args.source_ports;
+    if mode == PortMode::Range && !(kernel.lo <= ports.lo && ports.hi <= kernel.hi) {
+        return Err(ConfigError::Invalid(format!(
+            "--source-ports range needs --source-port-range inside net.ipv4.ip_local_port_range \
+             ({}-{}): the kernel ignores a per-socket range outside it",
+            kernel.lo, kernel.hi
+        )));
+    }
     if args.source_addrs.iter().any(|s| s == "none") {
-        return Ok(Vec::new());
+        return Ok(Sources { addrs: Vec::new(), per_source, ports, mode, offset: 0 });
     }
     if !args.source_addrs.is_empty() {
-        return args
+        let addrs = args
             .source_addrs
             .iter()
             .map(|s| s.trim().parse::<IpAddr>().map_err(|_| ConfigError::BadSource(s.clone())))
-            .collect();
+            .collect::<Result<_, _>>()?;
+        return Ok(Sources { addrs, per_source, ports, mode, offset: 0 });
     }
     let all_loopback_v4 = targets.iter().all(|t| matches!(t.addr.ip(), IpAddr::V4(ip) if ip.is_loopback()));
     if !all_loopback_v4 {
-        return Ok(Vec::new());
+        return Ok(Sources { addrs: Vec::new(), per_source, ports, mode, offset: 0 });
     }
-    // 127.0.0.2 upward: any 127/8 address is local on Linux loopback.
-    let needed = args.connections.div_ceil(args.per_source).max(1);
-    Ok((0..needed)
-        .map(|i| {
-            let n = u32::from(Ipv4Addr::new(127, 0, 0, 2)) + i;
-            IpAddr::V4(Ipv4Addr::from(n))
-        })
-        .collect())
+    Ok(Sources::loopback(args.connections, per_source, ports, mode))
 }
 
 #[cfg(test)]
@@ -331,12 +361,40 @@ mod tests {
     }
 
     #[test]
-    fn default_sources_cover_all_connections() {
-        let args = Args::parse_from(["loadgen", "--connections", "50001"]);
+    fn default_sources_keep_every_address_half_full() {
+        let args = Args::parse_from(["loadgen", "--connections", "50001", "--source-port-range", "10000-29999"]);
         let plan = Plan::from_args(&args).unwrap();
-        assert_eq!(plan.sources.len(), 3);
-        assert_eq!(plan.source_of(0), Some("127.0.0.2".parse().unwrap()));
-        assert_eq!(plan.source_of(20_000), Some("127.0.0.3".parse().unwrap()));
-        assert_eq!(plan.source_of(50_000), Some("127.0.0.4".parse().unwrap()));
+        assert_eq!(plan.sources.per_source, 10_000);
+        assert_eq!(plan.sources.addrs.len(), 6);
+        let bind = |i| plan.sources.bind_of(i).unwrap();
+        let offset = plan.sources.offset;
+        let home = |position: u32| 10_000 + ((position + offset) % 20_000) as u16;
+        assert_eq!((bind(0).addr, bind(0).home()), ("127.0.0.2".parse().unwrap(), home(0)));
+        assert_eq!((bind(10_001).addr, bind(10_001).home()), ("127.0.0.3".parse().unwrap(), home(2)));
+        assert_eq!(bind(50_000).addr, "127.0.0.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_later_flag_overrides_an_earlier_one_and_urls_add_up() {
+        let args = Args::parse_from([
+            "loadgen",
+            "--connect-rate",
+            "5",
+            "--url",
+            "ws://a:1/",
+            "--connect-rate",
+            "0",
+            "--url",
+            "ws://b:2/",
+        ]);
+        assert_eq!(args.connect_rate, 0);
+        assert_eq!(args.urls, ["ws://a:1/", "ws://b:2/"]);
+    }
+
+    #[test]
+    fn too_few_source_addresses_are_refused() {
+        let args = Args::parse_from(["loadgen", "--connections", "30000", "--source-addrs", "127.0.0.2"]);
+        let e = Plan::from_args(&args).unwrap_err().to_string();
+        assert!(e.contains("source addresses"), "{e}");
     }
 }

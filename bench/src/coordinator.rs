@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::accounting::Tally;
+use crate::cause::{CauseCount, Causes};
 use crate::config::{Args, Plan, FD_HEADROOM};
 use crate::fleet::{Fleet, FleetError};
 use crate::ipc::{Command, Report};
-use crate::outcome::{Histograms, MemorySnapshot, Outcome};
+use crate::outcome::{CpuSpan, Histograms, MemorySnapshot, Outcome};
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report;
+use crate::signals;
 use crate::stats::{self, get, Counter, COUNTER_COUNT};
 use crate::timeline::Row;
 
@@ -34,6 +36,9 @@ pub enum RunError {
     NoConnection { targets: String, detail: String },
     #[error("{0}")]
     Invalid(String),
+    /// A stop signal: the run ends early but still reports.
+    #[error("interrupted by {0}")]
+    Interrupted(&'static str),
 }
 
 /// Runs the load and returns the process exit status.
@@ -55,6 +60,7 @@ pub fn run(args: &Args) -> Result<i32, RunError> {
     }
     let cpus = procfs::cpu_count() as u32;
     let threads = args.threads.unwrap_or_else(|| cpus.div_ceil(workers).max(1));
+    signals::catch_stop();
     let fleet = Fleet::start(&plan, workers, threads)?;
     let mut run = Run::new(args, plan, fleet, threads);
     run.execute()
@@ -70,8 +76,11 @@ struct Run<'a> {
     /// Latest counters per worker.
     counters: Vec<Vec<u64>>,
     done_phase: Vec<u8>,
-    /// Chat latencies since the last timeline row.
+    /// Latest failure causes per worker (cumulative).
+    causes: Vec<Vec<CauseCount>>,
+    /// Chat latencies and send lags since the last timeline row.
     interval: Histogram<u64>,
+    interval_lag: Histogram<u64>,
     samples: Vec<String>,
     rows: Vec<Row>,
     phase: &'static str,
@@ -97,7 +106,9 @@ impl<'a> Run<'a> {
             started: now,
             counters: vec![vec![0; COUNTER_COUNT]; n],
             done_phase: vec![0; n],
+            causes: vec![Vec::new(); n],
             interval: stats::new_histogram(),
+            interval_lag: stats::new_histogram(),
             samples: Vec::new(),
             rows: Vec::new(),
             phase: "start",
@@ -108,36 +119,30 @@ impl<'a> Run<'a> {
             last_totals: vec![0; COUNTER_COUNT],
             progress: Progress::new(args.quiet),
         };
-        run.last_cpu = run.cpu_seconds();
-        run.servers_cpu_at_start = run.last_cpu.1;
+        let cpu = run.cpu();
+        run.last_cpu = (cpu.loadgen(), cpu.servers(), cpu.machine);
+        run.servers_cpu_at_start = cpu.servers();
         run
     }
 
     fn execute(&mut self) -> Result<i32, RunError> {
         let mut outcome = Outcome { baseline: self.memory(), ..Outcome::default() };
-        if self.plan.connections > 0 {
-            self.connect_and_login(&mut outcome)?;
-            if self.args.hold > 0.0 {
-                self.phase = "hold";
-                self.wait_for(Duration::from_secs_f64(self.args.hold))?;
-            }
-            outcome.full = self.memory();
-            outcome.open_at_full = self.total(Counter::Open);
-            if self.plan.chats() {
-                self.chat(&mut outcome)?;
-            }
-            if self.plan.churn_rate > 0 {
-                self.phase = "churn";
-                let t = Instant::now();
-                self.fleet.order(Command::Churn);
-                self.wait_phase(Command::Churn, false)?;
-                outcome.churn_secs = t.elapsed().as_secs_f64();
-            }
+        let tcp_before = procfs::tcp_counters();
+        match self.phases(&mut outcome) {
+            Ok(()) => {}
+            // Cut short by a signal: still finish the workers and write every output.
+            Err(RunError::Interrupted(signal)) => outcome.cut_short = Some(format!("interrupted by {signal}")),
+            Err(e) => return Err(e),
         }
         self.phase = "finish";
         self.tick();
         outcome.end = self.memory();
-        let servers_cpu = self.cpu_seconds().1 - self.servers_cpu_at_start;
+        outcome.kernel_tcp = tcp_before
+            .iter()
+            .zip(procfs::tcp_counters())
+            .map(|((name, before), (_, after))| (*name, after as i64 - *before as i64))
+            .collect();
+        let servers_cpu = self.cpu().servers() - self.servers_cpu_at_start;
         let finals = self.fleet.finish()?;
         // The workers have exited and been waited for: getrusage now covers them exactly.
         outcome.cpu_total = (procfs::rusage_cpu_seconds(), servers_cpu);
@@ -151,28 +156,58 @@ impl<'a> Run<'a> {
         Ok(report::finish(self.args, &self.plan, outcome))
     }
 
-    /// The connect phase, then (unless `--no-login`) the login phase.
+    /// Every phase asked for, in order.
+    fn phases(&mut self, outcome: &mut Outcome) -> Result<(), RunError> {
+        if self.plan.connections == 0 {
+            return Ok(());
+        }
+        self.connect_and_login(outcome)?;
+        if self.args.hold > 0.0 {
+            self.phase = "hold";
+            self.wait_for(Duration::from_secs_f64(self.args.hold))?;
+        }
+        outcome.full = self.memory();
+        outcome.open_at_full = self.total(Counter::Open);
+        if self.plan.chats() {
+            self.chat(outcome)?;
+        }
+        if self.plan.churn_rate > 0 {
+            self.phase = "churn";
+            let t = Instant::now();
+            self.fleet.order(Command::Churn);
+            self.wait_phase(Command::Churn, false)?;
+            outcome.churn_secs = t.elapsed().as_secs_f64();
+        }
+        Ok(())
+    }
+
+    /// The connect phase, then (unless `--no-login`) the login phase, each with the CPU
+    /// it took.
     ///
     /// # Errors
-    /// No connection could be made at all, or the workers fail.
+    /// No connection could be made at all, the workers fail, or a stop signal.
     fn connect_and_login(&mut self, outcome: &mut Outcome) -> Result<(), RunError> {
         self.phase = "connect";
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), self.cpu());
         self.fleet.order(Command::Connect);
-        self.wait_phase(Command::Connect, true)?;
+        let waited = self.wait_phase(Command::Connect, true);
         outcome.connect_secs = t.elapsed().as_secs_f64();
+        outcome.connect_cpu = CpuSpan::between(&cpu, &self.cpu());
+        outcome.established = self.total(Counter::ConnectOk);
+        waited?;
         if self.total(Counter::ConnectOk) == 0 {
             return Err(self.no_connection());
         }
         if self.plan.login {
             self.phase = "login";
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), self.cpu());
             self.fleet.order(Command::Login);
-            self.wait_phase(Command::Login, false)?;
+            let waited = self.wait_phase(Command::Login, false);
             outcome.login_secs = t.elapsed().as_secs_f64();
+            outcome.login_cpu = CpuSpan::between(&cpu, &self.cpu());
+            outcome.logged_in = self.total(Counter::LoginOk);
+            waited?;
         }
-        outcome.established = self.total(Counter::ConnectOk);
-        outcome.logged_in = self.total(Counter::LoginOk);
         Ok(())
     }
 
@@ -190,13 +225,14 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         self.phase = "chat";
-        let before = self.cpu_seconds();
+        let before = self.cpu();
         let t = Instant::now();
         self.fleet.order(Command::Chat);
-        self.wait_phase(Command::Chat, false)?;
+        let waited = self.wait_phase(Command::Chat, false);
         outcome.chat_secs = t.elapsed().as_secs_f64();
-        let after = self.cpu_seconds();
-        outcome.chat_cpu = Some((after.0 - before.0, after.1 - before.1, after.2 - before.2));
+        let spent = CpuSpan::between(&before, &self.cpu());
+        outcome.chat_cpu = Some((spent.loadgen(), spent.servers(), spent.machine));
+        waited?;
         self.phase = "grace";
         let t = Instant::now();
         self.wait_delivered(Duration::from_secs_f64(self.args.grace))?;
@@ -208,6 +244,9 @@ impl<'a> Run<'a> {
     /// early when many connections failed and none succeeded.
     fn wait_phase(&mut self, phase: Command, connecting: bool) -> Result<(), RunError> {
         loop {
+            if let Some(signal) = signals::stop_requested() {
+                return Err(RunError::Interrupted(signal));
+            }
             if self.done_phase.iter().all(|&p| p >= phase as u8) {
                 return Ok(());
             }
@@ -223,6 +262,9 @@ impl<'a> Run<'a> {
     fn wait_for(&mut self, span: Duration) -> Result<(), RunError> {
         let end = Instant::now() + span;
         while Instant::now() < end {
+            if let Some(signal) = signals::stop_requested() {
+                return Err(RunError::Interrupted(signal));
+            }
             self.pump(end.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)))?;
         }
         Ok(())
@@ -235,6 +277,9 @@ impl<'a> Run<'a> {
         while Instant::now() < end {
             if self.total(Counter::Received) >= self.total(Counter::Sent) {
                 return Ok(());
+            }
+            if let Some(signal) = signals::stop_requested() {
+                return Err(RunError::Interrupted(signal));
             }
             self.pump(Duration::from_millis(200))?;
         }
@@ -250,12 +295,13 @@ impl<'a> Run<'a> {
             }
             let until = deadline.min(self.next_tick);
             match self.fleet.next(until)? {
-                Some((id, Report::Stats { counters, done_phase, latency, samples })) => {
+                Some((id, Report::Stats { counters, done_phase, latency, lag, causes, samples })) => {
                     self.counters[id] = counters;
                     self.done_phase[id] = done_phase;
-                    if let Some(text) = latency {
-                        if let Ok(h) = stats::decode_histogram(&text) {
-                            stats::merge(&mut self.interval, &h);
+                    self.causes[id] = causes;
+                    for (into, text) in [(&mut self.interval, latency), (&mut self.interval_lag, lag)] {
+                        if let Some(h) = text.and_then(|t| stats::decode_histogram(&t).ok()) {
+                            stats::merge(into, &h);
                         }
                     }
                     for sample in samples {
@@ -283,7 +329,8 @@ impl<'a> Run<'a> {
         self.next_tick = crate::clock::next_second_boundary() + TICK_AFTER_REPORTS;
         let totals = self.totals();
         let per_second = |c: Counter| (get(&totals, c) - get(&self.last_totals, c).min(get(&totals, c))) as f64 / secs;
-        let cpu = self.cpu_seconds();
+        let span = self.cpu();
+        let cpu = (span.loadgen(), span.servers(), span.machine);
         let memory = self.memory();
         let row = Row {
             t: self.started.elapsed().as_secs_f64(),
@@ -293,6 +340,7 @@ impl<'a> Run<'a> {
             sent_per_s: per_second(Counter::Sent),
             delivered_per_s: per_second(Counter::Received),
             p99_us: (!self.interval.is_empty()).then(|| self.interval.value_at_quantile(0.99)),
+            lag_p99_us: (!self.interval_lag.is_empty()).then(|| self.interval_lag.value_at_quantile(0.99)),
             server_rss: memory.server_rss,
             slab: memory.slab,
             sunreclaim: memory.sunreclaim,
@@ -302,6 +350,7 @@ impl<'a> Run<'a> {
             machine_cpu_pct: (cpu.2 - self.last_cpu.2) / secs * 100.0,
         };
         self.interval.reset();
+        self.interval_lag.reset();
         self.last_cpu = cpu;
         self.last_totals = totals.clone();
         let errors: u64 = stats::ERROR_KINDS.iter().map(|(c, _)| get(&totals, *c)).sum();
@@ -323,13 +372,21 @@ impl<'a> Run<'a> {
         self.counters.iter().map(|c| get(c, counter)).sum()
     }
 
-    /// CPU seconds so far: (load generator incl. workers, servers given by --server-pid,
-    /// the whole machine).
-    fn cpu_seconds(&self) -> (f64, f64, f64) {
-        let own = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0)
-            + self.fleet.workers.iter().filter_map(|w| procfs::cpu_seconds(w.pid)).sum::<f64>();
-        let servers = self.args.server_pids.iter().filter_map(|&p| procfs::cpu_seconds(p)).sum();
-        (own, servers, procfs::machine_busy_seconds())
+    /// CPU seconds so far (user and system): the load generator with its workers, the
+    /// servers given by --server-pid, and the whole machine.
+    fn cpu(&self) -> CpuSpan {
+        let sum = |pids: &mut dyn Iterator<Item = u32>| {
+            pids.filter_map(procfs::cpu_split).fold((0.0, 0.0), |(u, s), (du, ds)| (u + du, s + ds))
+        };
+        let own = sum(&mut std::iter::once(std::process::id()).chain(self.fleet.workers.iter().map(|w| w.pid)));
+        let servers = sum(&mut self.args.server_pids.iter().copied());
+        CpuSpan {
+            loadgen_user: own.0,
+            loadgen_system: own.1,
+            servers_user: servers.0,
+            servers_system: servers.1,
+            machine: procfs::machine_busy_seconds(),
+        }
     }
 
     fn memory(&self) -> MemorySnapshot {
@@ -353,28 +410,44 @@ impl<'a> Run<'a> {
             .filter(|(c, _)| get(&totals, *c) > 0)
             .map(|(c, name)| format!("{name} {}", get(&totals, *c)))
             .collect();
+        let mut causes = Causes::default();
+        for worker in &self.causes {
+            causes.add(worker.iter().cloned());
+        }
+        let why: Vec<String> = crate::cause::Side::ALL
+            .iter()
+            .flat_map(|&side| causes.of(side).into_iter().map(move |(what, n)| format!("{}: {what} {n}", side.key())))
+            .collect();
         let first = self.samples.first().cloned().unwrap_or_else(|| "no error description".into());
-        RunError::NoConnection { targets, detail: format!("{first} [errors: {}]", kinds.join(", ")) }
+        RunError::NoConnection {
+            targets,
+            detail: format!("{first} [errors: {}] [causes: {}]", kinds.join(", "), why.join(", ")),
+        }
     }
 }
 
-/// Adds the workers' final reports into `outcome`: counters, whole-run histograms (merged
-/// exactly) and receipt tallies; error descriptions that came with them go to `samples`.
+/// Adds the workers' final reports into `outcome`: counters, causes, whole-run histograms
+/// (merged exactly) and receipt tallies; error descriptions that came with them go to
+/// `samples`.
 fn add_finals(outcome: &mut Outcome, finals: Vec<(usize, Report)>, samples: &mut Vec<String>) -> Result<(), RunError> {
     let mut counters = vec![0; COUNTER_COUNT];
+    let mut causes = Causes::default();
     let mut hists = Histograms::default();
     let mut tally = Tally::default();
     for (_, report) in finals {
         match report {
-            Report::Final { counters: c, connect, login, churn, latency, tally: t } => {
+            Report::Final { counters: c, causes: more, histograms: h, tally: t } => {
                 for (sum, v) in counters.iter_mut().zip(c) {
                     *sum += v;
                 }
+                causes.add(more);
                 let pairs = [
-                    (&mut hists.connect, connect),
-                    (&mut hists.login, login),
-                    (&mut hists.churn, churn),
-                    (&mut hists.latency, latency),
+                    (&mut hists.connect, h.connect),
+                    (&mut hists.login, h.login),
+                    (&mut hists.churn, h.churn),
+                    (&mut hists.latency, h.latency),
+                    (&mut hists.service, h.service),
+                    (&mut hists.lag, h.lag),
                 ];
                 for (into, text) in pairs {
                     let h = stats::decode_histogram(&text).map_err(RunError::Invalid)?;
@@ -387,6 +460,7 @@ fn add_finals(outcome: &mut Outcome, finals: Vec<(usize, Report)>, samples: &mut
         }
     }
     outcome.counters = counters;
+    outcome.causes = causes;
     outcome.tally = tally;
     outcome.hists = hists;
     Ok(())

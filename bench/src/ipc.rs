@@ -5,6 +5,7 @@
 use std::io::{self, BufRead, Write};
 
 use crate::accounting::Tally;
+use crate::cause::CauseCount;
 
 /// What the coordinator orders and each worker passes on to its threads. The
 /// discriminant is the phase id reported in `done_phase` when the phase is over.
@@ -32,10 +33,33 @@ pub enum Report {
     /// Threads are up and idle.
     Ready { pid: u32 },
     /// Once a second: cumulative counters, the lowest phase every thread has finished,
-    /// the chat latencies of the interval, and new error descriptions.
-    Stats { counters: Vec<u64>, done_phase: u8, latency: Option<String>, samples: Vec<String> },
-    /// After `finish`: final counters, whole-run histograms and the receipt tally.
-    Final { counters: Vec<u64>, connect: String, login: String, churn: String, latency: String, tally: Tally },
+    /// the interval's chat latencies and send lags, failures by cause so far, and new
+    /// error descriptions.
+    Stats {
+        counters: Vec<u64>,
+        done_phase: u8,
+        latency: Option<String>,
+        lag: Option<String>,
+        causes: Vec<CauseCount>,
+        samples: Vec<String>,
+    },
+    /// After `finish`: final counters and causes, whole-run histograms and the receipt
+    /// tally.
+    Final { counters: Vec<u64>, causes: Vec<CauseCount>, histograms: FinalHistograms, tally: Tally },
+}
+
+/// A worker's whole-run histograms, each V2-serialized and base64-encoded.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FinalHistograms {
+    pub connect: String,
+    pub login: String,
+    pub churn: String,
+    /// Chat, from the intended send time.
+    pub latency: String,
+    /// Chat, from the actual send.
+    pub service: String,
+    /// Chat sends behind schedule.
+    pub lag: String,
 }
 
 /// Writes one value as a JSON line and flushes it.
@@ -72,13 +96,20 @@ mod tests {
         let mut buf = Vec::new();
         send_line(
             &mut buf,
-            &Report::Stats { counters: vec![1, 2], done_phase: 3, latency: None, samples: vec!["x".into()] },
+            &Report::Stats {
+                counters: vec![1, 2],
+                done_phase: 3,
+                latency: None,
+                lag: None,
+                causes: vec![(crate::cause::Side::Kernel, "ECONNRESET during open".into(), 4)],
+                samples: vec!["x".into()],
+            },
         )
         .unwrap();
         send_line(&mut buf, &Order { command: Command::Chat }).unwrap();
         let mut input = &buf[..];
         let report: Report = read_line(&mut input).unwrap().unwrap();
-        assert!(matches!(report, Report::Stats { done_phase: 3, .. }));
+        assert!(matches!(report, Report::Stats { done_phase: 3, ref causes, .. } if causes[0].2 == 4));
         let order: Order = read_line(&mut input).unwrap().unwrap();
         assert_eq!(order.command, Command::Chat);
         assert!(read_line::<Order>(&mut input).unwrap().is_none());

@@ -11,12 +11,16 @@
 //! - `ipc`: the orders and reports between coordinator and workers (JSON lines)
 //! - `worker`: a worker process: driver threads plus a reporter
 //! - `driver`: one mio reactor thread holding a range of connections (`driver/`: its
-//!   lifecycle, wire, inbound, chat, window, failure, conn and shared parts)
+//!   lifecycle, dial, schedule, wire, inbound, chat, window, failure, conn and shared
+//!   parts)
+//! - `sources`: the source address and ports of every connection
+//! - `signals`: SIGINT/SIGTERM end a run early, with every output still written
 //!
 //! On the wire and in the counts:
 //! - `codec`: WebSocket client handshake and frames
 //! - `message`: the chat messages and the markers carried in `Data`
 //! - `accounting`: exact lost / duplicate counting
+//! - `cause`: why a connection failed, from the side that acted
 //! - `stats`: shared counters and histograms (V2-serialized across processes)
 //! - `procfs`: RSS, CPU, slab, machine facts and RLIMIT_NOFILE
 //! - `clock`: CLOCK_MONOTONIC timestamps, comparable across processes
@@ -29,6 +33,7 @@
 //! - `report`: writes all of it
 
 mod accounting;
+mod cause;
 mod chart;
 mod clock;
 mod codec;
@@ -44,6 +49,8 @@ mod pattern;
 mod procfs;
 mod progress;
 mod report;
+mod signals;
+mod sources;
 mod stats;
 mod summary;
 mod timeline;
@@ -55,6 +62,7 @@ use clap::Parser as _;
 fn main() {
     let args = config::Args::parse();
     if args.worker {
+        signals::ignore_stop();
         if let Err(e) = worker::run() {
             eprintln!("loadgen worker: {e}");
             std::process::exit(3);

@@ -29,8 +29,10 @@ pub enum Incoming<'a> {
 pub enum Mark {
     /// The self-addressed message that confirms a login.
     Login,
-    /// A timed chat message: send time (CLOCK_MONOTONIC nanoseconds), sender index, sequence.
-    Chat { sent_ns: u64, sender: u32, seq: u32 },
+    /// A timed chat message: when the schedule meant it to go (CLOCK_MONOTONIC
+    /// nanoseconds), how much later the load generator actually sent it, sender index and
+    /// sequence number.
+    Chat { intended_ns: u64, lag_ns: u64, sender: u32, seq: u32 },
 }
 
 #[derive(serde::Deserialize)]
@@ -64,12 +66,16 @@ pub fn write_chat(out: &mut Vec<u8>, prefix: &str, sender: u32, recipient: u32, 
     out.extend_from_slice(br#""}"#);
 }
 
-/// Appends a timed `Data` value, `t=<ns>;s=<sender>:<seq>;`, padded with `x` to
-/// `payload` bytes (it is longer when `payload` is too small to hold the marker).
-pub fn write_chat_data(out: &mut Vec<u8>, sent_ns: u64, sender: u32, seq: u32, payload: usize) {
+/// Appends a timed `Data` value, `t=<intended ns>;l=<lag ns>;s=<sender>:<seq>;`, padded
+/// with `x` to `payload` bytes (it is longer when `payload` is too small to hold the
+/// marker). The recipient measures latency from the intended time (what a user would
+/// see, the load generator's own delay included) and from the actual send (`t + l`).
+pub fn write_chat_data(out: &mut Vec<u8>, intended_ns: u64, lag_ns: u64, sender: u32, seq: u32, payload: usize) {
     let start = out.len();
     out.extend_from_slice(b"t=");
-    push_decimal(out, sent_ns);
+    push_decimal(out, intended_ns);
+    out.extend_from_slice(b";l=");
+    push_decimal(out, lag_ns);
     out.extend_from_slice(b";s=");
     push_decimal(out, sender.into());
     out.push(b':');
@@ -157,10 +163,16 @@ pub fn parse_mark(data: &str) -> Option<Mark> {
         return Some(Mark::Login);
     }
     let rest = data.strip_prefix("t=")?;
-    let (t, rest) = rest.split_once(";s=")?;
+    let (t, rest) = rest.split_once(";l=")?;
+    let (lag, rest) = rest.split_once(";s=")?;
     let (sender, rest) = rest.split_once(':')?;
     let (seq, _) = rest.split_once(';')?;
-    Some(Mark::Chat { sent_ns: t.parse().ok()?, sender: sender.parse().ok()?, seq: seq.parse().ok()? })
+    Some(Mark::Chat {
+        intended_ns: t.parse().ok()?,
+        lag_ns: lag.parse().ok()?,
+        sender: sender.parse().ok()?,
+        seq: seq.parse().ok()?,
+    })
 }
 
 /// The connection index in a name `<prefix><index>`, if the name has that shape.
@@ -175,7 +187,7 @@ mod tests {
     #[test]
     fn chat_round_trip_through_the_seed_format() {
         let mut data = Vec::new();
-        write_chat_data(&mut data, 123_456_789, 42, 7, 64);
+        write_chat_data(&mut data, 123_456_789, 2_500, 42, 7, 64);
         assert_eq!(data.len(), 64);
         let mut out = Vec::new();
         write_chat(&mut out, "u", 42, 9, &data);
@@ -185,7 +197,8 @@ mod tests {
             Incoming::Chat { data, reciever, sender } => {
                 assert_eq!(reciever, "u9");
                 assert_eq!(sender, "u42");
-                assert_eq!(parse_mark(&data), Some(Mark::Chat { sent_ns: 123_456_789, sender: 42, seq: 7 }));
+                let mark = Mark::Chat { intended_ns: 123_456_789, lag_ns: 2_500, sender: 42, seq: 7 };
+                assert_eq!(parse_mark(&data), Some(mark));
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -194,8 +207,8 @@ mod tests {
     #[test]
     fn small_payload_keeps_the_whole_marker() {
         let mut data = Vec::new();
-        write_chat_data(&mut data, 1, 2, 3, 4);
-        assert_eq!(data, b"t=1;s=2:3;");
+        write_chat_data(&mut data, 1, 0, 2, 3, 4);
+        assert_eq!(data, b"t=1;l=0;s=2:3;");
     }
 
     #[test]
@@ -205,7 +218,9 @@ mod tests {
         assert_eq!(out, br#"{"MessageType":"loginmsg","Sender":"lg-5"}"#);
         assert_eq!(parse_mark("login;"), Some(Mark::Login));
         assert_eq!(parse_mark("hello"), None);
-        assert_eq!(parse_mark("t=1;s=x:1;"), None);
+        assert_eq!(parse_mark("t=1;l=0;s=x:1;"), None);
+        // The marker of builds before the lag was carried is not taken for a message.
+        assert_eq!(parse_mark("t=1;s=2:1;"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::accounting::Tally;
+use crate::cause::Causes;
 use crate::config::Plan;
 use crate::stats::{self, get, Counter};
 use crate::timeline::Row;
@@ -27,18 +28,52 @@ pub struct MemorySnapshot {
 pub struct Histograms {
     pub connect: Histogram<u64>,
     pub login: Histogram<u64>,
+    /// Churn cycles, from their intended start.
     pub churn: Histogram<u64>,
+    /// Chat, from the intended send time (the headline figure).
     pub latency: Histogram<u64>,
+    /// Chat, from the actual send (service time).
+    pub service: Histogram<u64>,
+    /// Chat sends: how far behind schedule.
+    pub lag: Histogram<u64>,
 }
 
 impl Default for Histograms {
     fn default() -> Self {
-        Self {
-            connect: stats::new_histogram(),
-            login: stats::new_histogram(),
-            churn: stats::new_histogram(),
-            latency: stats::new_histogram(),
+        let new = stats::new_histogram;
+        Self { connect: new(), login: new(), churn: new(), latency: new(), service: new(), lag: new() }
+    }
+}
+
+/// CPU seconds spent during a span (a phase), from /proc: user and system time of the
+/// load generator (coordinator and workers) and of the servers, and the whole machine.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CpuSpan {
+    pub loadgen_user: f64,
+    pub loadgen_system: f64,
+    pub servers_user: f64,
+    pub servers_system: f64,
+    pub machine: f64,
+}
+
+impl CpuSpan {
+    /// What was spent between two readings of cumulative CPU time.
+    pub fn between(before: &CpuSpan, after: &CpuSpan) -> CpuSpan {
+        CpuSpan {
+            loadgen_user: after.loadgen_user - before.loadgen_user,
+            loadgen_system: after.loadgen_system - before.loadgen_system,
+            servers_user: after.servers_user - before.servers_user,
+            servers_system: after.servers_system - before.servers_system,
+            machine: after.machine - before.machine,
         }
+    }
+
+    pub fn loadgen(&self) -> f64 {
+        self.loadgen_user + self.loadgen_system
+    }
+
+    pub fn servers(&self) -> f64 {
+        self.servers_user + self.servers_system
     }
 }
 
@@ -46,6 +81,7 @@ impl Default for Histograms {
 #[derive(Default)]
 pub struct Outcome {
     pub counters: Vec<u64>,
+    pub causes: Causes,
     pub tally: Tally,
     pub hists: Histograms,
     pub samples: Vec<String>,
@@ -66,6 +102,14 @@ pub struct Outcome {
     pub cpu_total: (f64, f64),
     /// (load generator, servers, whole machine) CPU seconds during the chat phase.
     pub chat_cpu: Option<(f64, f64, f64)>,
+    /// CPU during the connect phase and during the login phase.
+    pub connect_cpu: CpuSpan,
+    pub login_cpu: CpuSpan,
+    /// Why the run ended early (a signal, or the workers failing), if it did.
+    pub cut_short: Option<String>,
+    /// How much the kernel's TCP counters moved from the start to the end of the phases
+    /// (before the connections close).
+    pub kernel_tcp: Vec<(&'static str, i64)>,
     pub workers: u32,
     pub threads: u32,
     pub rows: Vec<Row>,

@@ -1,5 +1,5 @@
 //! What the load generator reads from /proc and the resource limits it sets: process RSS
-//! and CPU time, the kernel's slab memory, and the open-file limit.
+//! and CPU time, the kernel's slab memory and TCP counters, and the open-file limit.
 
 use std::fs;
 
@@ -9,8 +9,8 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     kib_field(&text, "VmRSS:")
 }
 
-/// User + system CPU time of a process in seconds (from /proc/PID/stat).
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+/// User and system CPU time of a process in seconds (utime and stime of /proc/PID/stat).
+pub fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields after it are fixed.
     let after = &text[text.rfind(')')? + 2..];
@@ -18,7 +18,8 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     // utime and stime are fields 14 and 15 overall, 12 and 13 after the name and state.
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks_per_second())
+    let ticks = clock_ticks_per_second();
+    Some((utime / ticks, stime / ticks))
 }
 
 /// CPU seconds (user + system) of this process and of its waited-for children, from
@@ -55,6 +56,50 @@ pub fn machine_busy_seconds() -> f64 {
 pub fn slab_bytes() -> (u64, u64) {
     let text = fs::read_to_string("/proc/meminfo").unwrap_or_default();
     (kib_field(&text, "Slab:").unwrap_or(0), kib_field(&text, "SUnreclaim:").unwrap_or(0))
+}
+
+/// The kernel's TCP counters that say why connections failed or queued, by their nstat
+/// names (`/proc/net/snmp` `Tcp:` and `/proc/net/netstat` `TcpExt:`).
+pub const TCP_COUNTERS: [&str; 12] = [
+    "TcpExtListenOverflows",
+    "TcpExtListenDrops",
+    "TcpExtTCPAbortOnTimeout",
+    "TcpExtTCPTimeouts",
+    "TcpExtTCPSynRetrans",
+    "TcpExtSyncookiesSent",
+    "TcpEstabResets",
+    "TcpOutRsts",
+    "TcpAttemptFails",
+    "TcpExtTCPAbortOnData",
+    "TcpExtTCPAbortOnMemory",
+    "TcpExtTCPTimeWaitOverflow",
+];
+
+/// The values of [`TCP_COUNTERS`] now (network-namespace wide: every process counts).
+pub fn tcp_counters() -> Vec<(&'static str, u64)> {
+    let mut text = fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    text.push_str(&fs::read_to_string("/proc/net/netstat").unwrap_or_default());
+    let all = parse_counters(&text);
+    TCP_COUNTERS.iter().map(|&name| (name, all.get(name).copied().unwrap_or(0))).collect()
+}
+
+/// `Prefix: name name ...` / `Prefix: value value ...` line pairs, as nstat names them.
+fn parse_counters(text: &str) -> std::collections::HashMap<String, u64> {
+    let mut counters = std::collections::HashMap::new();
+    let lines: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once(':')).collect();
+    // A names line is followed by the values line of the same prefix.
+    for pair in lines.windows(2) {
+        let [(prefix, names), (next, values)] = pair else { continue };
+        if prefix != next || names.split_whitespace().next().is_some_and(|n| n.parse::<i64>().is_ok()) {
+            continue;
+        }
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            if let Ok(value) = value.parse() {
+                counters.insert(format!("{prefix}{name}"), value);
+            }
+        }
+    }
+    counters
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.
@@ -114,9 +159,20 @@ mod tests {
     fn reads_own_process_and_meminfo() {
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
-        assert!(cpu_seconds(pid).unwrap() >= 0.0);
+        let (user, system) = cpu_split(pid).unwrap();
+        assert!(user >= 0.0 && system >= 0.0);
         assert!(slab_bytes().0 > 0);
         assert!(raise_nofile_limit() > 0);
         assert_eq!(rss_bytes(u32::MAX), None);
+        assert_eq!(cpu_split(u32::MAX), None);
+        assert_eq!(tcp_counters().len(), TCP_COUNTERS.len());
+    }
+
+    #[test]
+    fn counters_read_as_nstat_names_them() {
+        let text = "Ip: Forwarding\nIp: 2\nTcp: RtoAlgorithm EstabResets OutRsts\nTcp: 1 7 9\n\
+                    TcpExt: ListenOverflows TW\nTcpExt: 3 5\n";
+        let c = parse_counters(text);
+        assert_eq!((c["TcpEstabResets"], c["TcpOutRsts"], c["TcpExtListenOverflows"]), (7, 9, 3));
     }
 }

@@ -26,13 +26,18 @@ pub enum Counter {
     Sent,
     /// Chat messages received, duplicates included.
     Received,
-    /// Chat sends skipped: no logged-in connection found or its output buffer was full.
-    SendSkipped,
     /// Chat sends dropped because the thread fell more than a second behind its schedule
-    /// (the load generator itself could not keep up).
+    /// (the load generator could not keep up, or no sender could take them), or still
+    /// unsent when the chat phase ended.
     SendBehind,
     ChurnOk,
     ChurnFail,
+    /// Churn cycles dropped more than a second behind schedule, or never started.
+    ChurnBehind,
+    /// Source ports skipped because the kernel reported them in use.
+    PortsSkipped,
+    /// Connects whose every planned port was in use, so the kernel chose one.
+    PortsFallback,
     /// Messages that arrived at the wrong connection or with a wrong `Sender`.
     Misrouted,
     ErrRefused,

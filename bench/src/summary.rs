@@ -3,9 +3,11 @@
 
 use serde::Serialize;
 
+use crate::cause::Side;
 use crate::config::{Args, Plan};
-use crate::outcome::{MemorySnapshot, Outcome};
+use crate::outcome::{CpuSpan, MemorySnapshot, Outcome};
 use crate::pattern::Pattern;
+use crate::sources::PortMode;
 use crate::stats::{Counter, Percentiles, ERROR_KINDS};
 use crate::timeline::Row;
 use crate::verdict::Verdict;
@@ -22,7 +24,14 @@ pub struct Summary<'a> {
     pub login: LoginSummary,
     pub chat: ChatSummary,
     pub churn: ChurnSummary,
+    /// Set when a stop signal ended the run early; the figures cover what ran.
+    pub cut_short: Option<&'a str>,
     pub errors: serde_json::Map<String, serde_json::Value>,
+    /// Failed connections by who ended them and why, with the step they were in.
+    pub causes: serde_json::Map<String, serde_json::Value>,
+    /// How the kernel's TCP counters moved during the phases (before the connections
+    /// closed), network-namespace wide.
+    pub kernel_tcp: serde_json::Map<String, serde_json::Value>,
     pub error_samples: &'a [String],
     pub memory: MemorySummary<'a>,
     pub cpu: CpuSummary,
@@ -55,8 +64,14 @@ pub struct ConfigSummary<'a> {
     pub grace_s: f64,
     pub churn_rate: u32,
     pub churn_duration_s: f64,
+    pub max_in_flight: u32,
     pub source_addrs: usize,
     pub per_source: u32,
+    /// LO-HI: the source ports the load generator assigns.
+    pub source_port_range: String,
+    pub source_ports: PortMode,
+    /// The fullest source address's share of the port range (0.5: half full).
+    pub source_fullest_share: f64,
     pub workers: u32,
     pub threads_per_worker: u32,
 }
@@ -69,8 +84,28 @@ pub struct ConnectSummary {
     pub open_at_end: u64,
     pub seconds: f64,
     pub per_second: f64,
+    /// Source ports skipped because the kernel reported them in use.
+    pub ports_skipped: u64,
+    /// Connects whose every planned port was in use, so the kernel chose one.
+    pub ports_fallback: u64,
     /// TCP connect + WebSocket handshake.
     pub latency: Percentiles,
+    /// CPU the connect phase cost, per connection established.
+    pub cpu: PhaseCpu,
+}
+
+/// CPU of one phase from /proc (utime, stime), and per operation (connection or login).
+#[derive(Serialize)]
+pub struct PhaseCpu {
+    pub loadgen_user_s: f64,
+    pub loadgen_system_s: f64,
+    pub servers_user_s: f64,
+    pub servers_system_s: f64,
+    pub machine_s: f64,
+    pub loadgen_us_per_op: Option<f64>,
+    pub servers_us_per_op: Option<f64>,
+    /// Whole machine: both ends, and whatever else ran.
+    pub machine_us_per_op: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -78,8 +113,10 @@ pub struct LoginSummary {
     pub ok: u64,
     pub failed: u64,
     pub seconds: f64,
+    pub per_second: f64,
     /// Login sent until the self-addressed marker message came back.
     pub latency: Percentiles,
+    pub cpu: PhaseCpu,
 }
 
 #[derive(Serialize)]
@@ -96,12 +133,16 @@ pub struct ChatSummary {
     pub duplicated: u64,
     pub misrouted: u64,
     pub phantom: u64,
-    pub send_skipped: u64,
     pub send_behind: u64,
     pub sent_per_s: f64,
     pub delivered_per_s: f64,
-    /// End to end: sender's timestamp to the recipient's read.
+    /// End to end from the intended send time (the schedule's) to the recipient's read:
+    /// what a user would see, the load generator's own delays included.
     pub latency: Percentiles,
+    /// End to end from the actual send: the service time.
+    pub service_latency: Percentiles,
+    /// How far behind schedule each message was sent (actual - intended).
+    pub generator_lag: Percentiles,
 }
 
 #[derive(Serialize)]
@@ -110,7 +151,10 @@ pub struct ChurnSummary {
     pub seconds: f64,
     pub ok: u64,
     pub failed: u64,
-    /// A churned connection's TCP connect until its re-login was confirmed.
+    /// Cycles more than a second behind schedule, dropped, or never started.
+    pub behind: u64,
+    /// A churn cycle from its intended start (close, reconnect, login) until the re-login
+    /// was confirmed.
     pub reconnect_latency: Percentiles,
 }
 
@@ -164,13 +208,18 @@ impl<'a> Summary<'a> {
                 open_at_end: o.count(Counter::Open),
                 seconds: round3(o.connect_secs),
                 per_second: rate(o.established, o.connect_secs),
+                ports_skipped: o.count(Counter::PortsSkipped),
+                ports_fallback: o.count(Counter::PortsFallback),
                 latency: Percentiles::of(&o.hists.connect),
+                cpu: PhaseCpu::new(&o.connect_cpu, o.established),
             },
             login: LoginSummary {
                 ok: o.count(Counter::LoginOk),
                 failed: o.count(Counter::LoginFail),
                 seconds: round3(o.login_secs),
+                per_second: rate(o.count(Counter::LoginOk), o.login_secs),
                 latency: Percentiles::of(&o.hists.login),
+                cpu: PhaseCpu::new(&o.login_cpu, o.count(Counter::LoginOk)),
             },
             chat: ChatSummary::new(plan, o),
             churn: ChurnSummary {
@@ -178,9 +227,13 @@ impl<'a> Summary<'a> {
                 seconds: round3(o.churn_secs),
                 ok: o.count(Counter::ChurnOk),
                 failed: o.count(Counter::ChurnFail),
+                behind: o.count(Counter::ChurnBehind),
                 reconnect_latency: Percentiles::of(&o.hists.churn),
             },
+            cut_short: o.cut_short.as_deref(),
             errors: errors(o),
+            causes: causes(o),
+            kernel_tcp: o.kernel_tcp.iter().map(|(name, n)| (name.to_string(), (*n).into())).collect(),
             error_samples: &o.samples,
             memory: MemorySummary::new(args, o),
             cpu: CpuSummary::new(o),
@@ -208,8 +261,12 @@ impl<'a> ConfigSummary<'a> {
             grace_s: args.grace,
             churn_rate: plan.churn_rate,
             churn_duration_s: args.churn_duration,
-            source_addrs: plan.sources.len(),
-            per_source: plan.per_source,
+            max_in_flight: plan.max_in_flight,
+            source_addrs: plan.sources.addrs.len(),
+            per_source: plan.sources.per_source,
+            source_port_range: format!("{}-{}", plan.sources.ports.lo, plan.sources.ports.hi),
+            source_ports: plan.sources.mode,
+            source_fullest_share: (plan.sources.fullest(plan.connections).1 * 1000.0).round() / 1000.0,
             workers: o.workers,
             threads_per_worker: o.threads,
         }
@@ -232,11 +289,12 @@ impl ChatSummary {
             duplicated: o.tally.duplicates,
             misrouted: o.count(Counter::Misrouted),
             phantom: o.tally.phantom(sent),
-            send_skipped: o.count(Counter::SendSkipped),
             send_behind: o.count(Counter::SendBehind),
             sent_per_s: rate(sent, o.chat_secs),
             delivered_per_s: rate(o.tally.distinct, o.chat_secs),
             latency: Percentiles::of(&o.hists.latency),
+            service_latency: Percentiles::of(&o.hists.service),
+            generator_lag: Percentiles::of(&o.hists.lag),
         }
     }
 }
@@ -278,6 +336,35 @@ impl CpuSummary {
             chat_machine_pct: o.chat_cpu.map(|(_, _, m)| chat_pct(m)),
         }
     }
+}
+
+impl PhaseCpu {
+    fn new(cpu: &CpuSpan, ops: u64) -> Self {
+        let per_op = |seconds: f64| (ops > 0).then(|| round1(seconds.max(0.0) / ops as f64 * 1e6));
+        PhaseCpu {
+            loadgen_user_s: round3(cpu.loadgen_user),
+            loadgen_system_s: round3(cpu.loadgen_system),
+            servers_user_s: round3(cpu.servers_user),
+            servers_system_s: round3(cpu.servers_system),
+            machine_s: round3(cpu.machine),
+            loadgen_us_per_op: per_op(cpu.loadgen()),
+            servers_us_per_op: per_op(cpu.servers()),
+            machine_us_per_op: per_op(cpu.machine),
+        }
+    }
+}
+
+/// Failed connections by side (`node`, `kernel`, `loadgen`): a total and the count of
+/// each cause.
+fn causes(o: &Outcome) -> serde_json::Map<String, serde_json::Value> {
+    let mut sides = serde_json::Map::new();
+    for side in Side::ALL {
+        let by_cause: serde_json::Map<String, serde_json::Value> =
+            o.causes.of(side).into_iter().map(|(what, n)| (what.to_string(), n.into())).collect();
+        let entry = serde_json::json!({ "total": o.causes.total(side), "by_cause": by_cause });
+        sides.insert(side.key().into(), entry);
+    }
+    sides
 }
 
 /// Error counts by kind, plus their total.

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use mio::Waker;
 
 use crate::accounting::Tally;
+use crate::cause::Causes;
 use crate::config::WorkerSetup;
 use crate::driver::{self, lock, Driver, Shared, WAKER};
-use crate::ipc::{self, Command, Order, Report};
+use crate::ipc::{self, Command, FinalHistograms, Order, Report};
 use crate::stats::{self, COUNTER_COUNT};
 
 /// How often a worker checks whether its threads finished a phase.
@@ -113,30 +114,38 @@ fn finish(threads: Vec<Thread>, out: &mut impl Write) -> io::Result<()> {
     // One last interval report, then the totals.
     let last = stats_report(&threads);
     let mut counters = vec![0; COUNTER_COUNT];
-    let (mut connect, mut login, mut churn, mut latency) =
-        (stats::new_histogram(), stats::new_histogram(), stats::new_histogram(), stats::new_histogram());
+    let mut causes = Causes::default();
+    let new = stats::new_histogram;
+    let (mut connect, mut login, mut churn) = (new(), new(), new());
+    let (mut latency, mut service, mut lag) = (new(), new(), new());
     let mut tally = Tally::default();
     for w in threads {
         let done = w.handle.join().map_err(|_| io::Error::other("driver thread panicked"))?;
         w.shared.counters.add_to(&mut counters);
-        stats::merge(&mut connect, &done.connect);
-        stats::merge(&mut login, &done.login);
-        stats::merge(&mut churn, &done.churn);
-        stats::merge(&mut latency, &done.latency);
+        causes.add(lock(&w.shared.causes).lines());
+        for (into, from) in [
+            (&mut connect, &done.connect),
+            (&mut login, &done.login),
+            (&mut churn, &done.churn),
+            (&mut latency, &done.latency),
+            (&mut service, &done.service),
+            (&mut lag, &done.lag),
+        ] {
+            stats::merge(into, from);
+        }
         tally.add(done.tally);
     }
     ipc::send_line(out, &last)?;
-    ipc::send_line(
-        out,
-        &Report::Final {
-            counters,
-            connect: stats::encode_histogram(&connect),
-            login: stats::encode_histogram(&login),
-            churn: stats::encode_histogram(&churn),
-            latency: stats::encode_histogram(&latency),
-            tally,
-        },
-    )
+    let encode = stats::encode_histogram;
+    let histograms = FinalHistograms {
+        connect: encode(&connect),
+        login: encode(&login),
+        churn: encode(&churn),
+        latency: encode(&latency),
+        service: encode(&service),
+        lag: encode(&lag),
+    };
+    ipc::send_line(out, &Report::Final { counters, causes: causes.lines(), histograms, tally })
 }
 
 fn lowest_done_phase(threads: &[Thread]) -> u8 {
@@ -148,20 +157,26 @@ fn stats_report(threads: &[Thread]) -> Report {
     // counters read afterwards include everything the phase did.
     let done_phase = lowest_done_phase(threads);
     let mut counters = vec![0; COUNTER_COUNT];
-    let mut interval = stats::new_histogram();
+    let mut causes = Causes::default();
+    let (mut latency, mut lag) = (stats::new_histogram(), stats::new_histogram());
     let mut samples = Vec::new();
     for w in threads {
         w.shared.counters.add_to(&mut counters);
-        let mut h = lock(&w.shared.interval_latency);
-        stats::merge(&mut interval, &h);
-        h.reset();
-        drop(h);
+        causes.add(lock(&w.shared.causes).lines());
+        for (into, shared) in [(&mut latency, &w.shared.interval_latency), (&mut lag, &w.shared.interval_lag)] {
+            let mut h = lock(shared);
+            stats::merge(into, &h);
+            h.reset();
+        }
         samples.append(&mut lock(&w.shared.samples));
     }
+    let encoded = |h: &hdrhistogram::Histogram<u64>| (!h.is_empty()).then(|| stats::encode_histogram(h));
     Report::Stats {
         counters,
         done_phase,
-        latency: (!interval.is_empty()).then(|| stats::encode_histogram(&interval)),
+        latency: encoded(&latency),
+        lag: encoded(&lag),
+        causes: causes.lines(),
         samples,
     }
 }

@@ -36,8 +36,8 @@ fn two_thousand_users_all_delivered_and_counted_by_the_node() {
     assert_eq!(s["chat"]["duplicated"], 0);
     assert_eq!(s["errors"]["total"], 0);
     // What the node saw: every upgrade, and every chat message plus one login marker per user.
-    assert_eq!(metric(node.port, "switchboard_handshakes_total"), 2000);
-    assert_eq!(metric(node.port, "switchboard_messages_out_total"), sent + 2000);
+    assert_eq!(metric(node.admin_port, "switchboard_handshakes_total"), 2000);
+    assert_eq!(metric(node.admin_port, "switchboard_messages_out_total"), sent + 2000);
     assert!(s["memory"]["server_rss_per_connection"].as_f64().is_some());
 }
 

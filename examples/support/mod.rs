@@ -65,9 +65,10 @@ pub fn open_logged_in(addr: SocketAddr, name: &str, read_timeout: Duration) -> s
     Ok(s)
 }
 
-/// The node's `switchboard_users` gauge (0 when it cannot be read).
-pub fn users(addr: SocketAddr) -> u64 {
-    let Ok(mut s) = TcpStream::connect(addr) else { return 0 };
+/// The node's `switchboard_users` gauge, from its admin listener (0 when it
+/// cannot be read).
+pub fn users(admin: SocketAddr) -> u64 {
+    let Ok(mut s) = TcpStream::connect(admin) else { return 0 };
     let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut body = String::new();
     let _ = s.read_to_string(&mut body);
@@ -75,8 +76,8 @@ pub fn users(addr: SocketAddr) -> u64 {
 }
 
 /// Starts `node` (default: the `switchboard` binary of the same build) on a
-/// free loopback port with `args`, and returns it with its address.
-pub fn start_node(node: Option<String>, args: &[String]) -> (Child, SocketAddr) {
+/// free loopback port with `args`, and returns it with its chat and admin addresses.
+pub fn start_node(node: Option<String>, args: &[String]) -> (Child, SocketAddr, SocketAddr) {
     let exe = std::env::current_exe().expect("own path");
     let default = exe.parent().and_then(|p| p.parent()).map(|p| p.join("switchboard")).expect("target dir");
     let node = node.map(Into::into).unwrap_or(default);
@@ -88,12 +89,17 @@ pub fn start_node(node: Option<String>, args: &[String]) -> (Child, SocketAddr) 
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e} (cargo build --release first)", node.display()));
     let mut out = child.stdout.take().expect("stdout");
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
-        line.push(b[0]);
-    }
-    let line = String::from_utf8_lossy(&line);
-    let addr = line.trim().rsplit(' ').next().and_then(|a| a.parse().ok()).expect("listening line");
-    (child, addr)
+    let mut address = || {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        let line = String::from_utf8_lossy(&line).into_owned();
+        line.trim().rsplit(' ').next().and_then(|a| a.parse().ok()).expect("an address line")
+    };
+    // "switchboard listening on ADDR", then "switchboard admin on ADDR".
+    let addr = address();
+    let admin = address();
+    (child, addr, admin)
 }

@@ -59,6 +59,25 @@ pub trait Bus: Send + Sync {
     /// Sends one chat message (the exact text frame payload the recipient gets)
     /// to `recipient`, who is not held on this node.
     fn publish(&self, recipient: &str, payload: &[u8], from: ConnRef) -> Published;
+    /// `member` joined room `key` on this node (`first`: the room's first
+    /// member here, whose channel the node now listens to).
+    fn join_room(&self, _key: &str, _member: &str, _first: bool) {}
+    /// `member` left room `key` (`last`: nobody here is in it any more).
+    fn leave_room(&self, _key: &str, _member: &str, _last: bool) {}
+    /// Sends a room message (the JSON its members get) to the room's members
+    /// on other nodes.
+    fn publish_room(&self, _key: &str, _payload: &[u8]) {}
+    /// Asks which of `keys` (the names in `asked`) are online anywhere; true
+    /// when the answer will come as [`Command::Presence`](crate::inbox::Command::Presence),
+    /// false when this node's own view is all there is (the embedded bus).
+    fn ask_presence(&self, _asked: &str, _keys: &[CompactString], _from: ConnRef) -> bool {
+        false
+    }
+    /// Asks who is in room `key` (up to `limit` names); true when the answer
+    /// will come as [`Command::Members`](crate::inbox::Command::Members).
+    fn ask_members(&self, _key: &str, _limit: usize, _from: ConnRef) -> bool {
+        false
+    }
     /// Stops background threads; called once when the node shuts down.
     fn shutdown(&self) {}
 }

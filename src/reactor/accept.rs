@@ -13,6 +13,8 @@ use crate::hub::Hub;
 
 /// How long to stop accepting after running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one "accept failed" line per this, for all reactors together.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What one `accept` gave.
 pub(super) enum Accepted {
@@ -35,7 +37,7 @@ pub(super) fn accept_one(listener: &TcpListener, id: usize, hub: &Hub, config: &
                 reactors[id].accepted.fetch_add(1, Relaxed);
                 let target = match config.accept {
                     AcceptMode::Handoff => least_loaded(hub).unwrap_or(id),
-                    AcceptMode::Reuseport => id,
+                    AcceptMode::Each => id,
                 };
                 // Counted for its reactor now, before it is adopted, so the
                 // rest of this burst sees it when choosing the least loaded.
@@ -46,7 +48,11 @@ pub(super) fn accept_one(listener: &TcpListener, id: usize, hub: &Hub, config: &
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::Empty,
             Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
             Err(e) => {
-                log::warn!("reactor {id}: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                // Out of descriptors this repeats every backoff on every reactor.
+                crate::warn_limited!(
+                    ACCEPT_WARN_EVERY,
+                    "accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?} (raise LimitNOFILE / ulimit -n)"
+                );
                 return Accepted::Paused { until: Instant::now() + ACCEPT_BACKOFF };
             }
         }

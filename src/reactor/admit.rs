@@ -75,7 +75,7 @@ pub(super) fn admit(
     let admission = &cx.hub.admission;
     let held: u64 = cx.hub.metrics.reactors.iter().map(|r| r.connections.load(Relaxed)).sum();
     if held > cx.max_connections as u64 {
-        cx.stats().hit(Limit::MaxConnections);
+        cx.stats().limit_hit(Limit::MaxConnections);
         return Err(Refusal { status: 503, retry_after: RETRY_CAP_SECS, why: "this node is full" });
     }
     let per_address = config.max_connections_per_address;
@@ -88,13 +88,13 @@ pub(super) fn admit(
             admission.add_source(key)
         };
         if count > per_address {
-            cx.stats().hit(Limit::PerAddress);
+            cx.stats().limit_hit(Limit::PerAddress);
             let why = "too many connections from your address";
             return Err(Refusal { status: 429, retry_after: RETRY_CAP_SECS, why });
         }
     }
     if let Err(wait) = admission.take_connect_token(config.connect_rate, Instant::now()) {
-        cx.stats().hit(Limit::ConnectRate);
+        cx.stats().limit_hit(Limit::ConnectRate);
         let retry_after = wait.as_secs() + 1;
         return Err(Refusal { status: 503, retry_after, why: "too many new connections, try again shortly" });
     }

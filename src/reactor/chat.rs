@@ -5,14 +5,15 @@
 
 use std::mem;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use mio::Token;
 
 use super::conn::Conn;
 use super::context::{Context, Outcome};
-use super::login;
 use super::reply::{log_in_first, reply_error, reply_failure, reply_with};
-use super::write::queue_frame;
+use super::write::{queue_frame, queue_shared};
+use super::{login, presence, rooms};
 use crate::bus::{Published, Undelivered};
 use crate::codec::op;
 use crate::names;
@@ -28,6 +29,11 @@ pub(super) fn on_text(conn: &mut Conn, token: Token, cx: &mut Context, text: &st
         Request::Login { name, token: jwt } => login::login(conn, token, cx, &name, &jwt),
         Request::Refresh { token: jwt } => login::refresh(conn, token, cx, &jwt),
         Request::Chat { to, data } => chat(conn, token, cx, &to, &data),
+        Request::Join { room } => rooms::join(conn, token, cx, &room),
+        Request::Leave { room } => rooms::leave(conn, token, cx, &room),
+        Request::Room { room, data } => rooms::message(conn, token, cx, &room, &data),
+        Request::Presence { names } => presence::presence(conn, token, cx, &names),
+        Request::Members { room } => presence::members(conn, token, cx, &room),
         Request::WhoAmI => {
             let name = conn.speaker().map(compact_str::CompactString::from).unwrap_or_default();
             reply_with(conn, token, cx, |out| protocol::encode_whoami(out, &name))
@@ -78,6 +84,17 @@ fn chat(conn: &mut Conn, token: Token, cx: &mut Context, to: &str, data: &str) -
 pub(super) fn deliver(conn: &mut Conn, token: Token, cx: &mut Context, payload: &[u8]) -> Outcome {
     if conn.speaker().is_some() {
         queue_frame(conn, token, cx, op::TEXT, payload)
+    } else {
+        cx.stats().undeliverable.fetch_add(1, Relaxed);
+        Ok(())
+    }
+}
+
+/// Writes a room message (its shared frame) to a member of this reactor if
+/// it still holds a granted login.
+pub(super) fn deliver_shared(conn: &mut Conn, token: Token, cx: &mut Context, frame: &Arc<[u8]>) -> Outcome {
+    if conn.speaker().is_some() {
+        queue_shared(conn, token, cx, frame)
     } else {
         cx.stats().undeliverable.fetch_add(1, Relaxed);
         Ok(())

@@ -16,7 +16,7 @@ use super::context::{Context, Outcome, Stop};
 use super::timers::CLOSE_GRACE;
 use super::write::mark_dirty;
 use crate::codec;
-use crate::metrics::Limit;
+use crate::metrics::{CloseReason, Limit};
 
 /// Acts on what a handler returned for `conn`.
 pub(super) fn settle(conn: &mut Conn, token: Token, cx: &mut Context, outcome: Outcome) {
@@ -24,15 +24,17 @@ pub(super) fn settle(conn: &mut Conn, token: Token, cx: &mut Context, outcome: O
         Ok(()) => {}
         Err(Stop::Fail(code, reason)) => {
             cx.stats().protocol_errors.fetch_add(1, Relaxed);
-            begin(conn, token, cx, code, &reason);
+            begin(conn, token, cx, code, &reason, CloseReason::Error);
         }
-        Err(Stop::Close(code, reason)) => begin(conn, token, cx, code, &reason),
+        Err(Stop::Close(code, reason)) => begin(conn, token, cx, code, &reason, CloseReason::Limit),
+        Err(Stop::Answer(code)) => begin(conn, token, cx, code, "", CloseReason::Peer),
         Err(Stop::Drop) => drop(conn, token, cx),
     }
 }
 
-/// Starts the close handshake (or, before the upgrade, just the close).
-pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, reason: &str) {
+/// Starts the close handshake (or, before the upgrade, just the close);
+/// `why` is what `switchboard_closes_total` counts it as.
+pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, reason: &str, why: CloseReason) {
     log_out(conn, token, cx);
     let was_open = match conn.phase {
         Phase::Closing(_) | Phase::Gone => return,
@@ -42,7 +44,8 @@ pub(super) fn begin(conn: &mut Conn, token: Token, cx: &mut Context, code: u16, 
     conn.phase = Phase::Closing(Closing::Flushing);
     give_partial(conn, cx);
     if was_open {
-        codec::write_close(conn.output.bytes(&mut cx.pool), code, reason);
+        conn.output.append(&mut cx.pool, |out| codec::write_close(out, code, reason));
+        cx.stats().closed(why, code);
     }
     mark_dirty(conn, token, &mut cx.dirty);
     cx.timers.closing.push(Instant::now() + CLOSE_GRACE, token);
@@ -68,13 +71,16 @@ pub(super) fn give_partial(conn: &mut Conn, cx: &mut Context) {
 /// (a slow reader's unsent output) instead of sending it on for minutes.
 pub(super) fn reset(conn: &mut Conn, cx: &mut Context) {
     if socket2::SockRef::from(&conn.socket).set_linger(Some(Duration::ZERO)).is_ok() {
-        cx.stats().hit(Limit::CloseGraceReset);
+        cx.stats().limit_hit(Limit::CloseGraceReset);
     }
 }
 
 /// Removes a connection at the end of this turn (the peer is gone).
 pub(super) fn drop(conn: &mut Conn, token: Token, cx: &mut Context) {
     log_out(conn, token, cx);
+    if conn.is_open() {
+        cx.stats().closed(CloseReason::Dropped, 0);
+    }
     if conn.phase != Phase::Gone {
         conn.phase = Phase::Gone;
         cx.reap.push(split_token(token).0);
@@ -83,6 +89,9 @@ pub(super) fn drop(conn: &mut Conn, token: Token, cx: &mut Context) {
 
 /// Takes the user name off this node and the cluster.
 fn log_out(conn: &mut Conn, token: Token, cx: &mut Context) {
+    if let Some(me) = conn.speaker().map(compact_str::CompactString::from) {
+        super::rooms::leave_all(token, cx, &me);
+    }
     let Some((name, granted)) = conn.log_out() else {
         return;
     };

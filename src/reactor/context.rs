@@ -7,6 +7,7 @@ use std::sync::Arc;
 use mio::Token;
 
 use super::local::LocalDeliveries;
+use super::membership::LocalRooms;
 use super::output::BufferPool;
 use super::timers::Timers;
 use crate::auth::Auth;
@@ -21,9 +22,10 @@ use crate::metrics::ReactorStats;
 pub(super) enum Stop {
     /// The peer broke a rule: counted as a protocol error, then closed with `code`.
     Fail(u16, Cow<'static, str>),
-    /// Closed with `code` and the close handshake (the peer asked, or a limit
-    /// was reached).
+    /// Closed with `code` and the close handshake: a limit was reached.
     Close(u16, Cow<'static, str>),
+    /// The peer sent a close frame: answered with its code.
+    Answer(u16),
     /// The peer is gone: removed at the end of the turn.
     Drop,
 }
@@ -73,6 +75,8 @@ pub(super) struct Context {
     pub reap: Vec<usize>,
     pub timers: Timers,
     pub local: LocalDeliveries,
+    /// Which of this reactor's connections are in which room.
+    pub rooms: LocalRooms,
     /// Microseconds on the reactor's wrapping clock, read once per turn (`rate`).
     pub clock: u32,
     pub rate: MessageRate,

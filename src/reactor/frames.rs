@@ -90,7 +90,7 @@ fn on_close_frame(payload: &[u8]) -> Outcome {
             code
         }
     };
-    Err(Stop::Close(code, "".into()))
+    Err(Stop::Answer(code))
 }
 
 /// A whole message, for the endpoint the connection was upgraded to.

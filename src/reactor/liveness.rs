@@ -116,7 +116,7 @@ fn check_pong(conn: &mut Conn, cx: &mut Context) -> Outcome {
         return Ok(());
     }
     if conn.has(flag::PING_OUT) && !conn.has(flag::HEARD) {
-        cx.stats().hit(Limit::PongTimeout);
+        cx.stats().limit_hit(Limit::PongTimeout);
         let reason = format!("no answer to a ping within {} s", cx.config.pong_timeout);
         return Err(Stop::Close(code::POLICY, reason.into()));
     }
@@ -153,7 +153,7 @@ pub(super) fn on_arrival(conn: &mut Conn, token: Token, cx: &mut Context, at: In
 
 /// Closes a chat connection that is not logged in past its deadline.
 pub(super) fn login_timeout(conn: &mut Conn, token: Token, cx: &mut Context) -> Outcome {
-    cx.stats().hit(Limit::LoginTimeout);
+    cx.stats().limit_hit(Limit::LoginTimeout);
     let secs = cx.config.login_timeout;
     queue_error(conn, token, cx, &Failure::LoginTimeout(secs).to_string())?;
     Err(Stop::Close(code::POLICY, format!("no login within {secs} s").into()))

@@ -24,6 +24,7 @@ use super::write::queue_frame;
 use crate::auth::{unix_now, Verified};
 use crate::bus::Claim;
 use crate::codec::{close, op};
+use crate::metrics::TokenFailure;
 use crate::names;
 use crate::protocol::{self, Failure, TokenRefusal};
 
@@ -115,6 +116,7 @@ pub(super) fn refresh(conn: &mut Conn, token: Token, cx: &mut Context, jwt: &str
 
 /// An `errormsg` saying what is wrong with the token, then 1008.
 fn refuse_token(conn: &mut Conn, token: Token, cx: &mut Context, why: &TokenRefusal) -> Outcome {
+    cx.stats().token_failed(failure_of(why));
     reply_failure(conn, token, cx, Failure::Token(why))?;
     Err(Stop::Close(close::POLICY, why.close_reason().into()))
 }
@@ -166,6 +168,7 @@ pub(super) fn check_expiry(conn: &mut Conn, token: Token, cx: &mut Context, now:
         cx.timers.tokens.file(exp, token);
         return Ok(());
     }
+    cx.stats().token_failed(TokenFailure::Expired);
     reply_failure(conn, token, cx, Failure::TokenRanOut)?;
     Err(Stop::Close(close::POLICY, "token expired".into()))
 }
@@ -196,4 +199,18 @@ fn refuse(conn: &mut Conn, token: Token, cx: &mut Context) -> Outcome {
         cx.hub.directory.remove(&names::key(&name), cx.conn_ref(token));
     }
     queue_frame(conn, token, cx, op::TEXT, protocol::USER_EXISTS)
+}
+
+/// The metric's label for a refused token.
+fn failure_of(why: &TokenRefusal) -> TokenFailure {
+    match why {
+        TokenRefusal::Missing => TokenFailure::Missing,
+        TokenRefusal::TooLong(_) | TokenRefusal::Malformed | TokenRefusal::Algorithm { .. } => TokenFailure::Malformed,
+        TokenRefusal::Forged => TokenFailure::Signature,
+        TokenRefusal::Expired | TokenRefusal::NotYetValid | TokenRefusal::IssuedInFuture => TokenFailure::Expired,
+        TokenRefusal::NoExpiry
+        | TokenRefusal::NoSubject
+        | TokenRefusal::WrongAudience
+        | TokenRefusal::BadSubject(_) => TokenFailure::Claims,
+    }
 }

@@ -16,6 +16,9 @@
 //! - `chat`: the chat protocol: chat, whoami, routing.
 //! - `login`: logins (open mode, or signed tokens), refreshes, token expiry.
 //! - `reply`: error replies to a connection's client.
+//! - `rooms`: joins, leaves and room messages; which connection is in which room.
+//! - `presence`: who is online, who is in a room.
+//! - `membership`: which connection is in which room.
 //! - `local`: messages for other connections of this reactor.
 //! - `write`: output queued per turn and written once.
 //! - `output`: a connection's pending output, the buffer pool.
@@ -27,6 +30,7 @@
 //! - `admit`: whether an upgrade is taken (connections in all, per address, per second).
 //! - `stalled`: the `--message-timeout` rule, and the node's budget for unfinished messages.
 //! - `close`: what a [`Stop`] does.
+//! - `drain`: closing every connection, spread over the drain period, when the node stops.
 //! - `conn`: per-connection state.
 
 mod accept;
@@ -35,15 +39,19 @@ mod chat;
 mod close;
 mod conn;
 mod context;
+mod drain;
 mod expiry;
 mod frames;
 mod liveness;
 mod local;
 mod login;
+mod membership;
 mod output;
+mod presence;
 mod rate;
 mod read;
 mod reply;
+mod rooms;
 mod stalled;
 mod timers;
 mod write;
@@ -63,8 +71,10 @@ use self::accept::Accepted;
 use self::admit::Source;
 use self::conn::{flag, live, next_generation, token_of, Conn, Login, Phase};
 use self::context::{Context, MessageRate, Outcome, Stop};
+use self::drain::Drain;
 use self::liveness::Sweep;
-use self::local::LocalDeliveries;
+use self::local::{LocalDeliveries, Queued};
+use self::membership::LocalRooms;
 use self::output::BufferPool;
 use self::timers::Timers;
 use crate::auth::{self, Auth};
@@ -73,6 +83,7 @@ use crate::codec::close::GOING_AWAY;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::inbox::Command;
+use crate::metrics::CloseReason;
 
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
@@ -86,6 +97,10 @@ pub(crate) struct Reactor {
     scratch: Vec<u8>,
     cx: Context,
     sweep: Sweep,
+    /// The members of a room on this reactor, copied out for one fan-out.
+    room_members: Vec<Token>,
+    /// Set once the node stops: no listener, connections closing over time.
+    drain: Option<Drain>,
     stopping: bool,
 }
 
@@ -118,6 +133,7 @@ impl Reactor {
             reap: Vec::new(),
             timers: Timers::new(),
             local: LocalDeliveries::default(),
+            rooms: LocalRooms::default(),
         };
         let scratch = vec![0; read::SCRATCH_SIZE];
         Ok(Reactor {
@@ -128,6 +144,8 @@ impl Reactor {
             scratch,
             cx,
             sweep: Sweep::new(),
+            room_members: Vec::new(),
+            drain: None,
             stopping: false,
         })
     }
@@ -138,9 +156,10 @@ impl Reactor {
         self
     }
 
-    /// Runs until a [`Command::Shutdown`] arrives. Each turn: wait for events,
-    /// dispatch them by token, drain the inbox, finish capped reads, write
-    /// queued output, remove closed connections, fire timers.
+    /// Runs until a [`Command::Shutdown`] arrives, or a [`Command::Drain`]
+    /// has closed every connection. Each turn: wait for events, dispatch them
+    /// by token, drain the inbox, finish capped reads, write queued output,
+    /// remove closed connections, fire timers, close those due in a drain.
     ///
     /// # Errors
     /// Only when polling itself fails.
@@ -162,10 +181,14 @@ impl Reactor {
                 }
             }
             self.process_inbox();
+            self.deliver_local();
             self.read_still_readable();
             self.flush_dirty();
             self.reap_closed();
             self.fire_timers();
+            self.drain_due();
+            // What timers closed may have left rooms, whose members are told.
+            self.deliver_local();
         }
         self.close_all();
         Ok(())
@@ -175,7 +198,11 @@ impl Reactor {
         if !self.cx.still_readable.is_empty() || !self.cx.dirty.is_empty() {
             return Duration::ZERO;
         }
-        self.cx.timers.poll_timeout()
+        let timers = self.cx.timers.poll_timeout();
+        match self.drain.as_ref().and_then(Drain::next_at) {
+            Some(at) => timers.min(at.saturating_duration_since(Instant::now())),
+            None => timers,
+        }
     }
 
     fn on_socket_event(&mut self, token: Token, event: &Event) {
@@ -211,12 +238,31 @@ impl Reactor {
     }
 
     fn deliver_local(&mut self) {
-        if self.cx.local.is_empty() {
-            return;
+        // A delivery may close a slow consumer, whose leaving its rooms
+        // queues more: deliver until nothing is left.
+        while !self.cx.local.is_empty() {
+            let mut local = mem::take(&mut self.cx.local);
+            local.drain(|queued| match queued {
+                Queued::Chat(token, payload) => {
+                    self.with_conn(token, |conn, cx| chat::deliver(conn, token, cx, payload))
+                }
+                Queued::Room(key, frame) => self.deliver_room(key, frame),
+            });
+            if self.cx.local.is_empty() {
+                // Keep what the queue grew to for the next turn.
+                self.cx.local = local;
+            }
         }
-        let mut local = mem::take(&mut self.cx.local);
-        local.drain(|token, payload| self.with_conn(token, |conn, cx| chat::deliver(conn, token, cx, payload)));
-        self.cx.local = local;
+    }
+
+    /// Writes a room message to every member of the room on this reactor.
+    fn deliver_room(&mut self, key: &str, frame: &Arc<[u8]>) {
+        let mut members = mem::take(&mut self.room_members);
+        self.cx.rooms.members_into(key, &mut members);
+        for &token in &members {
+            self.with_conn(token, |conn, cx| chat::deliver_shared(conn, token, cx, frame));
+        }
+        self.room_members = members;
     }
 
     /// Runs `handler` on the live connection behind `token` (if any) and acts
@@ -276,7 +322,11 @@ impl Reactor {
         let token = token_of(key, self.next_gen);
         let registered = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE);
         if key > 0xFFFF_FFFF || registered.is_err() {
-            log::warn!("reactor {}: cannot take a connection: {registered:?}", self.cx.id);
+            crate::warn_limited!(
+                Duration::from_secs(10),
+                "reactor {}: cannot take a connection: {registered:?}",
+                self.cx.id
+            );
             self.cx.stats().connections.fetch_sub(1, Relaxed);
             if source.counted {
                 self.cx.hub.admission.remove_source(source.key);
@@ -352,6 +402,12 @@ impl Reactor {
             Command::Deliver { token, payload } => {
                 self.with_conn(token, |conn, cx| chat::deliver(conn, token, cx, &payload))
             }
+            Command::RoomDeliver(message) => self.deliver_room(&message.room, &message.frame),
+            Command::Presence { token, answer } => self
+                .with_conn(token, |conn, cx| presence::answer_presence(conn, token, cx, &answer.asked, &answer.online)),
+            Command::Members { token, answer } => self.with_conn(token, |conn, cx| {
+                presence::answer_members(conn, token, cx, &answer.room, &answer.listed, answer.count)
+            }),
             Command::Undelivered { token, why } => {
                 self.with_conn(token, |conn, cx| chat::undelivered(conn, token, cx, &why))
             }
@@ -374,16 +430,50 @@ impl Reactor {
                 });
                 self.deliver_local();
             }
+            Command::Adopt { .. } if self.drain.is_some() => {
+                // Handed over before the drain began: refused like the rest.
+                self.cx.stats().connections.fetch_sub(1, Relaxed);
+            }
             Command::Adopt { stream, source, counted } => self.adopt(stream, Source { key: source, counted }),
+            Command::Drain { over } => self.start_drain(over),
             Command::Shutdown => self.stopping = true,
         });
+    }
+
+    /// Stops accepting (the listener is closed, so a load balancer or the
+    /// kernel's SO_REUSEPORT group sends new clients elsewhere) and lists the
+    /// connections to close over `over`.
+    fn start_drain(&mut self, over: Duration) {
+        if self.drain.is_some() {
+            return;
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let order = self.conns.iter().map(|(key, conn)| conn.token(key)).collect();
+        self.drain = Some(Drain::new(order, over, Instant::now()));
+    }
+
+    /// Closes the connections whose turn has come; stops the loop once every
+    /// one is gone (the peer's EOF, or the close grace period).
+    fn drain_due(&mut self) {
+        let now = Instant::now();
+        while let Some(token) = self.drain.as_mut().and_then(|d| d.next_due(now)) {
+            self.with_conn(token, |conn, cx| {
+                close::begin(conn, token, cx, GOING_AWAY, "server shutting down", CloseReason::Shutdown);
+                Ok(())
+            });
+        }
+        if self.drain.as_ref().is_some_and(Drain::all_told) && self.conns.is_empty() {
+            self.stopping = true;
+        }
     }
 
     /// On shutdown: every open WebSocket gets 1001, then one last flush.
     fn close_all(&mut self) {
         for (key, conn) in self.conns.iter_mut() {
             let token = conn.token(key);
-            close::begin(conn, token, &mut self.cx, GOING_AWAY, "server shutting down");
+            close::begin(conn, token, &mut self.cx, GOING_AWAY, "server shutting down", CloseReason::Shutdown);
         }
         self.flush_dirty();
     }

@@ -45,10 +45,10 @@ pub(super) fn admit(conn: &mut Conn, cx: &Context) -> bool {
 pub(super) fn over_rate(conn: &mut Conn, token: Token, cx: &mut Context) -> Outcome {
     let (rate, burst) = (cx.config.message_rate, cx.config.message_burst);
     if conn.tat.wrapping_sub(cx.clock) > cx.rate.burst.saturating_mul(2) {
-        cx.stats().hit(Limit::MessageRateClose);
+        cx.stats().limit_hit(Limit::MessageRateClose);
         return Err(Stop::Close(close::POLICY, format!("message rate over {rate}/s").into()));
     }
-    cx.stats().hit(Limit::MessageRate);
+    cx.stats().limit_hit(Limit::MessageRate);
     if conn.has(flag::RATE_WARNED) {
         return Ok(());
     }
@@ -67,7 +67,7 @@ pub(super) fn count_login(conn: &mut Conn, token: Token, cx: &mut Context) -> Ou
         conn.logins += 1;
         return Ok(());
     }
-    cx.stats().hit(Limit::LoginAttempts);
+    cx.stats().limit_hit(Limit::LoginAttempts);
     queue_error(conn, token, cx, &Failure::TooManyLogins(max).to_string())?;
     Err(Stop::Close(close::POLICY, format!("more than {max} login attempts").into()))
 }

@@ -228,13 +228,9 @@ fn upgrade(conn: &mut Conn, token: Token, cx: &mut Context, buf: &[u8]) -> Resul
     let mut newly = None;
     // Written straight into the (empty) output: no pooled buffer is held
     // by a connection whose request is still incomplete.
-    let outcome = handshake::handle_admitting(
-        buf,
-        &routes,
-        conn.output.unpooled(),
-        || shared.hub.metrics.render(),
-        |forwarded| admit::admit(shared, source, forwarded, &mut newly),
-    );
+    let outcome = handshake::handle_admitting(buf, &routes, conn.output.unpooled(), |forwarded| {
+        admit::admit(shared, source, forwarded, &mut newly)
+    });
     if let Some(key) = newly {
         conn.source = key;
         conn.flags |= flag::COUNTED;

@@ -76,7 +76,7 @@ pub(super) fn account(conn: &mut Conn, cx: &mut Context) -> Outcome {
     let max = cx.config.max_partial_bytes;
     if total > max as u64 {
         gauge.fetch_sub(more as u64, Relaxed);
-        cx.stats().hit(Limit::PartialBytes);
+        cx.stats().limit_hit(Limit::PartialBytes);
         let reason = format!("the node holds {max} bytes of unfinished messages: finish yours later");
         return Err(Stop::Close(close::POLICY, reason.into()));
     }

@@ -11,6 +11,7 @@ pub mod redis;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tungstenite::client::IntoClientRequest;
@@ -20,35 +21,76 @@ use tungstenite::{Message, WebSocket};
 /// A node process, killed when dropped.
 pub struct NodeProc {
     pub child: Child,
+    /// The chat listener.
     pub addr: SocketAddr,
+    /// The admin listener: /metrics, /healthz, /readyz.
+    pub admin: SocketAddr,
+    /// What the node wrote to stderr so far, when started with [`NodeProc::logged`].
+    log: Option<Arc<Mutex<String>>>,
 }
 
 impl NodeProc {
-    /// Starts `switchboard --listen 127.0.0.1:0 ARGS` and waits for its listening line.
+    /// Starts `switchboard --listen 127.0.0.1:0 ARGS` and waits for its two
+    /// address lines (chat, then admin).
     pub fn start(args: &[&str]) -> NodeProc {
         Self::start_on("127.0.0.1:0", args)
     }
 
     pub fn start_on(listen: &str, args: &[&str]) -> NodeProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("--listen")
-            .arg(listen)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the switchboard binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("switchboard listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the node: {line:?}"))
-            .parse()
-            .expect("a socket address");
-        NodeProc { child, addr }
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command.arg("--listen").arg(listen).args(args).env("RUST_LOG", "warn").stderr(Stdio::inherit());
+        Self::launch(command)
+    }
+
+    /// Starts `command` (the node binary, or a shell that execs it) and waits
+    /// for its two address lines.
+    pub fn launch(mut command: Command) -> NodeProc {
+        let mut child = command.stdout(Stdio::piped()).spawn().expect("start the switchboard binary");
+        let log = child.stderr.take().map(|stderr| {
+            let log = Arc::new(Mutex::new(String::new()));
+            let sink = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+            log
+        });
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let addr = read_address(&mut stdout, "switchboard listening on ");
+        let admin = read_address(&mut stdout, "switchboard admin on ");
+        NodeProc { child, addr, admin, log }
+    }
+
+    /// Like [`NodeProc::start`], with stderr captured (see [`NodeProc::log`]),
+    /// `RUST_LOG=info` and the environment `env`.
+    pub fn logged(args: &[&str], env: &[(&str, &str)]) -> NodeProc {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command.args(["--listen", "127.0.0.1:0"]).args(args).env("RUST_LOG", "info").stderr(Stdio::piped());
+        command.envs(env.iter().copied());
+        Self::launch(command)
+    }
+
+    /// What the node logged so far (nodes started with [`NodeProc::logged`]).
+    pub fn log(&self) -> String {
+        self.log.as_ref().expect("a node started with NodeProc::logged").lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for the node to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the node") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -60,9 +102,14 @@ impl NodeProc {
         raw_exchange(self.addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
     }
 
-    /// One metric's value from `/metrics`.
+    /// GETs a path of the admin listener and returns the whole response.
+    pub fn admin_get(&self, path: &str) -> String {
+        raw_exchange(self.admin, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    }
+
+    /// One metric's value from `/metrics` (on the admin listener).
     pub fn metric(&self, name: &str) -> u64 {
-        let body = self.http_get("/metrics");
+        let body = self.admin_get("/metrics");
         body.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
             .unwrap_or_else(|| panic!("no metric {name} in {body}"))
@@ -87,7 +134,7 @@ impl NodeProc {
         self.signal(libc::SIGCONT);
     }
 
-    fn signal(&self, sig: i32) {
+    pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
@@ -98,6 +145,17 @@ impl Drop for NodeProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address on the next line of a node's stdout, after `prefix`.
+pub fn read_address(stdout: &mut impl BufRead, prefix: &str) -> SocketAddr {
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read an address line");
+    line.trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected {prefix:?} from the node, got {line:?}"))
+        .parse()
+        .expect("a socket address")
 }
 
 /// Writes `request` on a fresh TCP connection and reads until the server closes.

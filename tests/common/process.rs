@@ -1,9 +1,8 @@
 //! The node binary run the ways the Redis tests watch it: to its exit
 //! (status and standard error), or with its log kept for the test to read.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Runs the node with `args` until it exits, which it must within
@@ -41,41 +40,15 @@ pub fn node_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
 /// A node whose log (standard error, at `RUST_LOG=warn`) the test reads.
 pub struct LoggedNode {
     pub node: super::NodeProc,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl LoggedNode {
     pub fn start(args: &[&str]) -> LoggedNode {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the switchboard binary");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = Arc::clone(&log);
-        let stderr = child.stderr.take().expect("piped stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("node: {line}");
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("switchboard listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the node: {line:?}"))
-            .parse()
-            .expect("a socket address");
-        LoggedNode { node: super::NodeProc { child, addr }, log }
+        LoggedNode { node: super::NodeProc::logged(args, &[("RUST_LOG", "warn")]) }
     }
 
     /// Log lines so far that contain `text`.
     pub fn lines_with(&self, text: &str) -> usize {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(text)).count()
+        self.node.log().lines().filter(|l| l.contains(text)).count()
     }
 }

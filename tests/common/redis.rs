@@ -21,11 +21,20 @@ pub struct RedisServer {
 }
 
 /// A port that was free a moment ago (and, for cluster nodes, whose bus port
-/// PORT+10000 was too).
+/// PORT+10000 was too), below the kernel's ephemeral range (32768 and up):
+/// a client that retries connecting to a port in that range may be given
+/// that very port as its own source port and connect to itself, holding the
+/// port a restarted Redis then cannot bind.
 pub fn free_port(cluster: bool) -> u16 {
+    // Spread over the range by the clock, so parallel tests rarely try the same.
+    let (low, span) = if cluster { (12_000, 10_000) } else { (12_000, 20_000) };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut seed = now.as_nanos() as u64 ^ u64::from(std::process::id()) << 20;
     loop {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind a free port").port();
-        if !cluster || (port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()) {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let port = low + (seed >> 33) as u16 % span;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && (!cluster || free(port + 10_000)) {
             return port;
         }
     }

@@ -99,15 +99,14 @@ def free_ports(count: int) -> list[int]:
     raise RuntimeError("no free port range")
 
 
-def metric(port: int, name: str) -> int:
-    """A gauge from a node's /metrics (the scrape's own connection counts in
-    switchboard_connections, the same on every node, so compare differences only)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+def metric(admin: str, name: str) -> int:
+    """A gauge from the /metrics of a node's admin listener (HOST:PORT)."""
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=2) as r:
         text = r.read().decode()
     for line in text.splitlines():
         if line.startswith(name + " "):
             return int(float(line.split()[1]))
-    raise AssertionError(f"{name} not in /metrics of port {port}")
+    raise AssertionError(f"{name} not in /metrics of {admin}")
 
 
 def wait_for(predicate, what: str, timeout: float = 5.0):
@@ -167,6 +166,15 @@ class Cluster:
 
     def pids(self) -> dict[str, int]:
         return {p.stem: int(p.read_text()) for p in self.dir.glob("*.pid")}
+
+    def admins(self, nodes: int) -> list[str]:
+        """The admin listeners of nodes 1..nodes, as each printed it on stdout (its log)."""
+        found = []
+        for i in range(1, nodes + 1):
+            log = (self.dir / f"node-{i}.log").read_text()
+            found += [l.split()[-1] for l in log.splitlines() if l.startswith("switchboard admin on ")]
+        assert len(found) == nodes, f"admin lines of {nodes} nodes: {found}"
+        return found
 
 
 @pytest.fixture
@@ -364,16 +372,16 @@ def test_script_header_strict_mode_and_syntax(script):
 # ---------------------------------------------------------------- a real cluster
 
 
-async def connect_and_locate(url: str, node_ports: list[int], count: int):
+async def connect_and_locate(url: str, admins: list[str], count: int):
     """Opens `count` connections through nginx, one at a time, and finds the node each
     landed on from the nodes' switchboard_connections gauges."""
     placed = []
     for _ in range(count):
-        before = [metric(p, "switchboard_connections") for p in node_ports]
+        before = [metric(a, "switchboard_connections") for a in admins]
         ws = await websockets.connect(url)
 
         def landed():
-            after = [metric(p, "switchboard_connections") for p in node_ports]
+            after = [metric(a, "switchboard_connections") for a in admins]
             grown = [i for i, (a, b) in enumerate(zip(after, before)) if a > b]
             return grown if len(grown) == 1 else None
 
@@ -382,13 +390,13 @@ async def connect_and_locate(url: str, node_ports: list[int], count: int):
     return placed
 
 
-async def chat_alice_to_bob(alice, bob, node_ports, alice_node, bob_node):
+async def chat_alice_to_bob(alice, bob, admins, alice_node, bob_node):
     await alice.send(LOGIN.format("alice"))
     await bob.send(LOGIN.format("bob"))
     for node in {alice_node, bob_node}:
         want = 2 if alice_node == bob_node else 1
         await asyncio.to_thread(
-            wait_for, lambda: metric(node_ports[node], "switchboard_users") >= want, "logins"
+            wait_for, lambda: metric(admins[node], "switchboard_users") >= want, "logins"
         )
     # Across nodes, bob's node may need a moment to subscribe his channel in Redis:
     # retry while alice is told he is not online, then demand exactly one delivery.
@@ -411,7 +419,7 @@ def test_cluster_through_nginx_spreads_connections_and_delivers_chat(cluster):
     pids = cluster.pids()
     expected = {"redis", "node-1", "node-2", "node-3", "nginx"}
     assert set(pids) == expected
-    node_ports = cluster.node_ports[:3]
+    admins = cluster.admins(3)
     status = cluster.run("status")
     assert status.stdout.count(" up ") == len(expected), status.stdout
     # `up` again is harmless: it reports the running cluster.
@@ -419,12 +427,12 @@ def test_cluster_through_nginx_spreads_connections_and_delivers_chat(cluster):
     assert "already up" in again.stdout and cluster.pids() == pids
 
     async def scenario():
-        placed = await connect_and_locate(f"ws://127.0.0.1:{cluster.lb_port}/ws", node_ports, 6)
+        placed = await connect_and_locate(f"ws://127.0.0.1:{cluster.lb_port}/ws", admins, 6)
         nodes_used = {node for _, node in placed}
         assert len(nodes_used) == 3, f"least_conn spreads 6 connections over 3 nodes: {placed}"
         alice, alice_node = placed[0]
         bob, bob_node = next((ws, n) for ws, n in placed if n != alice_node)
-        await chat_alice_to_bob(alice, bob, node_ports, alice_node, bob_node)
+        await chat_alice_to_bob(alice, bob, admins, alice_node, bob_node)
         for ws, _ in placed:
             await ws.close()
 

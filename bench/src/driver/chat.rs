@@ -1,9 +1,12 @@
 //! Sending chat messages, paced one of two ways:
 //! - open loop (`--rate`): at the thread's share of the rate, from a random ready sender,
-//!   whatever the server does;
+//!   whatever the server does. Each message carries the time its schedule meant it to go
+//!   and how late it actually went (the load generator's own lag), so a load generator
+//!   that falls behind, or whose senders wait for a stalled server, shows up in latency
+//!   instead of hiding (coordinated omission);
 //! - closed loop (`--closed-loop N`): every connection keeps N messages under way and
 //!   sends the next one when one of its messages is delivered, so the run measures what
-//!   the server sustains.
+//!   the server sustains. There is no schedule: a message is meant to go when it goes.
 //!
 //! Either way `--pattern` decides the recipient and the message carries a timed `Data`
 //! marker. Open loop picks a recipient per message; closed loop gives each connection one
@@ -11,45 +14,62 @@
 //! windows in `window`.
 
 use super::conn::State;
+use super::schedule::Schedule;
 use super::Driver;
 use crate::clock::monotonic_ns;
 use crate::codec;
 use crate::message;
-use crate::stats::Counter;
+use crate::stats::{self, Counter};
 
 /// Output a connection may have waiting before chat sends pass it by: a server that stops
 /// reading must not make the load generator grow without bound.
 const OUTPUT_LIMIT: usize = 256 * 1024;
 
+/// Random senders tried for one message before it waits for a later turn.
+const SENDER_TRIES: u32 = 8;
+
 impl Driver {
-    /// One open-loop message from a random ready sender; counted as skipped when none of a
-    /// few tries finds one.
-    pub(super) fn send_chat(&mut self) {
+    /// Open loop: sends the messages `schedule` has due by `now`, at most `budget`, each
+    /// from a random ready sender and stamped with its intended time. When no sender can
+    /// take one (none logged in, or all with full output: the server is not reading),
+    /// the rest wait for a later turn and their lag grows.
+    pub(super) fn send_due(&mut self, schedule: &mut Schedule, now: u64, budget: u64) {
+        let due = schedule.due(now, u64::MAX).min(schedule.next() + budget);
+        while schedule.next() < due {
+            let Some(slot) = self.pick_sender() else {
+                return;
+            };
+            let intended_ns = schedule.intended_ns(schedule.next());
+            let actual_ns = monotonic_ns().max(intended_ns);
+            let lag = actual_ns - intended_ns;
+            stats::record_nanos(&mut self.lag_hist, lag);
+            stats::record_nanos(&mut self.interval_lag, lag);
+            let sender = self.first + slot;
+            let random = self.next_random();
+            let nodes = self.plan.targets.len() as u32;
+            let recipient = self.plan.pattern.pick_recipient(sender, 0..self.plan.connections, nodes, random);
+            self.wbuf.clear();
+            self.push_chat(slot, recipient, intended_ns, lag);
+            if self.send_wbuf(slot) {
+                self.shared.counters.add(Counter::Sent, 1);
+            }
+            schedule.advance(1);
+        }
+    }
+
+    /// A random connection that can send now, if a few tries find one.
+    fn pick_sender(&mut self) -> Option<u32> {
         let count = self.conns.len() as u64;
         if count == 0 {
-            return;
+            return None;
         }
-        let mut chosen = None;
-        for _ in 0..8 {
-            let slot = (self.next_random() % count) as usize;
-            if self.can_send(slot as u32) {
-                chosen = Some(slot as u32);
-                break;
+        for _ in 0..SENDER_TRIES {
+            let slot = (self.next_random() % count) as u32;
+            if self.can_send(slot) {
+                return Some(slot);
             }
         }
-        let Some(slot) = chosen else {
-            self.shared.counters.add(Counter::SendSkipped, 1);
-            return;
-        };
-        let sender = self.first + slot;
-        let random = self.next_random();
-        let nodes = self.plan.targets.len() as u32;
-        let recipient = self.plan.pattern.pick_recipient(sender, 0..self.plan.connections, nodes, random);
-        self.wbuf.clear();
-        self.push_chat(slot, recipient, monotonic_ns());
-        if self.send_wbuf(slot) {
-            self.shared.counters.add(Counter::Sent, 1);
-        }
+        None
     }
 
     /// Closed loop: fills the windows that deliveries (or drained output) opened, each
@@ -77,11 +97,11 @@ impl Driver {
                 continue;
             }
             let recipient = self.plan.pattern.partner(self.first + slot, among.clone(), nodes);
-            // One write, one send time.
+            // One write, one send time; no schedule, so no lag.
             let now = monotonic_ns();
             self.wbuf.clear();
             for _ in 0..n {
-                self.push_chat(slot, recipient, now);
+                self.push_chat(slot, recipient, now, 0);
             }
             if self.send_wbuf(slot) {
                 self.shared.counters.add(Counter::Sent, n as u64);
@@ -100,14 +120,15 @@ impl Driver {
         conn.state == State::Ready && conn.out.len() < OUTPUT_LIMIT
     }
 
-    /// Appends one chat message from `slot` to `recipient`, sent at `sent_ns`, to `self.wbuf`.
-    fn push_chat(&mut self, slot: u32, recipient: u32, sent_ns: u64) {
+    /// Appends one chat message from `slot` to `recipient`, meant to go at `intended_ns`
+    /// and going `lag_ns` later, to `self.wbuf`.
+    fn push_chat(&mut self, slot: u32, recipient: u32, intended_ns: u64, lag_ns: u64) {
         let sender = self.first + slot;
         let conn = &mut self.conns[slot as usize];
         let seq = conn.seq;
         conn.seq += 1;
         self.data.clear();
-        message::write_chat_data(&mut self.data, sent_ns, sender, seq, self.plan.payload);
+        message::write_chat_data(&mut self.data, intended_ns, lag_ns, sender, seq, self.plan.payload);
         self.json.clear();
         message::write_chat(&mut self.json, &self.plan.name_prefix, sender, recipient, &self.data);
         let mask = self.next_mask();

@@ -1,16 +1,10 @@
-//! The per-connection state a driver thread keeps, and opening its socket.
+//! The per-connection state a driver thread keeps.
 //!
 //! [`Conn`] is 72 bytes in release builds: the socket, a state, a generation, a sequence
 //! number, a timestamp, and two buffers that are empty (no heap) unless a partial frame
 //! came in or output is waiting for the socket.
 
-use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd as _;
-
 use mio::net::TcpStream;
-
-use crate::stats::Counter;
 
 /// Where a connection is in its life; the pending ones wait for the peer under a deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +26,47 @@ impl State {
         matches!(self, State::Connecting | State::Handshaking | State::LoginPending | State::Closing)
     }
 
+    /// The step a failure in this state interrupted, as failure causes name it.
+    pub(super) fn step(self) -> &'static str {
+        match self {
+            State::Connecting => "connect",
+            State::Handshaking => "handshake",
+            State::LoginPending => "login",
+            State::Open | State::Ready => "open",
+            State::Closing => "close",
+            State::Idle | State::Closed => "idle",
+        }
+    }
+
     /// WebSocket open.
     pub(super) fn is_open(self) -> bool {
         matches!(self, State::Open | State::LoginPending | State::Ready)
     }
 }
+
+/// What a deadline waits for; it expires a connection only while that wait lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// TCP connect and the WebSocket handshake answer.
+    Connect,
+    /// The login's confirmation.
+    Login,
+    /// The server's answer to our close (churn).
+    Close,
+}
+
+impl Wait {
+    pub(super) fn covers(self, state: State) -> bool {
+        match self {
+            Wait::Connect => matches!(state, State::Connecting | State::Handshaking),
+            Wait::Login => state == State::LoginPending,
+            Wait::Close => state == State::Closing,
+        }
+    }
+}
+
+/// A deadline: when, for which slot and generation, waiting for what.
+pub(super) type Deadline = (u64, u32, u16, Wait);
 
 /// One connection as its driver thread keeps it; see the size test below.
 pub(super) struct Conn {
@@ -45,7 +75,8 @@ pub(super) struct Conn {
     pub(super) out: Vec<u8>,
     /// A partial incoming frame or handshake answer; empty unless one is split.
     pub(super) inp: Vec<u8>,
-    /// When the current pending step (connect or login) began.
+    /// When the current step (connect or login) began; for a churn cycle, when its
+    /// schedule meant it to begin (the whole cycle is timed from there).
     pub(super) started_ns: u64,
     /// Next chat sequence number.
     pub(super) seq: u32,
@@ -69,46 +100,6 @@ impl Conn {
             state: State::Idle,
             churning: false,
         }
-    }
-}
-
-/// Opens a non-blocking TCP socket to `target`, bound to `source` if given.
-pub(super) fn open_socket(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
-    socket.set_tcp_nodelay(true)?;
-    if let Some(source) = source {
-        // Let connect() pick the port, so one source address serves ~28k connections per
-        // target rather than ~28k in all (ports are then unique per 4-tuple).
-        let one: libc::c_int = 1;
-        // SAFETY: valid socket fd, option value points to a live c_int of the given size.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        socket.bind(&SocketAddr::new(source, 0).into())?;
-    }
-    match socket.connect(&target.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(socket.into()))
-}
-
-/// The error counter an I/O error belongs to.
-pub(super) fn error_counter(e: &io::Error) -> Counter {
-    use io::ErrorKind::*;
-    match e.kind() {
-        ConnectionRefused => Counter::ErrRefused,
-        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => Counter::ErrReset,
-        TimedOut => Counter::ErrTimeout,
-        _ => Counter::ErrOther,
     }
 }
 

@@ -1,10 +1,12 @@
 //! How a connection ends when something goes wrong: its deadline passes or an error
-//! closes it; either way the error and the failed step are counted.
+//! closes it; either way the failed step is counted, and the failure by its cause (who
+//! acted: the node, the kernel or the load generator, see `crate::cause`).
 
 use std::collections::VecDeque;
 
 use super::conn::State;
-use super::Driver;
+use super::{lock, Driver};
+use crate::cause::Cause;
 use crate::codec::ProtocolError;
 use crate::stats::Counter;
 
@@ -14,16 +16,13 @@ impl Driver {
         if self.deadlines.is_empty() && self.deadlines.capacity() > 1024 {
             self.deadlines = VecDeque::new();
         }
-        while let Some(&(deadline, slot, generation)) = self.deadlines.front() {
+        while let Some(&(deadline, slot, generation, wait)) = self.deadlines.front() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop_front();
             let conn = &self.conns[slot as usize];
-            let expired = conn.generation == generation
-                && conn.state.is_pending()
-                && conn.started_ns + self.plan.connect_timeout_ns <= now;
-            if !expired {
+            if conn.generation != generation || !wait.covers(conn.state) {
                 continue;
             }
             let what = match conn.state {
@@ -37,31 +36,36 @@ impl Driver {
                 self.describe(slot),
                 self.plan.connect_timeout_ns as f64 / 1e9
             );
-            self.fail(slot, Counter::ErrTimeout, detail);
+            self.fail(slot, Cause::gave_up(what), detail);
         }
     }
 
     pub(super) fn fail_protocol(&mut self, slot: u32, error: ProtocolError) {
         let detail = format!("{}: {error}", self.describe(slot));
-        self.fail(slot, Counter::ErrProtocol, detail);
+        self.fail(slot, Cause::node_protocol(&error), detail);
     }
 
-    /// Closes a connection because of an error, counting the error and the failed step.
-    pub(super) fn fail(&mut self, slot: u32, kind: Counter, detail: String) {
+    /// Closes a connection because of `cause`, counting the error, its cause and the
+    /// failed step.
+    pub(super) fn fail(&mut self, slot: u32, cause: Cause, detail: String) {
         let conn = &self.conns[slot as usize];
+        let step = conn.state.step();
+        let churning = conn.churning;
         match conn.state {
             State::Idle | State::Closed => return,
             // The end of a close we asked for is not an error.
             State::Closing => return self.close_done(slot),
             State::Connecting | State::Handshaking => {
-                let counter = if conn.churning { Counter::ChurnFail } else { Counter::ConnectFail };
+                let counter = if churning { Counter::ChurnFail } else { Counter::ConnectFail };
                 self.shared.counters.add(counter, 1);
                 self.conns[slot as usize].churning = false;
             }
             State::LoginPending => self.count_login_failure(slot),
             State::Open | State::Ready => {}
         }
-        self.shared.counters.add(kind, 1);
+        self.shared.counters.add(cause.kind, 1);
+        let step = if churning { format!("churn {step}") } else { step.to_string() };
+        lock(&self.shared.causes).count(&cause, &step);
         self.sample(detail);
         self.drop_conn(slot);
     }

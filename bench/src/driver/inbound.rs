@@ -3,6 +3,7 @@
 
 use super::conn::State;
 use super::Driver;
+use crate::cause::Cause;
 use crate::clock::monotonic_ns;
 use crate::codec;
 use crate::message::{self, Incoming, Mark};
@@ -12,7 +13,7 @@ impl Driver {
     pub(super) fn on_frame(&mut self, slot: u32, frame: codec::Frame<'_>) {
         if !frame.fin || frame.opcode == codec::OP_CONTINUATION {
             let detail = format!("{} sent a fragmented message (not supported)", self.describe(slot));
-            self.fail(slot, Counter::ErrProtocol, detail);
+            self.fail(slot, Cause::node_violation("fragmented message"), detail);
             return;
         }
         match frame.opcode {
@@ -27,7 +28,7 @@ impl Driver {
             codec::OP_PONG => {}
             codec::OP_BINARY => {
                 let detail = format!("{} sent a binary frame", self.describe(slot));
-                self.fail(slot, Counter::ErrProtocol, detail);
+                self.fail(slot, Cause::node_violation("binary frame"), detail);
             }
             codec::OP_CLOSE if self.conns[slot as usize].state == State::Closing => self.close_done(slot),
             codec::OP_CLOSE => {
@@ -39,11 +40,11 @@ impl Driver {
                     self.conns[slot as usize].state
                 );
                 self.send_close(slot, code);
-                self.fail(slot, Counter::ErrClosed, detail);
+                self.fail(slot, Cause::closed_by_node(code, &reason), detail);
             }
             other => {
                 let detail = format!("{} sent opcode {other:#x}", self.describe(slot));
-                self.fail(slot, Counter::ErrProtocol, detail);
+                self.fail(slot, Cause::node_violation(&format!("opcode {other:#x}")), detail);
             }
         }
     }
@@ -53,7 +54,7 @@ impl Driver {
         match message::parse_incoming(payload) {
             Incoming::Chat { data, reciever, sender } => match message::parse_mark(&data) {
                 Some(Mark::Login) => self.on_login_confirmed(slot),
-                Some(Mark::Chat { sent_ns, sender: from, seq }) => {
+                Some(Mark::Chat { intended_ns, lag_ns, sender: from, seq }) => {
                     let prefix = &self.plan.name_prefix;
                     let to_me = message::index_of_name(&reciever, prefix) == Some(index);
                     let from_sender = message::index_of_name(&sender, prefix) == Some(from);
@@ -65,9 +66,10 @@ impl Driver {
                         ));
                         return;
                     }
-                    let latency = monotonic_ns().saturating_sub(sent_ns);
+                    let latency = monotonic_ns().saturating_sub(intended_ns);
                     stats::record_nanos(&mut self.latency_hist, latency);
                     stats::record_nanos(&mut self.interval_hist, latency);
+                    stats::record_nanos(&mut self.service_hist, latency.saturating_sub(lag_ns));
                     self.receipts.record(from, seq);
                     self.windows.delivered(from.wrapping_sub(self.first));
                     self.shared.counters.add(Counter::Received, 1);

@@ -5,8 +5,10 @@ use std::io;
 
 use mio::{Interest, Token};
 
-use super::conn::{error_counter, open_socket, Conn, State};
+use super::conn::{Conn, State, Wait};
+use super::dial::{dial, Dialed};
 use super::Driver;
+use crate::cause::Cause;
 use crate::clock::monotonic_ns;
 use crate::codec;
 use crate::message;
@@ -16,30 +18,39 @@ impl Driver {
     pub(super) fn start_connect(&mut self, slot: u32, now: u64) {
         let index = self.first + slot;
         let target = self.plan.target_of(index).addr;
-        let source = self.plan.source_of(index);
+        let bind = self.plan.sources.bind_of(index);
         if slot as usize == self.conns.len() {
             self.conns.push(Conn::idle());
         }
         let conn = &mut self.conns[slot as usize];
         conn.generation = conn.generation.wrapping_add(1);
         let generation = conn.generation;
-        conn.started_ns = now;
+        // Churn reconnects time the whole cycle from its intended start.
+        if !conn.churning {
+            conn.started_ns = now;
+        }
         self.set_state(slot, State::Connecting);
-        match open_socket(target, source) {
-            Ok(mut stream) => {
+        // The first connect starts at the home port, each reconnect one port further on.
+        let attempt = generation.wrapping_sub(1);
+        match dial(target, bind, self.plan.sources.mode, attempt) {
+            Ok(Dialed { mut stream, skipped, fell_back }) => {
+                self.shared.counters.add(Counter::PortsSkipped, skipped.into());
+                self.shared.counters.add(Counter::PortsFallback, fell_back.into());
                 let token = Token(((generation as usize) << 32) | slot as usize);
                 if let Err(e) =
                     self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
                 {
-                    self.fail(slot, Counter::ErrOther, format!("epoll register: {e}"));
+                    self.fail(slot, Cause::kernel(&e), format!("epoll register: {e}"));
                     return;
                 }
                 self.conns[slot as usize].stream = Some(stream);
-                self.deadlines.push_back((now + self.plan.connect_timeout_ns, slot, generation));
+                self.deadlines.push_back((now + self.plan.connect_timeout_ns, slot, generation, Wait::Connect));
             }
-            Err(e) => {
-                let from = source.map(|s| format!(" from {s}")).unwrap_or_default();
-                self.fail(slot, error_counter(&e), format!("connect to {target}{from}: {e}"));
+            Err((e, skipped)) => {
+                self.shared.counters.add(Counter::PortsSkipped, skipped.into());
+                let from = bind.map(|b| format!(" from {}", b.addr)).unwrap_or_default();
+                let tried = if skipped > 0 { format!(" ({skipped} ports in use skipped)") } else { String::new() };
+                self.fail(slot, Cause::kernel(&e), format!("connect to {target}{from}: {e}{tried}"));
             }
         }
     }
@@ -60,7 +71,7 @@ impl Driver {
         };
         if let Some(e) = error {
             let detail = format!("connect to {} ({}): {e}", target.addr, target.url);
-            self.fail(slot, error_counter(&e), detail);
+            self.fail(slot, Cause::kernel(&e), detail);
             return;
         }
         let key = codec::handshake_key(index, self.conns[slot as usize].generation, self.plan.seed);
@@ -104,7 +115,7 @@ impl Driver {
         }
         self.set_state(slot, State::LoginPending);
         let generation = self.conns[slot as usize].generation;
-        self.deadlines.push_back((now + self.plan.connect_timeout_ns, slot, generation));
+        self.deadlines.push_back((now + self.plan.connect_timeout_ns, slot, generation, Wait::Login));
         self.send_wbuf(slot);
     }
 
@@ -137,11 +148,12 @@ impl Driver {
         self.shared.counters.add(counter, 1);
     }
 
-    /// Closes one logged-in connection (close frame, then the socket) and reconnects it.
-    pub(super) fn churn_one(&mut self, now: u64) {
+    /// Closes one logged-in connection (close frame, then the socket) and reconnects it,
+    /// the cycle timed from `intended_ns`; false when no logged-in connection was found.
+    pub(super) fn churn_one(&mut self, intended_ns: u64) -> bool {
         let count = self.conns.len() as u64;
         if count == 0 {
-            return;
+            return false;
         }
         let mut chosen = None;
         for _ in 0..8 {
@@ -152,17 +164,18 @@ impl Driver {
             }
         }
         let Some(slot) = chosen else {
-            self.shared.counters.add(Counter::SendSkipped, 1);
-            return;
+            return false;
         };
         // A polite client: close, wait for the server's close (it has logged the user
         // out by then), reconnect and log in again under the same name.
+        let now = monotonic_ns();
         self.conns[slot as usize].churning = true;
-        self.conns[slot as usize].started_ns = now;
+        self.conns[slot as usize].started_ns = intended_ns.min(now);
         self.set_state(slot, State::Closing);
         let generation = self.conns[slot as usize].generation;
-        self.deadlines.push_back((now + self.plan.connect_timeout_ns, slot, generation));
+        self.deadlines.push_back((now + self.plan.connect_timeout_ns, slot, generation, Wait::Close));
         self.send_close(slot, 1000);
+        true
     }
 
     /// Reconnects the connections whose churn close completed during this turn.

@@ -7,6 +7,8 @@
 //!
 //! `Driver` is one type told in several files, one concern each:
 //! - `lifecycle`: connect, handshake, login, and churn's close and reconnect
+//! - `dial`: opening a socket from the source pair the plan gives the connection
+//! - `schedule`: when each paced operation is meant to start
 //! - `wire`: socket readiness, writes (queued when the socket would block) and reads
 //! - `inbound`: frames and messages from the server
 //! - `chat`: sending chat messages, open or closed loop; `window`: closed loop's windows
@@ -15,9 +17,11 @@
 
 mod chat;
 mod conn;
+mod dial;
 mod failure;
 mod inbound;
 mod lifecycle;
+mod schedule;
 mod shared;
 mod window;
 mod wire;
@@ -38,7 +42,8 @@ use crate::config::Plan;
 use crate::ipc::Command;
 use crate::stats::{self, Counter};
 
-use self::conn::{Conn, State};
+use self::conn::{Conn, Deadline, State};
+use self::schedule::Schedule;
 pub use self::shared::{lock, Final, Shared};
 use self::window::Windows;
 
@@ -52,37 +57,32 @@ const START_BATCH: u32 = 512;
 const CHAT_BATCH: u64 = 4096;
 /// How often interval latencies are handed to the worker's reporter.
 const PUBLISH_EVERY_NS: u64 = 100_000_000;
-/// Poll timeout while an activity runs: its pacing granularity.
+/// Poll timeout while an activity waits for room (no sender free, a closed loop's
+/// windows): how soon it looks again.
 const ACTIVE_TICK: Duration = Duration::from_millis(1);
-/// Poll timeout while idle.
+/// Longest poll timeout: deadlines and interval reports are looked at this often.
 const IDLE_TICK: Duration = Duration::from_millis(100);
 /// Error descriptions one thread keeps for the report.
 const MAX_SAMPLES: usize = 20;
 
+/// What the thread is doing; paced activities follow their schedule (the next slot to
+/// connect or log in, the next chat message or churn cycle).
 enum Activity {
     Idle,
-    Connect {
-        start_ns: u64,
-        next: u32,
-    },
-    Login {
-        start_ns: u64,
-        next: u32,
-    },
-    /// Open-loop chat: `scheduled` messages so far of the thread's share of `--rate`.
+    Connect(Schedule),
+    Login(Schedule),
+    /// Open-loop chat at the thread's share of `--rate`, until `end_ns`.
     Chat {
-        start_ns: u64,
+        schedule: Schedule,
         end_ns: u64,
-        scheduled: u64,
     },
     /// Closed-loop chat: deliveries refill the windows until `end_ns`.
     ClosedLoop {
         end_ns: u64,
     },
     Churn {
-        start_ns: u64,
+        schedule: Schedule,
         end_ns: u64,
-        scheduled: u64,
     },
 }
 
@@ -98,11 +98,13 @@ pub struct Driver {
     activity: Activity,
     /// Fraction of all connections this thread holds: its share of every rate.
     share: f64,
-    /// Connections in a pending state (connecting, handshaking, awaiting login).
+    /// Connections in a pending state (connecting, handshaking, awaiting login, closing).
     pending: u32,
+    /// The thread's share of `--max-in-flight`: at most this many pending at once.
+    max_pending: u32,
     /// Churned connections whose close is done, to reconnect at the end of the turn.
     reconnects: Vec<u32>,
-    deadlines: VecDeque<(u64, u32, u16)>,
+    deadlines: VecDeque<Deadline>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     json: Vec<u8>,
@@ -112,8 +114,14 @@ pub struct Driver {
     login_hist: Histogram<u64>,
     /// Churn reconnects: TCP connect to re-login confirmed.
     churn_hist: Histogram<u64>,
+    /// Chat, from the intended send time (the headline figure).
     latency_hist: Histogram<u64>,
+    /// Chat, from the actual send: the service time.
+    service_hist: Histogram<u64>,
+    /// Chat sends: how far behind its schedule the thread sent.
+    lag_hist: Histogram<u64>,
     interval_hist: Histogram<u64>,
+    interval_lag: Histogram<u64>,
     receipts: Receipts,
     windows: Windows,
     samples_taken: usize,
@@ -130,6 +138,7 @@ impl Driver {
         // RSS growth the coordinator reports per connection includes this state.
         let conns = Vec::with_capacity(count as usize);
         let share = count as f64 / plan.connections.max(1) as f64;
+        let max_pending = ((plan.max_in_flight as f64 * share).ceil() as u32).max(1);
         let rng = codec::splitmix64(plan.seed ^ (first as u64).wrapping_mul(0x9E37));
         Ok(Self {
             plan,
@@ -141,6 +150,7 @@ impl Driver {
             activity: Activity::Idle,
             share,
             pending: 0,
+            max_pending,
             reconnects: Vec::new(),
             deadlines: VecDeque::new(),
             rbuf: vec![0; READ_CHUNK],
@@ -152,7 +162,10 @@ impl Driver {
             login_hist: stats::new_histogram(),
             churn_hist: stats::new_histogram(),
             latency_hist: stats::new_histogram(),
+            service_hist: stats::new_histogram(),
+            lag_hist: stats::new_histogram(),
             interval_hist: stats::new_histogram(),
+            interval_lag: stats::new_histogram(),
             receipts: Receipts::default(),
             windows: Windows::default(),
             samples_taken: 0,
@@ -169,10 +182,7 @@ impl Driver {
     pub fn run(mut self) -> Final {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = match self.activity {
-                Activity::Idle => IDLE_TICK,
-                _ => ACTIVE_TICK,
-            };
+            let timeout = self.poll_timeout(monotonic_ns());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     self.sample(format!("poll failed: {e}"));
@@ -201,6 +211,8 @@ impl Driver {
             login: self.login_hist,
             churn: self.churn_hist,
             latency: self.latency_hist,
+            service: self.service_hist,
+            lag: self.lag_hist,
             tally: self.receipts.tally(),
         }
     }
@@ -209,12 +221,13 @@ impl Driver {
         let commands: Vec<Command> = std::mem::take(&mut *lock(&self.shared.commands));
         for command in commands {
             self.activity = match command {
-                Command::Connect => Activity::Connect { start_ns: now, next: 0 },
-                Command::Login => Activity::Login { start_ns: now, next: 0 },
+                Command::Connect => Activity::Connect(Schedule::new(now, self.plan.connect_rate, self.share)),
+                Command::Login => Activity::Login(Schedule::new(now, self.plan.login_rate, self.share)),
                 Command::Chat => self.start_chat(now),
-                Command::Churn => {
-                    Activity::Churn { start_ns: now, end_ns: now + self.plan.churn_duration_ns, scheduled: 0 }
-                }
+                Command::Churn => Activity::Churn {
+                    schedule: Schedule::new(now, self.plan.churn_rate, self.share),
+                    end_ns: now + self.plan.churn_duration_ns,
+                },
                 Command::Finish => return true,
             };
         }
@@ -229,51 +242,49 @@ impl Driver {
                 self.windows = Windows::open(size, self.conns.len());
                 Activity::ClosedLoop { end_ns }
             }
-            None => Activity::Chat { start_ns: now, end_ns, scheduled: 0 },
+            None => Activity::Chat { schedule: Schedule::new(now, self.plan.rate, self.share), end_ns },
         }
     }
 
     /// Starts whatever the current activity has due by `now`.
     fn advance(&mut self, now: u64) {
-        let count = self.count;
         match self.activity {
             Activity::Idle => {}
-            Activity::Connect { start_ns, next } => {
-                let due = self.due(start_ns, now, self.plan.connect_rate, count as u64) as u32;
-                let end = due.min(next + START_BATCH);
-                for slot in next..end {
+            Activity::Connect(mut schedule) => {
+                let end = self.startable(&schedule, now);
+                for slot in schedule.next() as u32..end {
                     self.start_connect(slot, now);
                 }
-                self.activity = Activity::Connect { start_ns, next: end };
-                if end == count && self.in_flight() == 0 {
+                schedule.advance(end as u64 - schedule.next());
+                self.activity = Activity::Connect(schedule);
+                if end == self.count && self.in_flight() == 0 {
                     self.finish_phase(Command::Connect);
                 }
             }
-            Activity::Login { start_ns, next } => {
-                let due = self.due(start_ns, now, self.plan.login_rate, count as u64) as u32;
-                let end = due.min(next + START_BATCH);
-                for slot in next..end {
+            Activity::Login(mut schedule) => {
+                let end = self.startable(&schedule, now);
+                for slot in schedule.next() as u32..end {
                     if self.conns.get(slot as usize).is_some_and(|c| c.state == State::Open) {
                         self.start_login(slot, now);
                     }
                 }
-                self.activity = Activity::Login { start_ns, next: end };
-                if end == count && self.in_flight() == 0 {
+                schedule.advance(end as u64 - schedule.next());
+                self.activity = Activity::Login(schedule);
+                if end == self.count && self.in_flight() == 0 {
                     self.finish_phase(Command::Login);
                 }
             }
-            Activity::Chat { start_ns, end_ns, scheduled } => {
+            Activity::Chat { mut schedule, end_ns } => {
+                // Everything meant to go before the end goes, even when this turn is after it.
+                self.shared.counters.add(Counter::SendBehind, schedule.drop_late(now));
+                self.send_due(&mut schedule, now.min(end_ns - 1), CHAT_BATCH);
                 if now >= end_ns {
+                    // What the schedule held and the thread never sent: asked, not generated.
+                    self.shared.counters.add(Counter::SendBehind, schedule.missed(end_ns));
                     self.finish_phase(Command::Chat);
                     return;
                 }
-                let scheduled = self.catch_up(start_ns, now, self.plan.rate, scheduled);
-                let due = self.due(start_ns, now, self.plan.rate, u64::MAX);
-                let n = due.saturating_sub(scheduled).min(CHAT_BATCH);
-                for _ in 0..n {
-                    self.send_chat();
-                }
-                self.activity = Activity::Chat { start_ns, end_ns, scheduled: scheduled + n };
+                self.activity = Activity::Chat { schedule, end_ns };
             }
             Activity::ClosedLoop { end_ns } => {
                 if now >= end_ns {
@@ -284,48 +295,64 @@ impl Driver {
                 }
                 self.refill_windows(CHAT_BATCH);
             }
-            Activity::Churn { start_ns, end_ns, scheduled } => {
-                if now >= end_ns {
-                    // Reconnects still under way finish (or time out) first.
-                    if self.in_flight() == 0 {
-                        self.finish_phase(Command::Churn);
-                    }
-                    return;
-                }
-                let scheduled = self.catch_up(start_ns, now, self.plan.churn_rate, scheduled);
-                let due = self.due(start_ns, now, self.plan.churn_rate, u64::MAX);
-                let n = due.saturating_sub(scheduled).min(START_BATCH as u64);
-                for _ in 0..n {
-                    self.churn_one(now);
-                }
-                self.activity = Activity::Churn { start_ns, end_ns, scheduled: scheduled + n };
+            Activity::Churn { mut schedule, end_ns } => self.advance_churn(&mut schedule, end_ns, now),
+        }
+    }
+
+    /// Churn: cycles due by `now` while there is room in flight; at the end, waits for the
+    /// reconnects under way to finish (or time out).
+    fn advance_churn(&mut self, schedule: &mut Schedule, end_ns: u64, now: u64) {
+        self.shared.counters.add(Counter::ChurnBehind, schedule.drop_late(now));
+        let due = schedule.due(now.min(end_ns - 1), u64::MAX);
+        while schedule.next() < due && self.pending < self.max_pending {
+            if !self.churn_one(schedule.intended_ns(schedule.next())) {
+                // No logged-in connection free: the cycle waits, its lag growing.
+                break;
             }
+            schedule.advance(1);
+        }
+        if now >= end_ns && self.in_flight() == 0 {
+            self.shared.counters.add(Counter::ChurnBehind, schedule.missed(end_ns));
+            self.finish_phase(Command::Churn);
+            return;
+        }
+        self.activity = Activity::Churn { schedule: *schedule, end_ns };
+    }
+
+    /// How long the loop may sleep: until the schedule's next operation is due (a thread
+    /// with 200 connects a second wakes 200 times, not 1,000), at once while work it could
+    /// do now is left, a tick while it waits for room, or until events otherwise.
+    fn poll_timeout(&self, now: u64) -> Duration {
+        let until = |due_ns: u64| Duration::from_nanos(due_ns.saturating_sub(now)).min(IDLE_TICK);
+        match &self.activity {
+            Activity::Idle => IDLE_TICK,
+            Activity::Connect(s) | Activity::Login(s) => {
+                let waiting = s.next() >= self.count as u64 || self.pending >= self.max_pending;
+                if waiting {
+                    IDLE_TICK
+                } else {
+                    until(s.intended_ns(s.next()))
+                }
+            }
+            Activity::Chat { schedule, end_ns } | Activity::Churn { schedule, end_ns } => {
+                let due = schedule.intended_ns(schedule.next()).min(*end_ns);
+                if due <= now {
+                    // Overdue: what is left waits for a sender (or room in flight).
+                    ACTIVE_TICK
+                } else {
+                    until(due)
+                }
+            }
+            Activity::ClosedLoop { .. } => ACTIVE_TICK,
         }
     }
 
-    /// How many operations this thread's share of `rate` allows since `start_ns`
-    /// (`rate` 0: all of `limit` at once).
-    fn due(&self, start_ns: u64, now: u64, rate: u32, limit: u64) -> u64 {
-        if rate == 0 {
-            return limit;
-        }
-        let elapsed = now.saturating_sub(start_ns) as f64 / 1e9;
-        let due = (elapsed * rate as f64 * self.share) as u64 + 1;
-        due.min(limit)
-    }
-
-    /// Drops what is more than one second behind schedule, counting it, so a saturated
-    /// load generator reports the shortfall instead of bursting later.
-    fn catch_up(&mut self, start_ns: u64, now: u64, rate: u32, scheduled: u64) -> u64 {
-        let due = self.due(start_ns, now, rate, u64::MAX);
-        let per_second = ((rate as f64 * self.share) as u64).max(1);
-        let behind = due.saturating_sub(scheduled);
-        if behind > per_second {
-            let dropped = behind - per_second;
-            self.shared.counters.add(Counter::SendBehind, dropped);
-            return scheduled + dropped;
-        }
-        scheduled
+    /// The slot up to which a connect or login wave may start now: what its schedule has
+    /// due, at most a batch per turn and no more than the room left in flight.
+    fn startable(&self, schedule: &Schedule, now: u64) -> u32 {
+        let next = schedule.next() as u32;
+        let room = self.max_pending.saturating_sub(self.pending);
+        (schedule.due(now, self.count as u64) as u32).min(next + START_BATCH.min(room))
     }
 
     fn finish_phase(&mut self, phase: Command) {
@@ -356,11 +383,14 @@ impl Driver {
 
     fn publish(&mut self, now: u64) {
         self.last_publish_ns = now;
-        if self.interval_hist.is_empty() {
-            return;
+        if !self.interval_hist.is_empty() {
+            stats::merge(&mut lock(&self.shared.interval_latency), &self.interval_hist);
+            self.interval_hist.reset();
         }
-        stats::merge(&mut lock(&self.shared.interval_latency), &self.interval_hist);
-        self.interval_hist.reset();
+        if !self.interval_lag.is_empty() {
+            stats::merge(&mut lock(&self.shared.interval_lag), &self.interval_lag);
+            self.interval_lag.reset();
+        }
     }
 
     fn sample(&mut self, detail: String) {

@@ -7,14 +7,19 @@ use std::sync::Mutex;
 use hdrhistogram::Histogram;
 
 use crate::accounting::Tally;
+use crate::cause::Causes;
 use crate::ipc::Command;
 use crate::stats::{self, Counters};
 
 /// What a driver thread shares with its worker's reporter.
 pub struct Shared {
     pub counters: Counters,
-    /// Chat latencies since the reporter last took them.
+    /// Chat latencies (from the intended send time) since the reporter last took them.
     pub interval_latency: Mutex<Histogram<u64>>,
+    /// How far behind its schedule the thread sent, since the reporter last took it.
+    pub interval_lag: Mutex<Histogram<u64>>,
+    /// Failed connections by cause, cumulative.
+    pub causes: Mutex<Causes>,
     /// Error descriptions not yet reported.
     pub samples: Mutex<Vec<String>>,
     pub commands: Mutex<Vec<Command>>,
@@ -27,6 +32,8 @@ impl Default for Shared {
         Self {
             counters: Counters::default(),
             interval_latency: Mutex::new(stats::new_histogram()),
+            interval_lag: Mutex::new(stats::new_histogram()),
+            causes: Mutex::default(),
             samples: Mutex::default(),
             commands: Mutex::default(),
             done_phase: AtomicU8::new(0),
@@ -34,12 +41,18 @@ impl Default for Shared {
     }
 }
 
-/// What a thread hands back when told to finish.
+/// The whole-run histograms of one thread (microseconds).
 pub struct Final {
     pub connect: Histogram<u64>,
     pub login: Histogram<u64>,
+    /// Churn cycles, from the intended start to the re-login's confirmation.
     pub churn: Histogram<u64>,
+    /// Chat, from the intended send time to the delivery.
     pub latency: Histogram<u64>,
+    /// Chat, from the actual send to the delivery.
+    pub service: Histogram<u64>,
+    /// Chat sends: actual minus intended time.
+    pub lag: Histogram<u64>,
     pub tally: Tally,
 }
 

@@ -5,10 +5,10 @@ use std::io::{self, Read as _, Write as _};
 
 use mio::event::Event;
 
-use super::conn::{error_counter, State};
+use super::conn::State;
 use super::Driver;
+use crate::cause::Cause;
 use crate::codec;
-use crate::stats::Counter;
 
 impl Driver {
     pub(super) fn on_event(&mut self, event: &Event) {
@@ -61,7 +61,7 @@ impl Driver {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let detail = format!("write to {}: {e}", self.describe(slot));
-                    self.fail(slot, error_counter(&e), detail);
+                    self.fail(slot, Cause::kernel(&e), detail);
                     return false;
                 }
             }
@@ -86,7 +86,7 @@ impl Driver {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let detail = format!("write to {}: {e}", self.describe(slot));
-                    self.fail(slot, error_counter(&e), detail);
+                    self.fail(slot, Cause::kernel(&e), detail);
                     return;
                 }
             }
@@ -110,7 +110,7 @@ impl Driver {
                 Ok(0) => {
                     let state = self.conns[slot as usize].state;
                     let detail = format!("{} closed the TCP connection ({:?})", self.describe(slot), state);
-                    self.fail(slot, Counter::ErrReset, detail);
+                    self.fail(slot, Cause::node_eof(), detail);
                     break;
                 }
                 Ok(n) => {
@@ -126,7 +126,7 @@ impl Driver {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let detail = format!("read from {}: {e}", self.describe(slot));
-                    self.fail(slot, error_counter(&e), detail);
+                    self.fail(slot, Cause::kernel(&e), detail);
                     break;
                 }
             }

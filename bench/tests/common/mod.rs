@@ -1,213 +1,25 @@
 //! Peers for the load generator's integration tests:
-//! - `TestServer`: a small, independent, thread-per-connection WebSocket chat server (std
-//!   only) that speaks the seed's protocol, counts what it saw, and can drop messages on
-//!   purpose;
+//! - `TestServer` (`server.rs`): a small, independent, thread-per-connection WebSocket
+//!   chat server (std only) that speaks the seed's protocol, counts what it saw, and
+//!   misbehaves on purpose when told (`Behaviour`);
 //! - `Node`: the real switchboard binary, built on demand, and `metric` to read its
 //!   `/metrics`;
 //! - `run_loadgen`: the real `loadgen` binary, with its JSON summary parsed.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+mod server;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// What the test server saw.
-#[derive(Default)]
-pub struct Seen {
-    pub upgrades: AtomicU64,
-    pub logins: AtomicU64,
-    pub chats: AtomicU64,
-    pub dropped: AtomicU64,
-}
-
-type Directory = Mutex<HashMap<String, Arc<Mutex<TcpStream>>>>;
-
-pub struct TestServer {
-    pub port: u16,
-    pub seen: Arc<Seen>,
-}
-
-impl TestServer {
-    /// Starts the server on 127.0.0.1:0. `drop_every`: drop every n-th chat message that
-    /// is not a login marker (0: drop none).
-    pub fn start(drop_every: u64) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(Seen::default());
-        let directory: Arc<Directory> = Arc::default();
-        let counter = Arc::new(AtomicU64::new(0));
-        let seen2 = seen.clone();
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let (seen, directory, counter) = (seen2.clone(), directory.clone(), counter.clone());
-                let _ = thread::Builder::new()
-                    .stack_size(128 * 1024)
-                    .spawn(move || serve(stream, &seen, &directory, &counter, drop_every));
-            }
-        });
-        TestServer { port, seen }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("ws://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-fn serve(stream: TcpStream, seen: &Seen, directory: &Directory, counter: &AtomicU64, drop_every: u64) {
-    stream.set_nodelay(true).ok();
-    let writer = Arc::new(Mutex::new(stream.try_clone().expect("clone")));
-    let mut reader = BufReader::new(stream);
-    // HTTP upgrade.
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let mut key = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("sec-websocket-key") {
-                key = Some(value.trim().to_string());
-            }
-        }
-    }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("");
-    let Some(key) = key.filter(|_| path == "/ws") else {
-        let _ = writer
-            .lock()
-            .unwrap()
-            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        return;
-    };
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    if writer.lock().unwrap().write_all(response.as_bytes()).is_err() {
-        return;
-    }
-    seen.upgrades.fetch_add(1, Ordering::Relaxed);
-    let mut me: Option<String> = None;
-    while let Some((opcode, payload)) = read_frame(&mut reader) {
-        match opcode {
-            0x1 => {
-                let v: serde_json::Value = match serde_json::from_slice(&payload) {
-                    Ok(v) => v,
-                    Err(_) => continue,
-                };
-                match v["MessageType"].as_str() {
-                    Some("loginmsg") => {
-                        let name = v["Sender"].as_str().unwrap_or("").to_string();
-                        let mut dir = directory.lock().unwrap();
-                        if dir.contains_key(&name) {
-                            drop(dir);
-                            send_text(&writer, b"\"User already exists\"\n");
-                        } else {
-                            dir.insert(name.clone(), writer.clone());
-                            me = Some(name);
-                            seen.logins.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Some("chatmsg") => {
-                        let Some(sender) = &me else { continue };
-                        let data = v["Data"].as_str().unwrap_or("");
-                        let to = v["Reciever"].as_str().unwrap_or("");
-                        if !data.starts_with("login;") {
-                            seen.chats.fetch_add(1, Ordering::Relaxed);
-                            let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-                            if drop_every > 0 && n.is_multiple_of(drop_every) {
-                                seen.dropped.fetch_add(1, Ordering::Relaxed);
-                                continue;
-                            }
-                        }
-                        let out = format!(
-                            "{{\"MessageType\":\"chatmsg\",\"Data\":{},\"Reciever\":{},\"Sender\":{}}}\n",
-                            serde_json::Value::from(data),
-                            serde_json::Value::from(to),
-                            serde_json::Value::from(sender.as_str())
-                        );
-                        let target = directory.lock().unwrap().get(to).cloned();
-                        if let Some(target) = target {
-                            send_text(&target, out.as_bytes());
-                        }
-                    }
-                    _ => send_text(&writer, br#"{"MessageType":"errormsg","Data":"unknown message type"}"#),
-                }
-            }
-            0x8 => {
-                // Log the user out before answering, as a server should.
-                if let Some(name) = me.take() {
-                    directory.lock().unwrap().remove(&name);
-                }
-                let mut w = writer.lock().unwrap();
-                let _ = w.write_all(&[0x88, 0]);
-                let _ = w.shutdown(Shutdown::Both);
-                break;
-            }
-            0x9 => {
-                let mut frame = vec![0x8A, payload.len() as u8];
-                frame.extend_from_slice(&payload);
-                let _ = writer.lock().unwrap().write_all(&frame);
-            }
-            _ => {}
-        }
-    }
-    if let Some(name) = me {
-        directory.lock().unwrap().remove(&name);
-    }
-}
-
-fn read_frame(reader: &mut impl Read) -> Option<(u8, Vec<u8>)> {
-    let mut head = [0u8; 2];
-    reader.read_exact(&mut head).ok()?;
-    let mut len = (head[1] & 0x7F) as u64;
-    if len == 126 {
-        let mut b = [0u8; 2];
-        reader.read_exact(&mut b).ok()?;
-        len = u16::from_be_bytes(b) as u64;
-    } else if len == 127 {
-        let mut b = [0u8; 8];
-        reader.read_exact(&mut b).ok()?;
-        len = u64::from_be_bytes(b);
-    }
-    let mut mask = [0u8; 4];
-    if head[1] & 0x80 != 0 {
-        reader.read_exact(&mut mask).ok()?;
-    }
-    let mut payload = vec![0u8; len as usize];
-    reader.read_exact(&mut payload).ok()?;
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= mask[i & 3];
-    }
-    Some((head[0] & 0x0F, payload))
-}
-
-fn send_text(writer: &Mutex<TcpStream>, payload: &[u8]) {
-    let mut frame = vec![0x81];
-    if payload.len() < 126 {
-        frame.push(payload.len() as u8);
-    } else {
-        frame.push(126);
-        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    }
-    frame.extend_from_slice(payload);
-    let _ = writer.lock().unwrap().write_all(&frame);
-}
+#[allow(unused_imports)]
+pub use server::{Behaviour, Seen, TestServer};
 
 /// A finished loadgen run.
 pub struct Run {
@@ -238,6 +50,42 @@ pub fn spawn_loadgen(args: &[&str]) -> Child {
         .expect("spawn loadgen")
 }
 
+/// Spawns loadgen with its progress lines on (for tests that wait for a phase).
+pub fn spawn_loadgen_with_progress(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen")
+}
+
+/// Waits until a spawned loadgen's progress lines (plain lines on a pipe) show `phase`,
+/// then hands its stderr to a thread that keeps the rest; `None` if it never does.
+pub fn wait_for_phase(child: &mut Child, phase: &str, within: Duration) -> Option<thread::JoinHandle<String>> {
+    let stderr = child.stderr.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let needle = format!(" {phase} ");
+    let reader = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(&needle) {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(within).ok().map(|()| reader)
+}
+
+/// The worker processes of a running loadgen (its children).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    std::fs::read_to_string(path).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
 /// Waits for a spawned loadgen and parses its output.
 pub fn finish_loadgen(child: Child, started: Instant) -> Run {
     let output = child.wait_with_output().expect("wait loadgen");
@@ -253,6 +101,8 @@ pub fn finish_loadgen(child: Child, started: Instant) -> Run {
 pub struct Node {
     pub child: Child,
     pub port: u16,
+    /// The admin listener's port (/metrics).
+    pub admin_port: u16,
 }
 
 impl Node {
@@ -282,14 +132,21 @@ impl Node {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
                     if let Some(port) = parse_listening(&line) {
-                        let _ = tx.send(port);
+                        let _ = tx.send((false, port));
+                    } else if let Some(port) = line.strip_prefix("switchboard admin on ").and_then(port_of) {
+                        let _ = tx.send((true, port));
                     }
                 }
             });
         }
-        let port =
-            rx.recv_timeout(Duration::from_secs(20)).expect("switchboard did not print `listening on 127.0.0.1:PORT`");
-        Node { child, port }
+        let (mut port, mut admin_port) = (None, None);
+        while port.is_none() || admin_port.is_none() {
+            let (admin, p) = rx.recv_timeout(Duration::from_secs(20)).expect(
+                "switchboard did not print `listening on 127.0.0.1:PORT` and `switchboard admin on 127.0.0.1:PORT`",
+            );
+            *(if admin { &mut admin_port } else { &mut port }) = Some(p);
+        }
+        Node { child, port: port.unwrap(), admin_port: admin_port.unwrap() }
     }
 
     pub fn url(&self) -> String {
@@ -322,7 +179,10 @@ pub fn metric(port: u16, name: &str) -> u64 {
 
 fn parse_listening(line: &str) -> Option<u16> {
     let rest = &line[line.find("listening on ")? + "listening on ".len()..];
-    let addr = rest.split_whitespace().next()?;
+    port_of(rest.split_whitespace().next()?)
+}
+
+fn port_of(addr: &str) -> Option<u16> {
     addr.rsplit_once(':')?.1.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()
 }
 

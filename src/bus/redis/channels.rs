@@ -14,6 +14,9 @@ pub const BROADCAST_CHANNEL: &[u8] = b"msg";
 /// so in Redis Cluster a user's channel and registry key share a slot.
 const USER_CHANNEL_PREFIX: &[u8] = b"sb:u:{";
 const USER_CHANNEL_SUFFIX: &[u8] = b"}";
+/// Room channels are `sb:r:{KEY}` (the room's key as the hash tag: its
+/// channel and its member sets share a slot).
+const ROOM_CHANNEL_PREFIX: &[u8] = b"sb:r:{";
 
 /// `PUBLISH sb:u:{NAME} PAYLOAD` (SPUBLISH in Redis Cluster), sized exactly,
 /// and the channel's slot (0 outside Redis Cluster).
@@ -55,11 +58,69 @@ pub fn user_channel_len(name_len: usize) -> usize {
 
 /// Appends `sb:u:{NAME}` for `name` as a bulk string, with no copy on the way.
 pub fn push_user_channel(out: &mut Vec<u8>, name: &[u8]) {
-    resp::push_header(out, b'$', user_channel_len(name.len()));
-    out.extend_from_slice(USER_CHANNEL_PREFIX);
-    out.extend_from_slice(name);
+    push_tagged_channel(out, USER_CHANNEL_PREFIX, name);
+}
+
+/// The length of `sb:r:{KEY}` for a key of `key_len` bytes.
+pub fn room_channel_len(key_len: usize) -> usize {
+    ROOM_CHANNEL_PREFIX.len() + key_len + USER_CHANNEL_SUFFIX.len()
+}
+
+/// Appends `sb:r:{KEY}` for `key` as a bulk string, with no copy on the way.
+pub fn push_room_channel(out: &mut Vec<u8>, key: &[u8]) {
+    push_tagged_channel(out, ROOM_CHANNEL_PREFIX, key);
+}
+
+/// Appends `PREFIX TAG }` as a bulk string.
+fn push_tagged_channel(out: &mut Vec<u8>, prefix: &[u8], tag: &[u8]) {
+    resp::push_header(out, b'$', prefix.len() + tag.len() + USER_CHANNEL_SUFFIX.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(tag);
     out.extend_from_slice(USER_CHANNEL_SUFFIX);
     out.extend_from_slice(b"\r\n");
+}
+
+/// `PUBLISH sb:r:{KEY} ENVELOPE` (SPUBLISH in Redis Cluster) for a room
+/// message: the publishing node's id, a newline, then the JSON its members
+/// get, so that the node does not deliver its own message twice. With the
+/// channel's slot.
+pub fn encode_room_publish(key: &str, node: &str, payload: &[u8], cluster: bool) -> (Box<[u8]>, u16) {
+    let verb: &[u8] = if cluster { b"SPUBLISH" } else { b"PUBLISH" };
+    let channel = room_channel(key);
+    let mut envelope = Vec::with_capacity(node.len() + 1 + payload.len());
+    envelope.extend_from_slice(node.as_bytes());
+    envelope.push(b'\n');
+    envelope.extend_from_slice(payload);
+    let mut command = Vec::with_capacity(
+        resp::header_len(3)
+            + resp::bulk_len(verb.len())
+            + resp::bulk_len(channel.len())
+            + resp::bulk_len(envelope.len()),
+    );
+    resp::push_command(&mut command, &[verb, &channel, &envelope]);
+    let slot = if cluster { cluster::slot(&channel) } else { 0 };
+    (command.into_boxed_slice(), slot)
+}
+
+/// `sb:r:{KEY}` for room `key`.
+pub fn room_channel(key: &str) -> Vec<u8> {
+    let mut channel = Vec::with_capacity(ROOM_CHANNEL_PREFIX.len() + key.len() + USER_CHANNEL_SUFFIX.len());
+    channel.extend_from_slice(ROOM_CHANNEL_PREFIX);
+    channel.extend_from_slice(key.as_bytes());
+    channel.extend_from_slice(USER_CHANNEL_SUFFIX);
+    channel
+}
+
+/// The room KEY of `sb:r:{KEY}`, when it is a room channel and UTF-8.
+pub fn room_of_channel(channel: &[u8]) -> Option<&str> {
+    let key = channel.strip_prefix(ROOM_CHANNEL_PREFIX)?.strip_suffix(USER_CHANNEL_SUFFIX)?;
+    std::str::from_utf8(key).ok()
+}
+
+/// A room message's envelope split: the publishing node, and the JSON.
+pub fn open_envelope(payload: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = payload.iter().position(|&b| b == b'\n')?;
+    Some((&payload[..at], &payload[at + 1..]))
 }
 
 /// `sb:u:{NAME}` for `name`.
@@ -122,6 +183,19 @@ mod tests {
         assert_eq!(user_of_channel(&user_channel(b"a}b")), Some(&b"a}b"[..]));
         assert_eq!(user_name_of_channel(b"sb:u:{bob}"), Some("bob"));
         assert_eq!(user_name_of_channel(b"msg"), None);
+    }
+
+    #[test]
+    fn a_room_publish_carries_its_node_and_the_members_json() {
+        let (command, slot) = encode_room_publish("lobby", "node-1", b"{\"x\":1}\n", false);
+        assert_eq!(&command[..], b"*3\r\n$7\r\nPUBLISH\r\n$12\r\nsb:r:{lobby}\r\n$15\r\nnode-1\n{\"x\":1}\n\r\n");
+        assert_eq!(slot, 0);
+        let (_, slot) = encode_room_publish("lobby", "n", b"{}", true);
+        assert_eq!(slot, cluster::slot(b"lobby"));
+        assert_eq!(room_of_channel(b"sb:r:{lobby}"), Some("lobby"));
+        assert_eq!(room_of_channel(b"sb:u:{lobby}"), None);
+        assert_eq!(open_envelope(b"node-1\n{\"x\":1}\n"), Some((&b"node-1"[..], &b"{\"x\":1}\n"[..])));
+        assert_eq!(open_envelope(b"no newline"), None);
     }
 
     #[test]

@@ -44,6 +44,39 @@ pub fn is_chat_for(payload: &[u8], name: &str) -> bool {
     rest == TAIL && from.encoded.len() > 2 && names_the(&to, name)
 }
 
+/// Whether `payload` is a room message for room `key` as a node publishes
+/// it (`roommsg`, or a `joinmsg`/`leavemsg` notice, named by the room's key).
+pub fn is_room_message_for(payload: &[u8], key: &str) -> bool {
+    let fields = || {
+        let rest = [
+            &b"{\"MessageType\":\"roommsg\",\"Data\":"[..],
+            b"{\"MessageType\":\"joinmsg\",\"Data\":",
+            b"{\"MessageType\":\"leavemsg\",\"Data\":",
+        ]
+        .iter()
+        .find_map(|head| payload.strip_prefix(*head))?;
+        let (_data, rest) = json_string(rest)?;
+        let (to, rest) = json_string(rest.strip_prefix(TO)?)?;
+        let (from, rest) = json_string(rest.strip_prefix(FROM)?)?;
+        Some((to, from, rest))
+    };
+    let Some((to, from, rest)) = fields() else {
+        return false;
+    };
+    rest == TAIL && from.encoded.len() > 2 && is_key(&to, key)
+}
+
+/// Whether the JSON string `to` is `key` itself (rooms are named by their
+/// key: nothing to fold), escaped as a node encodes it.
+fn is_key(to: &JsonString<'_>, key: &str) -> bool {
+    if !to.escaped {
+        return &to.encoded[1..to.encoded.len() - 1] == key.as_bytes();
+    }
+    let mut encoded = Vec::with_capacity(to.encoded.len());
+    crate::protocol::push_json_string(&mut encoded, key);
+    encoded == to.encoded
+}
+
 /// A JSON string, quotes included, and whether it holds an escape.
 struct JsonString<'a> {
     encoded: &'a [u8],
@@ -222,6 +255,18 @@ mod tests {
         assert!(is_chat_for(&chat("hi", "ALICE", "carol"), "alice"));
         assert!(is_chat_for(&chat("hi", "ａｌｉｃｅ", "carol"), "alice"));
         assert!(!is_chat_for(&chat("hi", "ALICE", "carol"), "bob"));
+    }
+
+    #[test]
+    fn room_messages_pass_for_their_room_only() {
+        for (kind, data, room) in [("roommsg", "hi", "lobby"), ("joinmsg", "", "lobby"), ("leavemsg", "", "a<b>")] {
+            let mut out = Vec::new();
+            crate::protocol::encode_room(&mut out, kind, data, room, "alice");
+            assert!(is_room_message_for(&out, room), "{kind}");
+            assert!(!is_room_message_for(&out, "other"), "{kind}");
+            assert!(!is_chat_for(&out, room));
+        }
+        assert!(!is_room_message_for(&chat("hi", "lobby", "a"), "lobby"));
     }
 
     #[test]

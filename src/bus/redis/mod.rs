@@ -124,6 +124,7 @@
 //! - [`cluster`]: hash slots, the slot map and when to fetch it again.
 //! - [`registry`]: the cluster-wide name registry's state machine.
 //! - [`logins`]: logins waiting for the registry and their subscription.
+//! - [`rooms`]: room members and presence in Redis, room messages' channels.
 //! - [`channels`]: channel names and the PUBLISH commands reactors encode.
 //! - [`inbound`]: what arrives from Redis, checked before delivery.
 //! - [`resp`]: the Redis wire format, parsed in place.
@@ -144,6 +145,7 @@ mod publisher;
 mod ratelog;
 mod registry;
 mod resp;
+mod rooms;
 mod settings;
 mod shared;
 mod stream;
@@ -157,13 +159,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use compact_str::CompactString;
 use mio::Poll;
 use parking_lot::Mutex;
 use thiserror::Error;
 
 use self::links::WAKER;
 use self::settings::Settings;
-use self::shared::{Job, Role, Shared, SubJob, MAX_QUEUED_BYTES};
+use self::shared::{Job, Role, RoomJob, Shared, SubJob, MAX_QUEUED_BYTES};
 use crate::bus::{Bus, Claim, Published};
 use crate::config::{Config, Routing};
 use crate::directory::ConnRef;
@@ -280,6 +283,37 @@ impl Bus for RedisBus {
         }
         self.shared.push_pub(Job::Publish { slot, command, from });
         Published::Sent
+    }
+
+    fn join_room(&self, key: &str, member: &str, first: bool) {
+        if first {
+            self.shared.push_sub(SubJob::SubscribeRoom { key: key.into() });
+        }
+        self.shared.push_pub(Job::Room(RoomJob::Join { key: key.into(), member: member.into(), first }));
+    }
+
+    fn leave_room(&self, key: &str, member: &str, last: bool) {
+        if last {
+            self.shared.push_sub(SubJob::UnsubscribeRoom { key: key.into() });
+        }
+        self.shared.push_pub(Job::Room(RoomJob::Leave { key: key.into(), member: member.into(), last }));
+    }
+
+    fn publish_room(&self, key: &str, payload: &[u8]) {
+        let settings = &self.shared.settings;
+        let (command, slot) = channels::encode_room_publish(key, &settings.node_id, payload, settings.cluster);
+        self.shared.push_pub(Job::Room(RoomJob::Publish { slot, command }));
+    }
+
+    fn ask_presence(&self, asked: &str, keys: &[CompactString], from: ConnRef) -> bool {
+        let job = RoomJob::Presence { asked: asked.into(), keys: keys.to_vec(), from };
+        self.shared.push_pub(Job::Room(job));
+        true
+    }
+
+    fn ask_members(&self, key: &str, limit: usize, from: ConnRef) -> bool {
+        self.shared.push_pub(Job::Room(RoomJob::Members { key: key.into(), limit, from }));
+        true
     }
 
     fn shutdown(&self) {

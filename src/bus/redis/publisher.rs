@@ -30,6 +30,7 @@ use super::links::{self, BusThread, LinkSet, Master};
 use super::ratelog::Every;
 use super::registry::{Awaiting, Outgoing, Registry};
 use super::resp::Frame;
+use super::rooms::{RoomReply, Rooms};
 use super::shared::{Job, Role, Shared, MAX_QUEUED_BYTES};
 use super::trim::trim_if_empty;
 use crate::bus::Undelivered;
@@ -51,6 +52,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// What a sent command's reply is for.
 enum Await {
     Ping,
+    Room(RoomReply),
     Publish { slot: u16, command: Box<[u8]>, from: ConnRef },
     Registry { slot: u16, command: Box<[u8]>, awaiting: Awaiting },
 }
@@ -69,6 +71,7 @@ pub(crate) struct Route {
 struct Publisher {
     shared: Arc<Shared>,
     registry: Registry,
+    rooms: Rooms,
     /// Commands redirected by MOVED/ASK or sent to a master that was gone,
     /// re-routed after the slot map is fetched again.
     rerouted: Vec<Job>,
@@ -83,9 +86,11 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
     let links = LinkSet::new(Arc::clone(&shared), poll, Role::Publisher);
     let settings = &shared.settings;
     let registry = Registry::new(settings.node_id.clone(), settings.lease, settings.cluster);
+    let rooms = Rooms::new(&shared);
     let publisher = Publisher {
         shared,
         registry,
+        rooms,
         rerouted: Vec::new(),
         rerouted_registry: Vec::new(),
         refused_log: Every::minute(),
@@ -125,6 +130,8 @@ impl BusThread for Publisher {
             self.registry.pump_reassert(REASSERT_WINDOW.saturating_sub(in_flight), &|s| reach.up(s));
         }
         self.send_registry_commands(links);
+        self.rooms.renew(&self.shared.hub, now);
+        self.send_room_commands(links);
         if self.shared.dropping.load(Relaxed) && self.shared.queued_bytes.load(Relaxed) < MAX_QUEUED_BYTES / 2 {
             self.shared.dropping.store(false, Relaxed);
             log::warn!("cross-node messages are accepted again (the Redis backlog drained)");
@@ -138,7 +145,9 @@ impl BusThread for Publisher {
         self.lose_awaiting(links, i);
         let topology = links.topology();
         self.registry.on_link_up(&|slot| topology.master_of(slot) == Some(i));
+        self.rooms.reassert(&self.shared.hub, &|slot| topology.master_of(slot) == Some(i));
         self.send_registry_commands(links);
+        self.send_room_commands(links);
         self.drain_backlog(links, i);
     }
 
@@ -152,7 +161,7 @@ impl BusThread for Publisher {
     fn read(&mut self, links: &mut LinkSet<Route>, i: usize) -> Result<(), LinkError> {
         let targeted = self.shared.settings.routing == Routing::Targeted;
         let mut redirected = false;
-        let Publisher { shared, registry, rerouted, rerouted_registry, refused_log, answered } = self;
+        let Publisher { shared, registry, rooms, rerouted, rerouted_registry, refused_log, answered } = self;
         let (Master { link, state, .. }, reach) = links.master_and_reach(i);
         let up = |slot: u16| reach.up(slot);
         let bus = &shared.hub.metrics.bus;
@@ -160,6 +169,7 @@ impl BusThread for Publisher {
             *answered = true;
             match state.awaiting.pop_front().ok_or(LinkError::ReplyToNothing)? {
                 Await::Ping => {}
+                Await::Room(reply) => rooms.on_reply(shared, reply, &frame),
                 Await::Publish { slot, command, from } => match frame {
                     Frame::Integer(receivers) => {
                         bus.published.fetch_add(1, Relaxed);
@@ -215,6 +225,7 @@ impl BusThread for Publisher {
                             self.shared.hub.metrics.bus.publish_lost.fetch_add(1, Relaxed);
                             reply_lost(&self.shared, &command, from);
                         }
+                        Await::Room(reply) => self.rooms.on_lost(&self.shared, reply),
                         Await::Ping => {}
                     }
                 }
@@ -240,7 +251,7 @@ impl BusThread for Publisher {
         if links.iter().any(|m| m.link.is_up() && !m.state.backlog.is_empty()) {
             return Some(now + BACKLOG_RECHECK);
         }
-        Some(self.registry.next_renewal())
+        Some(self.registry.next_renewal().min(self.rooms.next_renewal()))
     }
 
     fn pinged(state: &mut Route) {
@@ -294,6 +305,10 @@ impl Publisher {
 
     /// Sends a job to the master that serves it, or parks it in that master's backlog.
     fn dispatch(&mut self, links: &mut LinkSet<Route>, job: Job) {
+        let job = match job {
+            Job::Room(room) => return self.rooms.job(&self.shared.hub, room),
+            job => job,
+        };
         let Some(i) = links.master_of(slot_of_job(&job)) else {
             self.rerouted.push(job);
             links.schedule_refresh();
@@ -370,6 +385,21 @@ impl Publisher {
         }
     }
 
+    /// Hands the room commands to their masters; one whose master is down
+    /// is dropped (membership is written again when the link is up).
+    fn send_room_commands(&mut self, links: &mut LinkSet<Route>) {
+        for (slot, command, reply) in std::mem::take(&mut self.rooms.out) {
+            match links.master_of(slot) {
+                Some(i) if links.get(i).link.is_up() => {
+                    let Master { link, state, .. } = links.get_mut(i);
+                    link.out.extend_from_slice(&command);
+                    state.awaiting.push_back(Await::Room(reply));
+                }
+                _ => self.rooms.on_lost(&self.shared, reply),
+            }
+        }
+    }
+
     /// Link `i` is down: logins and logouts parked for it are settled now (the
     /// outage rules of the registry); publishes stay parked, within the bound.
     fn settle_backlog_while_down(&mut self, links: &mut LinkSet<Route>, i: usize) {
@@ -398,6 +428,7 @@ impl Publisher {
                     publishes += 1;
                     reply_lost(&self.shared, &command, from);
                 }
+                Await::Room(reply) => self.rooms.on_lost(&self.shared, reply),
                 Await::Ping => {}
             }
         }
@@ -420,6 +451,8 @@ fn slot_of_job(job: &Job) -> u16 {
     match job {
         Job::Publish { slot, .. } => *slot,
         Job::Claim { name, .. } | Job::Release { name, .. } => Registry::slot_of_name(name),
+        // Rooms' jobs become commands of their own slots (`rooms`).
+        Job::Room(_) => 0,
     }
 }
 

@@ -39,8 +39,21 @@ impl Role {
 
 /// Work for the subscriber thread, in the order reactors asked for it.
 pub(crate) enum SubJob {
-    Subscribe { name: CompactString },
-    Unsubscribe { name: CompactString, at: ConnRef },
+    Subscribe {
+        name: CompactString,
+    },
+    Unsubscribe {
+        name: CompactString,
+        at: ConnRef,
+    },
+    /// A room (by key) has its first member on this node: listen to its channel.
+    SubscribeRoom {
+        key: CompactString,
+    },
+    /// Its last member here left.
+    UnsubscribeRoom {
+        key: CompactString,
+    },
 }
 
 /// Work for the publisher thread.
@@ -59,6 +72,22 @@ pub(crate) enum Job {
         name: CompactString,
         at: ConnRef,
     },
+    /// Rooms and presence (`rooms`).
+    Room(RoomJob),
+}
+
+/// Work for Redis about rooms and presence, queued by reactors.
+pub(crate) enum RoomJob {
+    /// A room message's PUBLISH, encoded by the reactor.
+    Publish { slot: u16, command: Box<[u8]> },
+    /// `member` joined room `key` on this node (`first`: its first member here).
+    Join { key: CompactString, member: CompactString, first: bool },
+    /// `member` left (`last`: the room has nobody here any more).
+    Leave { key: CompactString, member: CompactString, last: bool },
+    /// Which of `keys` (the names in `asked`) are online.
+    Presence { asked: Box<str>, keys: Vec<CompactString>, from: ConnRef },
+    /// Who is in room `key`, up to `limit` names.
+    Members { key: CompactString, limit: usize, from: ConnRef },
 }
 
 pub(crate) struct Shared {

@@ -24,7 +24,13 @@
 //! [`cluster::RefreshSchedule`]): its replica takes over after
 //! `cluster-node-timeout`, and only a new map names it.
 //!
+//! Rooms have channels too (`rooms`): subscribed while the room has members
+//! here, routed as one shared frame to every reactor holding members.
+//!
 //! [`Directory`]: crate::directory::Directory
+
+mod push;
+mod rooms;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -39,13 +45,14 @@ use super::cluster::{self, Topology};
 use super::inbound::{self, Inbound};
 use super::link::LinkError;
 use super::links::{self, BusThread, LinkSet, Master};
-use super::resp::{self, Frame};
+use super::resp;
 use super::shared::{Role, Shared, SubJob};
-use super::subscriptions::{self, Gathered, Verb, CHUNK};
+use super::subscriptions::{self, Channel, Gathered, Verb, CHUNK};
 use super::trim::trim_if_empty;
 use crate::config::Routing;
 use crate::directory::ConnRef;
 use crate::protocol;
+use push::Push;
 
 /// Output queued on a link before re-subscription waits for it to drain.
 const OUT_HIGH_WATER: usize = 1024 * 1024;
@@ -64,6 +71,8 @@ pub(crate) struct Shard {
     subscribed: u64,
     /// Channels still to subscribe again after a (re)connect.
     resubscribe: VecDeque<CompactString>,
+    /// Room channels (by key) still to subscribe again.
+    resubscribe_rooms: VecDeque<CompactString>,
     /// Channels asked for in this turn, written at its end.
     gathered: Gathered,
 }
@@ -73,6 +82,8 @@ struct Subscriber {
     /// Unsubscribe acks still to come, by name: any other unsubscribe is a
     /// shard telling us its slot moved.
     unsubscribing: HashMap<CompactString, u32>,
+    /// The same for room channels, by room key.
+    unsubscribing_rooms: HashMap<CompactString, u32>,
     /// Broadcast routing: a message from `msg` in the recipient's format.
     reencoded: Vec<u8>,
     /// The next slot map fetch answers a shard's signal (MOVED, an unasked
@@ -85,60 +96,12 @@ struct Subscriber {
     acked: bool,
 }
 
-/// A frame from a subscribed connection, by what it means.
-enum Push<'a> {
-    Message {
-        channel: &'a [u8],
-        payload: &'a [u8],
-    },
-    Subscribed {
-        channel: &'a [u8],
-        count: u64,
-    },
-    Unsubscribed {
-        channel: &'a [u8],
-        count: u64,
-    },
-    Refused(&'a [u8]),
-    /// The answer to PING.
-    Pong,
-    /// Anything else, which asks nothing of us.
-    Other,
-}
-
-impl<'a> Push<'a> {
-    fn of(frame: &Frame<'a>) -> Push<'a> {
-        let items = match frame {
-            Frame::Array(Some(items)) => items.as_slice(),
-            Frame::Error(e) => return Push::Refused(e),
-            Frame::Simple(b"PONG") => return Push::Pong,
-            _ => return Push::Other,
-        };
-        if items.first().and_then(Frame::bytes) == Some(b"pong") {
-            return Push::Pong;
-        }
-        let (Some(kind), Some(channel)) = (items.first().and_then(Frame::bytes), items.get(1).and_then(Frame::bytes))
-        else {
-            return Push::Other;
-        };
-        let count = || items.get(2).and_then(Frame::integer).unwrap_or(0) as u64;
-        match kind {
-            b"message" | b"smessage" => match items.get(2).and_then(Frame::bytes) {
-                Some(payload) => Push::Message { channel, payload },
-                None => Push::Other,
-            },
-            b"subscribe" | b"ssubscribe" => Push::Subscribed { channel, count: count() },
-            b"unsubscribe" | b"sunsubscribe" => Push::Unsubscribed { channel, count: count() },
-            _ => Push::Other,
-        }
-    }
-}
-
 pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
     let links = LinkSet::new(Arc::clone(&shared), poll, Role::Subscriber);
     let subscriber = Subscriber {
         shared,
         unsubscribing: HashMap::new(),
+        unsubscribing_rooms: HashMap::new(),
         reencoded: Vec::with_capacity(1024),
         refresh_all: false,
         ever_up: false,
@@ -162,6 +125,8 @@ impl BusThread for Subscriber {
             match job {
                 SubJob::Subscribe { name } => self.subscribe(links, name),
                 SubJob::Unsubscribe { name, at } => self.unsubscribe(links, name, at),
+                SubJob::SubscribeRoom { key } => self.subscribe_room(links, key),
+                SubJob::UnsubscribeRoom { key } => self.unsubscribe_room(links, key),
             }
         }
         let cluster = self.cluster();
@@ -187,13 +152,18 @@ impl BusThread for Subscriber {
         } else {
             VecDeque::new()
         };
+        let rooms: VecDeque<CompactString> = {
+            let topology = links.topology();
+            self.shared.hub.rooms.keys().into_iter().filter(|k| self.room_shard(topology, k) == Some(i)).collect()
+        };
         let broadcast_here = self.broadcast_shard(links.topology()) == Some(i);
         let Master { link, state, .. } = links.get_mut(i);
-        if !names.is_empty() {
-            log::info!("redis {}: subscribing {} channels again", link.endpoint, names.len());
+        if !names.is_empty() || !rooms.is_empty() {
+            log::info!("redis {}: subscribing {} channels again", link.endpoint, names.len() + rooms.len());
         }
         state.replies_due = 0;
         state.resubscribe = names;
+        state.resubscribe_rooms = rooms;
         if broadcast_here {
             self.shared.logins.msg_subscribing();
             resp::push_command(&mut link.out, &[b"SUBSCRIBE", BROADCAST_CHANNEL]);
@@ -208,7 +178,9 @@ impl BusThread for Subscriber {
         state.subscribed = 0;
         state.replies_due = 0;
         state.resubscribe.clear();
+        state.resubscribe_rooms.clear();
         self.unsubscribing.clear();
+        self.unsubscribing_rooms.clear();
         self.shared.logins.stop_waiting_for_subscriptions(&self.shared.hub);
         if self.broadcast_shard(links.topology()) == Some(i) {
             self.shared.logins.msg_settled(&self.shared.hub);
@@ -220,14 +192,17 @@ impl BusThread for Subscriber {
         let targeted = self.targeted();
         let mut moved = false;
         let mut received = 0u64;
-        let Subscriber { shared, unsubscribing, reencoded, inbound, acked, .. } = self;
+        let Subscriber { shared, unsubscribing, unsubscribing_rooms, reencoded, inbound, acked, .. } = self;
         let Master { link, state, .. } = links.get_mut(i);
         let mut refusal: Option<String> = None;
         let round = link.read_frames(|frame| {
             match Push::of(&frame) {
                 Push::Message { channel, payload } => {
                     received += 1;
-                    deliver(shared, inbound, targeted, reencoded, channel, payload);
+                    match channels::room_of_channel(channel) {
+                        Some(key) => rooms::deliver_room(shared, inbound, channel, key, payload),
+                        None => deliver(shared, inbound, targeted, reencoded, channel, payload),
+                    }
                 }
                 Push::Subscribed { channel, count } => {
                     *acked = true;
@@ -243,7 +218,10 @@ impl BusThread for Subscriber {
                     *acked = true;
                     state.replies_due = state.replies_due.saturating_sub(1);
                     state.subscribed = count;
-                    moved |= slot_moved_away(shared, unsubscribing, channel);
+                    moved |= match channels::room_of_channel(channel) {
+                        Some(key) => rooms::room_moved_away(shared, unsubscribing_rooms, key),
+                        None => slot_moved_away(shared, unsubscribing, channel),
+                    };
                 }
                 Push::Refused(e) => {
                     // One error may answer a SUBSCRIBE of many channels.
@@ -297,10 +275,20 @@ impl BusThread for Subscriber {
                 }
             }
         }
+        let mut moved_rooms: Vec<Vec<CompactString>> = vec![Vec::new(); topology.masters.len()];
+        let old = links.topology();
+        for key in self.shared.hub.rooms.keys() {
+            let Some(i) = self.room_shard(&topology, &key) else { continue };
+            let before = self.room_shard(old, &key).map(|j| &old.masters[j]);
+            if all || before != Some(&topology.masters[i]) {
+                moved_rooms[i].push(key);
+            }
+        }
         links.rebuild(topology);
-        for (master, names) in links.iter_mut().zip(moved) {
-            if master.link.is_up() && !names.is_empty() {
+        for ((master, names), rooms) in links.iter_mut().zip(moved).zip(moved_rooms) {
+            if master.link.is_up() {
                 master.state.resubscribe.extend(names);
+                master.state.resubscribe_rooms.extend(rooms);
             }
         }
     }
@@ -313,7 +301,9 @@ impl BusThread for Subscriber {
         if !self.shared.sub_jobs.is_empty() {
             return Some(now);
         }
-        let resubscribing = links.iter().any(|m| m.link.is_up() && !m.state.resubscribe.is_empty());
+        let resubscribing = links
+            .iter()
+            .any(|m| m.link.is_up() && !(m.state.resubscribe.is_empty() && m.state.resubscribe_rooms.is_empty()));
         resubscribing.then_some(now + RESUBSCRIBE_RECHECK)
     }
 
@@ -327,10 +317,10 @@ impl BusThread for Subscriber {
 
     fn trim_idle(&mut self, links: &mut LinkSet<Shard>) {
         for master in links.iter_mut() {
-            trim_if_empty!(master.state.resubscribe);
+            trim_if_empty!(master.state.resubscribe, master.state.resubscribe_rooms);
             master.state.gathered.trim_idle();
         }
-        trim_if_empty!(self.unsubscribing);
+        trim_if_empty!(self.unsubscribing, self.unsubscribing_rooms);
         self.shared.logins.trim_idle();
     }
 }
@@ -372,7 +362,7 @@ impl Subscriber {
         match self.shard_of(links.topology(), &name) {
             Some(i) if links.get(i).link.is_up() => {
                 let Master { link, state, .. } = links.get_mut(i);
-                state.gathered.add(&mut link.out, Verb::Subscribe, name, cluster);
+                state.gathered.add(&mut link.out, Verb::Subscribe, Channel::User(name), cluster);
                 state.replies_due += 1;
             }
             // Not connected: the channel is subscribed with all others once
@@ -392,20 +382,24 @@ impl Subscriber {
             if links.get(i).link.is_up() {
                 *self.unsubscribing.entry(name.clone()).or_insert(0) += 1;
                 let Master { link, state, .. } = links.get_mut(i);
-                state.gathered.add(&mut link.out, Verb::Unsubscribe, name, cluster);
+                state.gathered.add(&mut link.out, Verb::Unsubscribe, Channel::User(name), cluster);
                 state.replies_due += 1;
             }
         }
     }
 
-    /// Subscribes the next chunks of channels wanted on shard `i` after a reconnect.
+    /// Subscribes the next chunks of channels wanted on shard `i` after a
+    /// reconnect: users' first, then rooms'.
     fn pump_resubscribe(&mut self, links: &mut LinkSet<Shard>, i: usize) {
         let cluster = self.cluster();
-        let mut chunk: Vec<CompactString> = Vec::new();
+        let mut chunk: Vec<Channel> = Vec::new();
         loop {
             let master = links.get(i);
-            if !master.link.is_up() || master.link.unsent() >= OUT_HIGH_WATER || master.state.resubscribe.is_empty() {
+            if !master.link.is_up() || master.link.unsent() >= OUT_HIGH_WATER {
                 return;
+            }
+            if master.state.resubscribe.is_empty() {
+                return self.pump_resubscribe_rooms(links, i, chunk);
             }
             chunk.clear();
             while chunk.len() < CHUNK {
@@ -414,7 +408,7 @@ impl Subscriber {
                 };
                 // Skip names that left meanwhile or that another shard serves now.
                 if self.wanted(&name) && self.shard_of(links.topology(), &name) == Some(i) {
-                    chunk.push(name);
+                    chunk.push(Channel::User(name));
                 }
             }
             let Master { link, state, .. } = links.get_mut(i);

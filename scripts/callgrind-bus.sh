@@ -61,11 +61,13 @@ redis="redis://127.0.0.1:$port"
 start_node() {
     local label=$1; shift
     : >"$work/stdout-$label"
-    # The limits of a public node stay on, out of reach of a driver that sends
-    # as fast as it can from one address; a stop closes at once.
+    # The per-address, per-second and rate limits out of reach (the driver floods from one
+    # address), no pings (a run under callgrind outlasts --ping-interval; the driver reads
+    # chat only), and a stop closes at once.
     RUST_LOG=warn "$@" --listen 127.0.0.1:0 --reactors 2 --accept handoff --redis "$redis" --drain-secs 0 \
         --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000 --message-burst 1000000 \
-        --inbox-size 1000000 >"$work/stdout-$label" 2>"$work/stderr-$label" &
+        --inbox-size 1000000 --ping-interval 0 \
+        >"$work/stdout-$label" 2>"$work/stderr-$label" &
     echo $! >"$work/pid-$label"
     local addr="" admin="" tries=0
     until addr=$(sed -n 's/^switchboard listening on //p' "$work/stdout-$label") && [[ -n $addr ]] &&

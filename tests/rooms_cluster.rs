@@ -164,3 +164,50 @@ fn joins_and_leaves_are_announced_on_every_node() {
     };
     assert_eq!(seen, HashMap::from([(notice("joinmsg"), 1), (notice("leavemsg"), 1)]));
 }
+
+/// Calls of `command` in Redis's command statistics.
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let stats = redis.cli(&["info", "commandstats"]);
+    let line = stats.lines().find(|l| l.starts_with(&format!("cmdstat_{command}:"))).unwrap_or("");
+    line.split(['=', ',']).nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_burst_of_joins_subscribes_the_rooms_in_a_few_commands() {
+    const CLIENTS: usize = 5;
+    const ROOMS_EACH: usize = 100;
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2, &[]);
+    let mut joiners: Vec<Ws> = (0..CLIENTS)
+        .map(|c| {
+            let mut ws = connect(&nodes[0].url("/ws"));
+            assert!(cluster_login(&mut ws, &format!("j{c}")));
+            ws
+        })
+        .collect();
+    redis.cli(&["config", "resetstat"]);
+    // Redis stalls as the joins arrive: the node has hundreds of rooms to subscribe at once.
+    redis.pause();
+    for (c, ws) in joiners.iter_mut().enumerate() {
+        for r in 0..ROOMS_EACH {
+            send(ws, &format!(r#"{{"MessageType":"joinmsg","Reciever":"b{c}-{r}"}}"#));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    redis.resume();
+    for ws in joiners.iter_mut() {
+        for _ in 0..ROOMS_EACH {
+            assert!(recv_text(ws).contains("\"joinmsg\""));
+        }
+    }
+    let rooms = CLIENTS * ROOMS_EACH;
+    let subscribed = || redis.cli(&["pubsub", "channels", "sb:r:*"]).lines().count();
+    assert!(wait_until(Duration::from_secs(5), || subscribed() == rooms), "{} of {rooms} rooms", subscribed());
+    let subscribes = calls(&redis, "subscribe");
+    eprintln!("{rooms} rooms joined: {subscribes} SUBSCRIBEs");
+    assert!(subscribes * 20 < rooms as u64, "{subscribes} SUBSCRIBEs for {rooms} rooms");
+    // The batched subscriptions carry the rooms' traffic.
+    let mut other = member(&nodes[1], "other", "b3-42");
+    say(&mut other, "b3-42", "hello");
+    assert_eq!(recv_text(&mut joiners[3]), room_bytes("hello", "b3-42", "other"));
+}

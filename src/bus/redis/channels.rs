@@ -51,6 +51,35 @@ pub fn encode_broadcast_publish(payload: &[u8], cluster: bool) -> (Box<[u8]>, u1
     (command.into_boxed_slice(), slot)
 }
 
+/// The length of `sb:u:{NAME}` for a name of `name_len` bytes.
+pub fn user_channel_len(name_len: usize) -> usize {
+    USER_CHANNEL_PREFIX.len() + name_len + USER_CHANNEL_SUFFIX.len()
+}
+
+/// Appends `sb:u:{NAME}` for `name` as a bulk string, with no copy on the way.
+pub fn push_user_channel(out: &mut Vec<u8>, name: &[u8]) {
+    push_tagged_channel(out, USER_CHANNEL_PREFIX, name);
+}
+
+/// The length of `sb:r:{KEY}` for a key of `key_len` bytes.
+pub fn room_channel_len(key_len: usize) -> usize {
+    ROOM_CHANNEL_PREFIX.len() + key_len + USER_CHANNEL_SUFFIX.len()
+}
+
+/// Appends `sb:r:{KEY}` for `key` as a bulk string, with no copy on the way.
+pub fn push_room_channel(out: &mut Vec<u8>, key: &[u8]) {
+    push_tagged_channel(out, ROOM_CHANNEL_PREFIX, key);
+}
+
+/// Appends `PREFIX TAG }` as a bulk string.
+fn push_tagged_channel(out: &mut Vec<u8>, prefix: &[u8], tag: &[u8]) {
+    resp::push_header(out, b'$', prefix.len() + tag.len() + USER_CHANNEL_SUFFIX.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(tag);
+    out.extend_from_slice(USER_CHANNEL_SUFFIX);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// `PUBLISH sb:r:{KEY} ENVELOPE` (SPUBLISH in Redis Cluster) for a room
 /// message: the publishing node's id, a newline, then the JSON its members
 /// get, so that the node does not deliver its own message twice. With the

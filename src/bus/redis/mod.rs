@@ -115,6 +115,7 @@
 //! - [`shared`]: what the facade and both threads share: job queues, bounds, flags.
 //! - [`links`]: the loop both threads run over their links, one per master.
 //! - [`publisher`], [`subscriber`]: the two threads, as [`links::BusThread`]s.
+//! - [`subscriptions`]: the subscriber's (un)subscriptions, many channels to a command.
 //! - [`link`]: one non-blocking connection: connect, greet, read, write, deadlines.
 //! - [`backoff`]: how a link that is down retries and says so.
 //! - [`endpoint`]: a server's host and port, looked up again on every connect.
@@ -149,6 +150,7 @@ mod settings;
 mod shared;
 mod stream;
 mod subscriber;
+mod subscriptions;
 mod tls;
 mod trim;
 

@@ -8,12 +8,14 @@
 //!   [`NAME_TTL_LEASES`] leases after it was last renewed, so the names of
 //!   a node that died free themselves even if no other node claims them.
 //!
-//! A claim runs one single-key script on `sb:reg:{NAME}`: it takes the name
-//! if nobody holds it (or we do) and otherwise returns the holder. If the
-//! holder's lease key is gone (`EXISTS sb:node:{HOLDER}` is 0), the holder is
-//! dead and a second script takes the name over, if it still names that
-//! holder. Every script touches one key, so it runs unchanged on Redis
+//! A claim runs a script on `sb:reg:{NAME}`: it takes the name if nobody
+//! holds it (or we do) and otherwise returns the holder. If the holder's
+//! lease key is gone (`EXISTS sb:node:{HOLDER}` is 0), the holder is dead
+//! and a second call takes the name over, if it still names that holder.
+//! The script never reads the lease key, so it runs unchanged on Redis
 //! Cluster, where the user key and the lease key live in different slots.
+//! Claims and releases made in one turn of the publisher go many names to
+//! a call ([`batch`]).
 //!
 //! # Cost
 //!
@@ -23,10 +25,11 @@
 //! default 15 s lease, about 13,000 small writes a second, against about
 //! 200,000 if each name lived only one lease. A name is free for another
 //! node one lease after its node died (the lease check); the key's TTL only
-//! collects what nobody claims. Per login: one script; per logout: one
-//! script; a takeover from a dead node two more round trips. After a
-//! reconnect: one script per held name, pipelined in chunks. A graceful
-//! shutdown deletes its lease, so its names are free at once.
+//! collects what nobody claims. Per login: one name in a script call (up
+//! to [`batch::BATCH`] names a call); per logout the same; a takeover from
+//! a dead node two more round trips. After a reconnect: every held name
+//! again, in the same calls, a window at a time. A graceful shutdown
+//! deletes its lease, so its names are free at once.
 //!
 //! # Ordering
 //!
@@ -52,14 +55,6 @@ use super::trim::trim_if_empty;
 use crate::directory::ConnRef;
 use crate::inbox::Command;
 
-/// Takes KEYS[1] for ARGV[1] (for ARGV[3] ms) when it is free, ours, or held
-/// by ARGV[2] (a dead node); returns "" when the name is ours, the holder otherwise.
-const CLAIM_SCRIPT: &[u8] = b"local o = redis.call('GET', KEYS[1]) \
-if not o or o == ARGV[1] or o == ARGV[2] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3]) return '' end \
-return o";
-/// Deletes KEYS[1] only if ARGV[1] holds it.
-const RELEASE_SCRIPT: &[u8] = b"if redis.call('GET', KEYS[1]) == ARGV[1] then \
-return redis.call('DEL', KEYS[1]) end return 0";
 /// Takeover attempts before a claim gives up (each races other claimers of a dead node's name).
 const MAX_ATTEMPTS: u8 = 3;
 /// A name's key lives this many leases after its last renewal (5 min at the
@@ -74,8 +69,10 @@ const RENEW_TICKS: u32 = 15;
 /// What a registry command's reply is for.
 pub(crate) enum Awaiting {
     Lease,
-    Claim {
-        name: CompactString,
+    /// A claim script over `names`, answered name by name in that order;
+    /// `attempt` counts takeovers (a takeover claims one name).
+    Claims {
+        names: Vec<CompactString>,
         attempt: u8,
     },
     Alive {
@@ -83,8 +80,8 @@ pub(crate) enum Awaiting {
         holder: CompactString,
         attempt: u8,
     },
-    Release {
-        name: CompactString,
+    Releases {
+        names: Vec<CompactString>,
     },
     /// PEXPIRE of a held name's key: 0 means the key is gone.
     Renew {
@@ -142,15 +139,25 @@ pub(crate) struct Registry {
     /// How many of `to_renew` each tick renews, and the ticks of this cycle.
     renew_per_tick: usize,
     tick: u32,
+    /// Claims or releases being gathered into one script call, and the most
+    /// names a call takes (one in Redis Cluster).
+    open: Option<batch::Batch>,
+    batch_max: usize,
+    /// Milliseconds a name's key lives after a claim or renewal, as sent.
+    ttl_ms: String,
     /// Commands for the publisher to send.
     pub out: Vec<Outgoing>,
 }
 
 impl Registry {
-    pub fn new(node_id: CompactString, lease: Duration) -> Registry {
+    /// `cluster`: Redis Cluster, where a script call takes one name.
+    pub fn new(node_id: CompactString, lease: Duration, cluster: bool) -> Registry {
         Registry {
             node_id,
             lease,
+            open: None,
+            batch_max: if cluster { 1 } else { batch::BATCH },
+            ttl_ms: (lease.as_millis() * u128::from(NAME_TTL_LEASES)).to_string(),
             names: HashMap::new(),
             to_reassert: VecDeque::new(),
             next_renewal: Instant::now(),
@@ -188,25 +195,14 @@ impl Registry {
         self.out.push(Outgoing { slot: cluster::slot(key), command: command.into_boxed_slice(), awaiting });
     }
 
-    fn send_claim(&mut self, name: &CompactString, dead_holder: &[u8], attempt: u8) {
-        let key = Self::user_key(name);
-        let me = self.node_id.clone();
-        let ttl = self.name_ttl_ms();
-        self.push(
-            &key,
-            &[b"EVAL", CLAIM_SCRIPT, b"1", &key, me.as_bytes(), dead_holder, ttl.as_bytes()],
-            Awaiting::Claim { name: name.clone(), attempt },
-        );
+    /// Claims `name`, in the open batch.
+    fn send_claim(&mut self, name: &CompactString) {
+        self.batch(batch::Kind::Claim, name);
     }
 
+    /// Releases `name`, in the open batch.
     fn send_release(&mut self, name: &CompactString) {
-        let key = Self::user_key(name);
-        let me = self.node_id.clone();
-        self.push(
-            &key,
-            &[b"EVAL", RELEASE_SCRIPT, b"1", &key, me.as_bytes()],
-            Awaiting::Release { name: name.clone() },
-        );
+        self.batch(batch::Kind::Release, name);
     }
 
     /// A user logs in: `up` says whether Redis serves the name's slot now.
@@ -220,7 +216,7 @@ impl Registry {
 
     fn start_login(&mut self, shared: &Shared, name: CompactString, at: ConnRef, up: bool) {
         if up {
-            self.send_claim(&name, b"", 0);
+            self.send_claim(&name);
             let claim = Claim { at, purpose: Purpose::Login, released: false, next: None };
             self.names.insert(name, Name::Claiming(Box::new(claim)));
         } else {
@@ -259,32 +255,29 @@ impl Registry {
             return self.on_lost(shared, awaiting, up);
         }
         match awaiting {
-            Awaiting::Lease => {}
-            Awaiting::Release { .. } => {}
+            Awaiting::Lease | Awaiting::Releases { .. } => {}
             Awaiting::Renew { name } => {
                 if reply.integer() == Some(0) && matches!(self.names.get(&name), Some(Name::Held { .. })) {
                     // The key is gone (expired during a long outage, or deleted): claim it again.
                     self.to_reassert.push_back(name);
                 }
             }
-            Awaiting::Claim { name, attempt } => match reply.bytes() {
-                Some([]) => self.finish(shared, name, true, true, up),
-                Some(holder) => {
-                    let holder = CompactString::from_utf8_lossy(holder);
-                    let key = Self::node_key(&holder);
-                    if !up(cluster::slot(&key)) {
-                        // Cannot tell whether the holder lives.
-                        return self.undecidable(shared, name, up);
+            Awaiting::Claims { names, attempt } => match reply.items() {
+                Some(answers) if answers.len() == names.len() => {
+                    for (name, answer) in names.into_iter().zip(answers) {
+                        self.on_claim_answer(shared, name, attempt, answer, up);
                     }
-                    self.push(&key, &[b"EXISTS", &key], Awaiting::Alive { name, holder, attempt });
                 }
-                None => self.finish(shared, name, false, true, up),
+                _ => {
+                    log::warn!("a claim got a reply of the wrong shape: {reply:?}");
+                    self.on_lost(shared, Awaiting::Claims { names, attempt }, up);
+                }
             },
             Awaiting::Alive { name, holder, attempt } => {
                 if reply.integer() == Some(0) && attempt < MAX_ATTEMPTS {
                     log::info!("taking over {name:?} from node {holder:?}, whose lease expired");
                     if up(Self::slot_of_name(&name)) {
-                        self.send_claim(&name, holder.as_bytes(), attempt + 1);
+                        self.send_takeover(&name, holder.as_bytes(), attempt + 1);
                     } else {
                         self.undecidable(shared, name, up);
                     }
@@ -295,22 +288,58 @@ impl Registry {
         }
     }
 
+    /// The claim script's answer for one name: "" ours, else its holder.
+    fn on_claim_answer(
+        &mut self,
+        shared: &Shared,
+        name: CompactString,
+        attempt: u8,
+        answer: &Frame<'_>,
+        up: &dyn Fn(u16) -> bool,
+    ) {
+        match answer.bytes() {
+            Some([]) => self.finish(shared, name, true, true, up),
+            Some(holder) => {
+                let holder = CompactString::from_utf8_lossy(holder);
+                let key = Self::node_key(&holder);
+                if !up(cluster::slot(&key)) {
+                    // Cannot tell whether the holder lives.
+                    return self.undecidable(shared, name, up);
+                }
+                self.push(&key, &[b"EXISTS", &key], Awaiting::Alive { name, holder, attempt });
+            }
+            None => self.finish(shared, name, false, true, up),
+        }
+    }
+
     /// `awaiting` will get no reply (the link went down, or Redis refused).
     pub fn on_lost(&mut self, shared: &Shared, awaiting: Awaiting, up: &dyn Fn(u16) -> bool) {
         match awaiting {
             // Renewed in the next cycle, or claimed again after the reconnect.
             Awaiting::Lease | Awaiting::Renew { .. } => {}
-            Awaiting::Release { name } => {
-                // Deleted after the reconnect, unless the name is in use again.
-                self.names.entry(name).or_insert(Name::ReleasedOffline);
+            Awaiting::Releases { names } => {
+                for name in names {
+                    // Deleted after the reconnect, unless the name is in use again.
+                    self.names.entry(name).or_insert(Name::ReleasedOffline);
+                }
             }
-            Awaiting::Claim { name, .. } | Awaiting::Alive { name, .. } => match self.purpose_of(&name) {
-                // Still held, still unconfirmed: re-asserted after the next reconnect.
-                Some(Purpose::Reassert { .. }) => self.abandon(shared, name, up),
-                // Outage: grant locally, like a claim made while Redis was down.
-                Some(Purpose::Login) => self.finish(shared, name, true, false, up),
-                None => {}
-            },
+            Awaiting::Claims { names, .. } => {
+                for name in names {
+                    self.claim_lost(shared, name, up);
+                }
+            }
+            Awaiting::Alive { name, .. } => self.claim_lost(shared, name, up),
+        }
+    }
+
+    /// The claim of `name` will not be answered.
+    fn claim_lost(&mut self, shared: &Shared, name: CompactString, up: &dyn Fn(u16) -> bool) {
+        match self.purpose_of(&name) {
+            // Still held, still unconfirmed: re-asserted after the next reconnect.
+            Some(Purpose::Reassert { .. }) => self.abandon(shared, name, up),
+            // Outage: grant locally, like a claim made while Redis was down.
+            Some(Purpose::Login) => self.finish(shared, name, true, false, up),
+            None => {}
         }
     }
 
@@ -408,69 +437,14 @@ impl Registry {
         }
     }
 
-    /// A link came up: renew the lease if it lives there, then queue every
-    /// held name and every offline release that it serves.
-    pub fn on_link_up(&mut self, serves: &dyn Fn(u16) -> bool) {
-        if serves(self.lease_slot()) {
-            self.next_renewal = Instant::now();
-        }
-        let (mut held, mut unconfirmed) = (0, 0);
-        let mut names = Vec::new();
-        let mut released = Vec::new();
-        for (name, state) in &self.names {
-            match state {
-                Name::Held { confirmed, .. } => {
-                    held += 1;
-                    unconfirmed += usize::from(!confirmed);
-                    if serves(Self::slot_of_name(name)) {
-                        names.push(name.clone());
-                    }
-                }
-                Name::ReleasedOffline if serves(Self::slot_of_name(name)) => released.push(name.clone()),
-                _ => {}
-            }
-        }
-        if !names.is_empty() {
-            log::info!(
-                "re-asserting {} of {held} user names in the registry ({unconfirmed} granted while Redis was unreachable)",
-                names.len(),
-            );
-        }
-        self.to_reassert.extend(names);
-        for name in released {
-            self.names.remove(&name);
-            self.send_release(&name);
-        }
-    }
-
-    /// Sends up to `budget` queued re-assertions whose link is up.
-    pub fn pump_reassert(&mut self, budget: usize, up: &dyn Fn(u16) -> bool) {
-        for _ in 0..budget {
-            let Some(name) = self.to_reassert.pop_front() else {
-                return;
-            };
-            let Some(&Name::Held { at, confirmed }) = self.names.get(&name) else {
-                continue;
-            };
-            if up(Self::slot_of_name(&name)) {
-                self.send_claim(&name, b"", 0);
-                let claim = Claim { at, purpose: Purpose::Reassert { confirmed }, released: false, next: None };
-                self.names.insert(name, Name::Claiming(Box::new(claim)));
-            }
-        }
-    }
-
     /// Hands back what a burst of logins grew.
     pub fn trim_idle(&mut self) {
         trim_if_empty!(self.out, self.to_reassert, self.to_renew);
     }
-
-    /// Names waiting to be re-asserted.
-    pub fn reassert_pending(&self) -> bool {
-        !self.to_reassert.is_empty()
-    }
 }
 
+mod batch;
+mod reconnect;
 mod renewal;
 #[cfg(test)]
 mod tests;

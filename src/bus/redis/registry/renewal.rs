@@ -4,15 +4,10 @@
 
 use std::time::Instant;
 
-use super::{Awaiting, Name, Registry, NAME_TTL_LEASES, RENEW_TICKS};
+use super::{Awaiting, Name, Registry, RENEW_TICKS};
 use crate::bus::redis::cluster;
 
 impl Registry {
-    /// Milliseconds a name's key lives after a claim or renewal.
-    pub(super) fn name_ttl_ms(&self) -> String {
-        (self.lease.as_millis() * u128::from(NAME_TTL_LEASES)).to_string()
-    }
-
     /// The lease key's slot.
     pub fn lease_slot(&self) -> u16 {
         cluster::slot(&Self::node_key(&self.node_id))
@@ -42,7 +37,7 @@ impl Registry {
             self.renew_per_tick = self.to_renew.len().div_ceil(RENEW_TICKS as usize);
         }
         self.tick = self.tick.wrapping_add(1);
-        let ttl = self.name_ttl_ms();
+        let ttl = std::mem::take(&mut self.ttl_ms);
         for _ in 0..self.renew_per_tick {
             let Some(name) = self.to_renew.pop_front() else { break };
             if matches!(self.names.get(&name), Some(Name::Held { .. })) {
@@ -50,6 +45,7 @@ impl Registry {
                 self.push(&key, &[b"PEXPIRE", &key, ttl.as_bytes()], Awaiting::Renew { name });
             }
         }
+        self.ttl_ms = ttl;
     }
 
     pub fn next_renewal(&self) -> Instant {

@@ -17,8 +17,13 @@ enum Step {
     Claim(&'static str, usize),
     /// The user on that connection gives the name up.
     Release(&'static str, usize),
-    /// Redis answers the oldest command in flight.
+    /// Redis answers the oldest command in flight (a claim script of one name included).
     Reply(Answer),
+    /// Redis answers the oldest command in flight, a claim script of
+    /// several names, name by name.
+    Replies(&'static [Answer]),
+    /// Several steps within one turn of the publisher (its commands go out together).
+    Burst(&'static [Step]),
     /// The link drops: every command in flight is lost.
     Down,
     /// The link is back: the registry re-asserts what it holds.
@@ -209,6 +214,39 @@ const ROWS: &[Row] = &[
         &["claim alice", "accept 1", "release alice", "claim alice", "accept 2", "claim alice"],
     ),
     row(
+        "a burst of logins is one claim, answered name by name",
+        &[
+            Burst(&[Claim("alice", 1), Claim("bob", 2), Claim("carol", 3)]),
+            Replies(&[Ours, HeldBy("b"), Ours]),
+            Reply(Lease(1)),
+        ],
+        &["claim alice bob carol", "alive? b", "accept 1", "accept 3", "refuse 2", "unsubscribe bob 2"],
+    ),
+    row(
+        "a burst lost with its link is granted locally, every name",
+        &[Burst(&[Claim("alice", 1), Claim("bob", 2)]), Down, Up, Replies(&[Ours, Ours])],
+        &["claim alice bob", "accept 1", "accept 2", "claim alice bob"],
+    ),
+    row(
+        "a burst refused by Redis is granted locally",
+        &[Burst(&[Claim("alice", 1), Claim("bob", 2)]), Reply(Error)],
+        &["claim alice bob", "accept 1", "accept 2"],
+    ),
+    row(
+        "a reply of the wrong shape to a burst grants locally",
+        &[Burst(&[Claim("alice", 1), Claim("bob", 2)]), Replies(&[Ours])],
+        &["claim alice bob", "accept 1", "accept 2"],
+    ),
+    row(
+        "a release and the next claim of a name keep their order",
+        &[
+            Claim("alice", 1),
+            Reply(Ours),
+            Burst(&[Claim("bob", 2), Release("alice", 1), Claim("carol", 4), Claim("alice", 3), Release("dan", 5)]),
+        ],
+        &["claim alice", "accept 1", "claim bob", "release alice", "claim alice carol"],
+    ),
+    row(
         "names are independent",
         &[Claim("alice", 1), Claim("bob", 2), Reply(HeldBy("b")), Reply(Ours), Reply(Lease(1))],
         &["claim alice", "claim bob", "alive? b", "accept 2", "refuse 1", "unsubscribe alice 1"],
@@ -231,7 +269,7 @@ struct Wire {
 impl Wire {
     fn new() -> Wire {
         let (shared, poll) = Shared::for_tests(Routing::Targeted);
-        let registry = Registry::new("me".into(), Duration::from_secs(15));
+        let registry = Registry::new("me".into(), Duration::from_secs(15), false);
         Wire {
             shared,
             _polls: poll,
@@ -245,6 +283,15 @@ impl Wire {
     }
 
     fn step(&mut self, step: Step) {
+        self.apply(step);
+        self.settle();
+    }
+
+    /// One step, its commands left unsent.
+    fn apply(&mut self, step: Step) {
+        if let Burst(steps) = step {
+            return steps.iter().for_each(|&step| self.apply(step));
+        }
         let Wire { shared, registry, in_flight, up, down_slots, ticks, .. } = self;
         let link_up = *up;
         let is_up = |slot: u16| link_up && !down_slots.contains(&slot);
@@ -257,17 +304,22 @@ impl Wire {
                 shared.logins.cancel(name, at(n));
                 registry.release(name.into(), at(n), is_up(Registry::slot_of_name(name)));
             }
-            Reply(reply) => {
+            Reply(answer) => {
                 let sent = in_flight.pop_front().expect("a reply to no command");
-                let frame = match reply {
-                    Ours => Frame::Bulk(Some(b"")),
-                    HeldBy(node) => Frame::Bulk(Some(node.as_bytes())),
-                    Lease(n) => Frame::Integer(n),
-                    Done => Frame::Integer(1),
-                    Error => Frame::Error(b"ERR refused"),
+                // A claim script answers with one item per name.
+                let frame = match (&sent.awaiting, answer) {
+                    (_, Error) => frame_of(Error),
+                    (Awaiting::Claims { .. }, answer) => Frame::Array(Some(vec![frame_of(answer)])),
+                    (_, answer) => frame_of(answer),
                 };
                 registry.on_reply(shared, sent.awaiting, &frame, &is_up);
             }
+            Replies(answers) => {
+                let sent = in_flight.pop_front().expect("a reply to no command");
+                let frame = Frame::Array(Some(answers.iter().map(|&a| frame_of(a)).collect()));
+                registry.on_reply(shared, sent.awaiting, &frame, &is_up);
+            }
+            Burst(_) => unreachable!("taken apart above"),
             Down => {
                 *up = false;
                 let is_up = |_: u16| false;
@@ -287,7 +339,6 @@ impl Wire {
                 registry.renew_lease(Instant::now() + Duration::from_secs(15) * *ticks, link_up);
             }
         }
-        self.settle();
     }
 
     /// Sends the registry's commands, then records them and what reached
@@ -296,7 +347,11 @@ impl Wire {
         // The publisher pumps re-assertions every turn.
         let (up, down) = (self.up, self.down_slots.clone());
         self.registry.pump_reassert(usize::MAX, &|s| up && !down.contains(&s));
-        while !self.registry.out.is_empty() {
+        loop {
+            self.registry.flush();
+            if self.registry.out.is_empty() {
+                break;
+            }
             for sent in std::mem::take(&mut self.registry.out) {
                 self.seen.push(describe(&sent.command));
                 let link_up = self.up && !self.down_slots.contains(&sent.slot);
@@ -323,6 +378,16 @@ fn at(token: usize) -> ConnRef {
     ConnRef { reactor: 0, token: Token(token) }
 }
 
+fn frame_of(answer: Answer) -> Frame<'static> {
+    match answer {
+        Ours => Frame::Bulk(Some(b"")),
+        HeldBy(node) => Frame::Bulk(Some(node.as_bytes())),
+        Lease(n) => Frame::Integer(n),
+        Done => Frame::Integer(1),
+        Error => Frame::Error(b"ERR refused"),
+    }
+}
+
 /// A registry command in the table's words.
 fn describe(command: &[u8]) -> String {
     let (frame, _) = resp::parse(command).expect("valid RESP").expect("a whole command");
@@ -333,10 +398,20 @@ fn describe(command: &[u8]) -> String {
         .map(|a| String::from_utf8_lossy(a.bytes().expect("bulk")).into())
         .collect();
     let braced = |key: &str| key[key.find('{').map_or(0, |i| i + 1)..].trim_end_matches('}').to_string();
+    let keys = |args: &[String]| {
+        let n: usize = args[2].parse().expect("a key count");
+        // Sorted: a re-assertion gathers names in no particular order.
+        let mut names: Vec<String> = args[3..3 + n].iter().map(|k| braced(k)).collect();
+        names.sort();
+        names.join(" ")
+    };
     match args[0].as_str() {
-        "EVAL" if args[1].as_bytes() == CLAIM_SCRIPT && args[5].is_empty() => format!("claim {}", braced(&args[3])),
-        "EVAL" if args[1].as_bytes() == CLAIM_SCRIPT => format!("claim {} over {}", braced(&args[3]), args[5]),
-        "EVAL" if args[1].as_bytes() == RELEASE_SCRIPT => format!("release {}", braced(&args[3])),
+        "EVAL" if args[1].as_bytes() == batch::CLAIMS_SCRIPT => match args.last().map(String::as_str) {
+            Some("") => format!("claim {}", keys(&args)),
+            Some(dead) => format!("claim {} over {dead}", keys(&args)),
+            None => unreachable!("a claim has arguments"),
+        },
+        "EVAL" if args[1].as_bytes() == batch::RELEASES_SCRIPT => format!("release {}", keys(&args)),
         "EXISTS" => format!("alive? {}", braced(&args[1])),
         "SET" => "lease".into(),
         "DEL" => "drop lease".into(),

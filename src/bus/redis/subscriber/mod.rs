@@ -10,8 +10,12 @@
 //!
 //! With targeted routing it mirrors the node's [`Directory`] in Redis: the
 //! channel `sb:u:{NAME}` is wanted while NAME is in it (logged in or logging
-//! in). One (S)SUBSCRIBE per login, one (S)UNSUBSCRIBE per logout, and after
-//! every reconnect the whole directory again, in chunks of [`CHUNK`] channels.
+//! in). The logins and logouts of a turn go out as few (S)SUBSCRIBE and
+//! (S)UNSUBSCRIBE commands ([`subscriptions`]), and after every reconnect
+//! the whole directory again, in chunks of [`CHUNK`] channels. With one
+//! master, while acks are due and none has come since the last turn, new
+//! (un)subscriptions wait for them (and reactors queue them without a wake):
+//! the acks' wake writes them all as one batch, as the publisher does.
 //! The directory is the only per-user set: a copy here would cost about 70
 //! bytes per user for nothing (both change together, under the reactors).
 //!
@@ -25,6 +29,7 @@
 //!
 //! [`Directory`]: crate::directory::Directory
 
+mod push;
 mod rooms;
 
 use std::collections::{HashMap, VecDeque};
@@ -40,17 +45,15 @@ use super::cluster::{self, Topology};
 use super::inbound::{self, Inbound};
 use super::link::LinkError;
 use super::links::{self, BusThread, LinkSet, Master};
-use super::resp::{self, Frame};
+use super::resp;
 use super::shared::{Role, Shared, SubJob};
+use super::subscriptions::{self, Channel, Gathered, Verb, CHUNK};
 use super::trim::trim_if_empty;
 use crate::config::Routing;
 use crate::directory::ConnRef;
 use crate::protocol;
+use push::Push;
 
-/// Channels per SUBSCRIBE when re-subscribing (Redis Cluster: one per
-/// SSUBSCRIBE, since a command's channels must share a slot). Small enough
-/// that Redis answers each command quickly, large enough to amortise it.
-const CHUNK: usize = 512;
 /// Output queued on a link before re-subscription waits for it to drain.
 const OUT_HIGH_WATER: usize = 1024 * 1024;
 /// How soon re-subscription waiting for a link's output to drain goes on.
@@ -70,6 +73,8 @@ pub(crate) struct Shard {
     resubscribe: VecDeque<CompactString>,
     /// Room channels (by key) still to subscribe again.
     resubscribe_rooms: VecDeque<CompactString>,
+    /// Channels asked for in this turn, written at its end.
+    gathered: Gathered,
 }
 
 struct Subscriber {
@@ -87,55 +92,8 @@ struct Subscriber {
     ever_up: bool,
     /// Messages from Redis that no node published, counted and logged.
     inbound: Inbound,
-}
-
-/// A frame from a subscribed connection, by what it means.
-enum Push<'a> {
-    Message {
-        channel: &'a [u8],
-        payload: &'a [u8],
-    },
-    Subscribed {
-        channel: &'a [u8],
-        count: u64,
-    },
-    Unsubscribed {
-        channel: &'a [u8],
-        count: u64,
-    },
-    Refused(&'a [u8]),
-    /// The answer to PING.
-    Pong,
-    /// Anything else, which asks nothing of us.
-    Other,
-}
-
-impl<'a> Push<'a> {
-    fn of(frame: &Frame<'a>) -> Push<'a> {
-        let items = match frame {
-            Frame::Array(Some(items)) => items.as_slice(),
-            Frame::Error(e) => return Push::Refused(e),
-            Frame::Simple(b"PONG") => return Push::Pong,
-            _ => return Push::Other,
-        };
-        if items.first().and_then(Frame::bytes) == Some(b"pong") {
-            return Push::Pong;
-        }
-        let (Some(kind), Some(channel)) = (items.first().and_then(Frame::bytes), items.get(1).and_then(Frame::bytes))
-        else {
-            return Push::Other;
-        };
-        let count = || items.get(2).and_then(Frame::integer).unwrap_or(0) as u64;
-        match kind {
-            b"message" | b"smessage" => match items.get(2).and_then(Frame::bytes) {
-                Some(payload) => Push::Message { channel, payload },
-                None => Push::Other,
-            },
-            b"subscribe" | b"ssubscribe" => Push::Subscribed { channel, count: count() },
-            b"unsubscribe" | b"sunsubscribe" => Push::Unsubscribed { channel, count: count() },
-            _ => Push::Other,
-        }
-    }
+    /// Acks (or a PONG, or a refusal) were read since the last turn's work.
+    acked: bool,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
@@ -148,6 +106,7 @@ pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
         refresh_all: false,
         ever_up: false,
         inbound: Inbound::new(),
+        acked: false,
     };
     links::run(subscriber, links);
 }
@@ -157,14 +116,22 @@ impl BusThread for Subscriber {
     const ROLE: Role = Role::Subscriber;
 
     fn work(&mut self, links: &mut LinkSet<Shard>, _now: Instant) {
+        if self.holding(links) {
+            return;
+        }
+        self.acked = false;
         self.shared.sub_bell.answer();
         while let Some(job) = self.shared.sub_jobs.pop() {
             match job {
                 SubJob::Subscribe { name } => self.subscribe(links, name),
                 SubJob::Unsubscribe { name, at } => self.unsubscribe(links, name, at),
-                SubJob::SubscribeRoom { key } => self.subscribe_room(links, &key),
+                SubJob::SubscribeRoom { key } => self.subscribe_room(links, key),
                 SubJob::UnsubscribeRoom { key } => self.unsubscribe_room(links, key),
             }
+        }
+        let cluster = self.cluster();
+        for master in links.iter_mut() {
+            master.state.gathered.write(&mut master.link.out, cluster);
         }
         for i in 0..links.len() {
             self.pump_resubscribe(links, i);
@@ -225,7 +192,7 @@ impl BusThread for Subscriber {
         let targeted = self.targeted();
         let mut moved = false;
         let mut received = 0u64;
-        let Subscriber { shared, unsubscribing, unsubscribing_rooms, reencoded, inbound, .. } = self;
+        let Subscriber { shared, unsubscribing, unsubscribing_rooms, reencoded, inbound, acked, .. } = self;
         let Master { link, state, .. } = links.get_mut(i);
         let mut refusal: Option<String> = None;
         let round = link.read_frames(|frame| {
@@ -238,6 +205,7 @@ impl BusThread for Subscriber {
                     }
                 }
                 Push::Subscribed { channel, count } => {
+                    *acked = true;
                     state.replies_due = state.replies_due.saturating_sub(1);
                     state.subscribed = count;
                     if let Some(name) = channels::user_name_of_channel(channel) {
@@ -247,6 +215,7 @@ impl BusThread for Subscriber {
                     }
                 }
                 Push::Unsubscribed { channel, count } => {
+                    *acked = true;
                     state.replies_due = state.replies_due.saturating_sub(1);
                     state.subscribed = count;
                     moved |= match channels::room_of_channel(channel) {
@@ -256,11 +225,15 @@ impl BusThread for Subscriber {
                 }
                 Push::Refused(e) => {
                     // One error may answer a SUBSCRIBE of many channels.
+                    *acked = true;
                     state.replies_due = 0;
                     refusal.get_or_insert_with(|| String::from_utf8_lossy(e).into_owned());
                     moved |= e.starts_with(b"MOVED") || e.starts_with(b"ASK");
                 }
-                Push::Pong => state.replies_due = state.replies_due.saturating_sub(1),
+                Push::Pong => {
+                    *acked = true;
+                    state.replies_due = state.replies_due.saturating_sub(1);
+                }
                 Push::Other => {}
             }
             Ok(())
@@ -321,6 +294,10 @@ impl BusThread for Subscriber {
     }
 
     fn next_wake(&self, links: &LinkSet<Shard>, now: Instant) -> Option<Instant> {
+        if self.holding(links) {
+            // The acks wake the thread; the reply deadline bounds the wait.
+            return None;
+        }
         if !self.shared.sub_jobs.is_empty() {
             return Some(now);
         }
@@ -341,6 +318,7 @@ impl BusThread for Subscriber {
     fn trim_idle(&mut self, links: &mut LinkSet<Shard>) {
         for master in links.iter_mut() {
             trim_if_empty!(master.state.resubscribe, master.state.resubscribe_rooms);
+            master.state.gathered.trim_idle();
         }
         trim_if_empty!(self.unsubscribing, self.unsubscribing_rooms);
         self.shared.logins.trim_idle();
@@ -348,6 +326,15 @@ impl BusThread for Subscriber {
 }
 
 impl Subscriber {
+    /// One master, up, with acks due and none read since the last turn:
+    /// (un)subscriptions wait for them (the module's notes say why).
+    fn holding(&self, links: &LinkSet<Shard>) -> bool {
+        !self.acked && links.len() == 1 && {
+            let master = links.get(0);
+            master.link.is_up() && master.state.replies_due > 0
+        }
+    }
+
     fn targeted(&self) -> bool {
         self.shared.settings.routing == Routing::Targeted
     }
@@ -371,12 +358,11 @@ impl Subscriber {
     }
 
     fn subscribe(&mut self, links: &mut LinkSet<Shard>, name: CompactString) {
+        let cluster = self.cluster();
         match self.shard_of(links.topology(), &name) {
             Some(i) if links.get(i).link.is_up() => {
-                let channel = channels::user_channel(name.as_bytes());
-                let verb: &[u8] = if self.cluster() { b"SSUBSCRIBE" } else { b"SUBSCRIBE" };
                 let Master { link, state, .. } = links.get_mut(i);
-                resp::push_command(&mut link.out, &[verb, &channel]);
+                state.gathered.add(&mut link.out, Verb::Subscribe, Channel::User(name), cluster);
                 state.replies_due += 1;
             }
             // Not connected: the channel is subscribed with all others once
@@ -391,14 +377,13 @@ impl Subscriber {
         if self.shared.hub.directory.lookup(&name).is_some_and(|holder| holder != at) {
             return;
         }
+        let cluster = self.cluster();
         if let Some(i) = self.shard_of(links.topology(), &name) {
             if links.get(i).link.is_up() {
-                let channel = channels::user_channel(name.as_bytes());
-                let verb: &[u8] = if self.cluster() { b"SUNSUBSCRIBE" } else { b"UNSUBSCRIBE" };
+                *self.unsubscribing.entry(name.clone()).or_insert(0) += 1;
                 let Master { link, state, .. } = links.get_mut(i);
-                resp::push_command(&mut link.out, &[verb, &channel]);
+                state.gathered.add(&mut link.out, Verb::Unsubscribe, Channel::User(name), cluster);
                 state.replies_due += 1;
-                *self.unsubscribing.entry(name).or_insert(0) += 1;
             }
         }
     }
@@ -407,37 +392,28 @@ impl Subscriber {
     /// reconnect: users' first, then rooms'.
     fn pump_resubscribe(&mut self, links: &mut LinkSet<Shard>, i: usize) {
         let cluster = self.cluster();
+        let mut chunk: Vec<Channel> = Vec::new();
         loop {
             let master = links.get(i);
             if !master.link.is_up() || master.link.unsent() >= OUT_HIGH_WATER {
                 return;
             }
             if master.state.resubscribe.is_empty() {
-                return self.pump_resubscribe_rooms(links, i);
+                return self.pump_resubscribe_rooms(links, i, chunk);
             }
-            let mut channels: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
-            while channels.len() < CHUNK {
+            chunk.clear();
+            while chunk.len() < CHUNK {
                 let Some(name) = links.get_mut(i).state.resubscribe.pop_front() else {
                     break;
                 };
                 // Skip names that left meanwhile or that another shard serves now.
                 if self.wanted(&name) && self.shard_of(links.topology(), &name) == Some(i) {
-                    channels.push(channels::user_channel(name.as_bytes()));
+                    chunk.push(Channel::User(name));
                 }
             }
             let Master { link, state, .. } = links.get_mut(i);
-            state.replies_due += channels.len() as u64;
-            let out = &mut link.out;
-            if cluster {
-                for channel in &channels {
-                    resp::push_command(out, &[b"SSUBSCRIBE", channel]);
-                }
-            } else if !channels.is_empty() {
-                let mut args: Vec<&[u8]> = Vec::with_capacity(channels.len() + 1);
-                args.push(b"SUBSCRIBE");
-                args.extend(channels.iter().map(Vec::as_slice));
-                resp::push_command(out, &args);
-            }
+            state.replies_due += chunk.len() as u64;
+            subscriptions::write_commands(&mut link.out, Verb::Subscribe, &chunk, cluster);
         }
     }
 

@@ -12,8 +12,8 @@ use crate::bus::redis::channels;
 use crate::bus::redis::cluster::{self, Topology};
 use crate::bus::redis::inbound::{self, Inbound};
 use crate::bus::redis::links::{LinkSet, Master};
-use crate::bus::redis::resp;
 use crate::bus::redis::shared::Shared;
+use crate::bus::redis::subscriptions::{self, Channel, Verb};
 use crate::codec::{self, op};
 use crate::inbox::{Command, RoomMessage};
 
@@ -24,22 +24,14 @@ impl Subscriber {
         topology.master_of(slot)
     }
 
-    fn verb(&self, subscribe: bool) -> &'static [u8] {
-        match (self.cluster(), subscribe) {
-            (true, true) => b"SSUBSCRIBE",
-            (true, false) => b"SUNSUBSCRIBE",
-            (false, true) => b"SUBSCRIBE",
-            (false, false) => b"UNSUBSCRIBE",
-        }
-    }
-
-    /// The room's first member here joined. A link that is down subscribes
-    /// it with all the others when it comes up.
-    pub(super) fn subscribe_room(&mut self, links: &mut LinkSet<Shard>, key: &str) {
-        if let Some(i) = self.room_shard(links.topology(), key).filter(|&i| links.get(i).link.is_up()) {
-            let verb = self.verb(true);
+    /// The room's first member here joined: its channel goes out with the
+    /// turn's other subscriptions. A link that is down subscribes it with
+    /// all the others when it comes up.
+    pub(super) fn subscribe_room(&mut self, links: &mut LinkSet<Shard>, key: CompactString) {
+        let cluster = self.cluster();
+        if let Some(i) = self.room_shard(links.topology(), &key).filter(|&i| links.get(i).link.is_up()) {
             let Master { link, state, .. } = links.get_mut(i);
-            resp::push_command(&mut link.out, &[verb, &channels::room_channel(key)]);
+            state.gathered.add(&mut link.out, Verb::Subscribe, Channel::Room(key), cluster);
             state.replies_due += 1;
         }
     }
@@ -49,18 +41,19 @@ impl Subscriber {
         if self.shared.hub.rooms.has(&key) {
             return;
         }
+        let cluster = self.cluster();
         if let Some(i) = self.room_shard(links.topology(), &key).filter(|&i| links.get(i).link.is_up()) {
-            let verb = self.verb(false);
+            *self.unsubscribing_rooms.entry(key.clone()).or_insert(0) += 1;
             let Master { link, state, .. } = links.get_mut(i);
-            resp::push_command(&mut link.out, &[verb, &channels::room_channel(&key)]);
+            state.gathered.add(&mut link.out, Verb::Unsubscribe, Channel::Room(key), cluster);
             state.replies_due += 1;
-            *self.unsubscribing_rooms.entry(key).or_insert(0) += 1;
         }
     }
 
-    /// Subscribes the next chunks of room channels wanted on shard `i`.
-    pub(super) fn pump_resubscribe_rooms(&mut self, links: &mut LinkSet<Shard>, i: usize) {
-        let verb = self.verb(true);
+    /// Subscribes the next chunks of room channels wanted on shard `i`
+    /// (`chunk` is the users' buffer, reused).
+    pub(super) fn pump_resubscribe_rooms(&mut self, links: &mut LinkSet<Shard>, i: usize, mut chunk: Vec<Channel>) {
+        let cluster = self.cluster();
         loop {
             let master = links.get(i);
             if !master.link.is_up()
@@ -69,28 +62,18 @@ impl Subscriber {
             {
                 return;
             }
-            let mut wanted = Vec::with_capacity(CHUNK);
-            while wanted.len() < CHUNK {
+            chunk.clear();
+            while chunk.len() < CHUNK {
                 let Some(key) = links.get_mut(i).state.resubscribe_rooms.pop_front() else {
                     break;
                 };
                 if self.shared.hub.rooms.has(&key) && self.room_shard(links.topology(), &key) == Some(i) {
-                    wanted.push(channels::room_channel(&key));
+                    chunk.push(Channel::Room(key));
                 }
             }
             let Master { link, state, .. } = links.get_mut(i);
-            state.replies_due += wanted.len() as u64;
-            // One channel per command in Redis Cluster (a command's channels
-            // must share a slot), all in one otherwise.
-            if self.cluster() {
-                for channel in &wanted {
-                    resp::push_command(&mut link.out, &[verb, channel]);
-                }
-            } else if !wanted.is_empty() {
-                let mut args: Vec<&[u8]> = vec![verb];
-                args.extend(wanted.iter().map(Vec::as_slice));
-                resp::push_command(&mut link.out, &args);
-            }
+            state.replies_due += chunk.len() as u64;
+            subscriptions::write_commands(&mut link.out, Verb::Subscribe, &chunk, cluster);
         }
     }
 }

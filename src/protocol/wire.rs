@@ -20,6 +20,9 @@ pub(super) struct Wire<'a> {
     pub data: Cow<'a, str>,
     pub reciever: Cow<'a, str>,
     pub sender: Cow<'a, str>,
+    /// `Offset` and `Epoch`: where a client's history left off (login, join).
+    pub offset: Cow<'a, str>,
+    pub epoch: Cow<'a, str>,
 }
 
 /// The field a key names.
@@ -28,15 +31,19 @@ enum Field {
     Data,
     Reciever,
     Sender,
+    Offset,
+    Epoch,
     Other,
 }
 
 impl Field {
-    const ALL: [(&'static str, Field); 4] = [
+    const ALL: [(&'static str, Field); 6] = [
         ("messagetype", Field::MessageType),
         ("data", Field::Data),
         ("reciever", Field::Reciever),
         ("sender", Field::Sender),
+        ("offset", Field::Offset),
+        ("epoch", Field::Epoch),
     ];
 
     /// Exact names first (every seed client), then Go's case folding.
@@ -46,6 +53,8 @@ impl Field {
             "Data" => Field::Data,
             "Reciever" => Field::Reciever,
             "Sender" => Field::Sender,
+            "Offset" => Field::Offset,
+            "Epoch" => Field::Epoch,
             _ => Field::ALL.into_iter().find(|(name, _)| folds_to(key, name)).map_or(Field::Other, |(_, f)| f),
         }
     }
@@ -136,6 +145,8 @@ impl<'de> Deserialize<'de> for Wire<'de> {
                         Field::Data => &mut wire.data,
                         Field::Reciever => &mut wire.reciever,
                         Field::Sender => &mut wire.sender,
+                        Field::Offset => &mut wire.offset,
+                        Field::Epoch => &mut wire.epoch,
                         Field::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;

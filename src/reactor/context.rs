@@ -9,6 +9,7 @@ use mio::Token;
 use super::local::LocalDeliveries;
 use super::membership::LocalRooms;
 use super::output::BufferPool;
+use super::recovery::{Keep, Recovering};
 use super::timers::Timers;
 use crate::auth::Auth;
 use crate::bus::Bus;
@@ -82,6 +83,9 @@ pub(super) struct Context {
     pub rate: MessageRate,
     /// Connections the node holds at most (`--max-connections`, resolved).
     pub max_connections: usize,
+    /// Which channels keep history, and the recoveries in flight here.
+    pub keep: Keep,
+    pub recovering: Recovering,
 }
 
 impl Context {

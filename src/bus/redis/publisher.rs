@@ -17,6 +17,7 @@ use mio::Poll;
 
 use super::channels;
 use super::cluster::Topology;
+use super::history;
 use super::link::LinkError;
 use super::links::{self, BusThread, LinkSet, Master};
 use super::ratelog::Every;
@@ -153,6 +154,8 @@ impl BusThread for Publisher {
                 Await::Ping => {}
                 Await::Room(reply) => rooms.on_reply(shared, reply, &frame),
                 Await::Publish { slot, command, from } => match frame {
+                    // A kept message's script: {id, receivers}.
+                    Frame::Array(Some(items)) => history::on_published(shared, &command, from, &items),
                     Frame::Integer(receivers) => {
                         bus.published.fetch_add(1, Relaxed);
                         if receivers == 0 && targeted {

@@ -37,6 +37,7 @@ use mio::Poll;
 
 use super::channels::{self, BROADCAST_CHANNEL};
 use super::cluster::{self, Topology};
+use super::history;
 use super::inbound::{self, Inbound};
 use super::link::LinkError;
 use super::links::{self, BusThread, LinkSet, Master};
@@ -215,6 +216,7 @@ impl BusThread for Subscriber {
         self.unsubscribing.clear();
         self.unsubscribing_rooms.clear();
         self.shared.logins.stop_waiting_for_subscriptions(&self.shared.hub);
+        history::room_deaf(&self.shared, None);
         if self.broadcast_shard(links.topology()) == Some(i) {
             self.shared.logins.msg_settled(&self.shared.hub);
         }
@@ -242,6 +244,8 @@ impl BusThread for Subscriber {
                     state.subscribed = count;
                     if let Some(name) = channels::user_name_of_channel(channel) {
                         shared.logins.subscribed(&shared.hub, name);
+                    } else if let Some(key) = channels::room_of_channel(channel) {
+                        history::room_listening(shared, key);
                     } else if !targeted && channel == BROADCAST_CHANNEL {
                         shared.logins.msg_settled(&shared.hub);
                     }

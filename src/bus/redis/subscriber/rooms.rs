@@ -10,6 +10,7 @@ use compact_str::CompactString;
 use super::{Shard, Subscriber, CHUNK, OUT_HIGH_WATER};
 use crate::bus::redis::channels;
 use crate::bus::redis::cluster::{self, Topology};
+use crate::bus::redis::history;
 use crate::bus::redis::inbound::{self, Inbound};
 use crate::bus::redis::links::{LinkSet, Master};
 use crate::bus::redis::resp;
@@ -54,6 +55,7 @@ impl Subscriber {
             let Master { link, state, .. } = links.get_mut(i);
             resp::push_command(&mut link.out, &[verb, &channels::room_channel(&key)]);
             state.replies_due += 1;
+            history::room_deaf(&self.shared, Some(&key));
             *self.unsubscribing_rooms.entry(key).or_insert(0) += 1;
         }
     }

@@ -15,7 +15,7 @@ use crate::names;
 
 pub use self::escape::push_json_string;
 pub use self::failure::{Failure, TokenRefusal};
-pub use self::history::{encode_recovery, encode_stored, offset_of, Outcome, StreamId};
+pub use self::history::{encode_recovery, encode_stored, offset_of, resume_of, Outcome, Resume, StreamId};
 pub use self::rooms::{encode_members, encode_presence, encode_room, ROOM_KINDS};
 use self::wire::Wire;
 
@@ -47,7 +47,7 @@ pub const USER_EXISTS: &[u8] = b"\"User already exists\"\n";
 pub enum Request<'a> {
     /// `name` is the `Sender` (open mode), `token` the `Data` (a JWT, in
     /// authenticated mode); the node judges them, knowing its mode.
-    Login { name: Cow<'a, str>, token: Cow<'a, str>, resume: Resume<'a> },
+    Login { name: Cow<'a, str>, token: Cow<'a, str> },
     /// `Sender` is ignored: the server stamps the logged-in name.
     Chat { to: Cow<'a, str>, data: Cow<'a, str> },
     /// Asks which name the connection is logged in as.
@@ -55,7 +55,7 @@ pub enum Request<'a> {
     /// A new token (`Data`) for the logged-in user, before the current one expires.
     Refresh { token: Cow<'a, str> },
     /// Joins the room named in `Reciever`.
-    Join { room: Cow<'a, str>, resume: Resume<'a> },
+    Join { room: Cow<'a, str> },
     /// Leaves it.
     Leave { room: Cow<'a, str> },
     /// To every member of the room in `Reciever`, the sender included.
@@ -64,14 +64,6 @@ pub enum Request<'a> {
     Presence { names: Cow<'a, str> },
     /// Who is in the room named in `Reciever`.
     Members { room: Cow<'a, str> },
-}
-
-/// Where a client's history of a channel left off: the `Offset` and
-/// `Epoch` of the last message it saw (both empty when it saw none).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Resume<'a> {
-    pub offset: Cow<'a, str>,
-    pub epoch: Cow<'a, str>,
 }
 
 /// Why a text message was refused; sent back as an `errormsg`.
@@ -113,10 +105,7 @@ impl fmt::Display for RequestError {
 pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
     let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| RequestError::BadJson(e.to_string()))?;
     match &*wire.message_type {
-        LOGIN => {
-            let resume = Resume { offset: wire.offset, epoch: wire.epoch };
-            Ok(Request::Login { name: wire.sender, token: wire.data, resume })
-        }
+        LOGIN => Ok(Request::Login { name: wire.sender, token: wire.data }),
         CHAT => {
             if wire.reciever.is_empty() {
                 return Err(RequestError::NoRecipient);
@@ -125,10 +114,7 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
         }
         WHOAMI => Ok(Request::WhoAmI),
         REFRESH => Ok(Request::Refresh { token: wire.data }),
-        JOIN => {
-            let resume = Resume { offset: wire.offset, epoch: wire.epoch };
-            Ok(Request::Join { room: room_of(wire.reciever, JOIN)?, resume })
-        }
+        JOIN => Ok(Request::Join { room: room_of(wire.reciever, JOIN)? }),
         LEAVE => Ok(Request::Leave { room: room_of(wire.reciever, LEAVE)? }),
         ROOM => Ok(Request::Room { room: room_of(wire.reciever, ROOM)?, data: wire.data }),
         MEMBERS => Ok(Request::Members { room: room_of(wire.reciever, MEMBERS)? }),
@@ -221,7 +207,7 @@ mod tests {
     fn parses_the_seed_messages_and_ours() {
         assert_eq!(
             parse(r#"{"MessageType":"loginmsg","Sender":"alice"}"#),
-            Ok(Request::Login { name: "alice".into(), token: "".into(), resume: Resume::default() })
+            Ok(Request::Login { name: "alice".into(), token: "".into() })
         );
         assert_eq!(
             parse(r#"{"MessageType":"chatmsg","Data":"hi","Reciever":"bob","Sender":"mallory","Extra":1}"#),
@@ -234,11 +220,7 @@ mod tests {
         assert_eq!(parse(r#"{"messagetype":"whoamimsg"}"#), Ok(Request::WhoAmI));
         assert_eq!(
             parse(r#"{"MessageType":"joinmsg","Reciever":"lobby"}"#),
-            Ok(Request::Join { room: "lobby".into(), resume: Resume::default() })
-        );
-        assert_eq!(
-            parse(r#"{"MessageType":"joinmsg","Reciever":"lobby","Offset":"5-1","Epoch":"e"}"#),
-            Ok(Request::Join { room: "lobby".into(), resume: Resume { offset: "5-1".into(), epoch: "e".into() } })
+            Ok(Request::Join { room: "lobby".into() })
         );
         assert_eq!(
             parse(r#"{"MessageType":"roommsg","Data":"hi","Reciever":"lobby","Sender":"x"}"#),

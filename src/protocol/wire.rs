@@ -20,9 +20,6 @@ pub(super) struct Wire<'a> {
     pub data: Cow<'a, str>,
     pub reciever: Cow<'a, str>,
     pub sender: Cow<'a, str>,
-    /// `Offset` and `Epoch`: where a client's history left off (login, join).
-    pub offset: Cow<'a, str>,
-    pub epoch: Cow<'a, str>,
 }
 
 /// The field a key names.
@@ -31,19 +28,15 @@ enum Field {
     Data,
     Reciever,
     Sender,
-    Offset,
-    Epoch,
     Other,
 }
 
 impl Field {
-    const ALL: [(&'static str, Field); 6] = [
+    const ALL: [(&'static str, Field); 4] = [
         ("messagetype", Field::MessageType),
         ("data", Field::Data),
         ("reciever", Field::Reciever),
         ("sender", Field::Sender),
-        ("offset", Field::Offset),
-        ("epoch", Field::Epoch),
     ];
 
     /// Exact names first (every seed client), then Go's case folding.
@@ -53,8 +46,6 @@ impl Field {
             "Data" => Field::Data,
             "Reciever" => Field::Reciever,
             "Sender" => Field::Sender,
-            "Offset" => Field::Offset,
-            "Epoch" => Field::Epoch,
             _ => Field::ALL.into_iter().find(|(name, _)| folds_to(key, name)).map_or(Field::Other, |(_, f)| f),
         }
     }
@@ -145,8 +136,6 @@ impl<'de> Deserialize<'de> for Wire<'de> {
                         Field::Data => &mut wire.data,
                         Field::Reciever => &mut wire.reciever,
                         Field::Sender => &mut wire.sender,
-                        Field::Offset => &mut wire.offset,
-                        Field::Epoch => &mut wire.epoch,
                         Field::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;

@@ -19,7 +19,7 @@ use crate::bus::{Kept, Published, Undelivered};
 use crate::codec::op;
 use crate::inbox::Stored;
 use crate::names;
-use crate::protocol::{self, Failure, Request};
+use crate::protocol::{self, Failure, Request, Resume};
 
 /// One whole text message from a client of the chat endpoint.
 pub(super) fn on_text(conn: &mut Conn, token: Token, cx: &mut Context, text: &str) -> Outcome {
@@ -28,10 +28,13 @@ pub(super) fn on_text(conn: &mut Conn, token: Token, cx: &mut Context, text: &st
         Err(e) => return reply_error(conn, token, cx, &e.to_string()),
     };
     match request {
-        Request::Login { name, token: jwt, resume } => login::login(conn, token, cx, &name, &jwt, &resume),
+        Request::Login { name, token: jwt } => {
+            let resume = if cx.keep.users { protocol::resume_of(text) } else { Resume::default() };
+            login::login(conn, token, cx, &name, &jwt, &resume)
+        }
         Request::Refresh { token: jwt } => login::refresh(conn, token, cx, &jwt),
         Request::Chat { to, data } => chat(conn, token, cx, &to, &data),
-        Request::Join { room, resume } => rooms::join(conn, token, cx, &room, &resume),
+        Request::Join { room } => rooms::join(conn, token, cx, &room, text),
         Request::Leave { room } => rooms::leave(conn, token, cx, &room),
         Request::Room { room, data } => rooms::message(conn, token, cx, &room, &data),
         Request::Presence { names } => presence::presence(conn, token, cx, &names),
@@ -116,12 +119,25 @@ pub(super) fn stored(conn: &mut Conn, token: Token, cx: &mut Context, stored: &S
 /// gets nothing: it is counted undeliverable).
 pub(super) fn deliver(conn: &mut Conn, token: Token, cx: &mut Context, payload: &[u8]) -> Outcome {
     if !cx.recovering.is_empty() {
-        match cx.recovering.hold_chat(token, payload, cx.config.max_output) {
-            Held::No => {}
-            Held::Yes => return Ok(()),
-            Held::Over => return Err(recovery::over()),
-        }
+        return deliver_recovering(conn, token, cx, payload);
     }
+    deliver_now(conn, token, cx, payload)
+}
+
+/// [`deliver`] while some recovery is in flight on this reactor: held back
+/// if it is this connection's.
+#[cold]
+#[inline(never)]
+fn deliver_recovering(conn: &mut Conn, token: Token, cx: &mut Context, payload: &[u8]) -> Outcome {
+    match cx.recovering.hold_chat(token, payload, cx.config.max_output) {
+        Held::No => deliver_now(conn, token, cx, payload),
+        Held::Yes => Ok(()),
+        Held::Over => Err(recovery::over()),
+    }
+}
+
+#[inline]
+fn deliver_now(conn: &mut Conn, token: Token, cx: &mut Context, payload: &[u8]) -> Outcome {
     if conn.speaker().is_some() {
         queue_frame(conn, token, cx, op::TEXT, payload)
     } else {
@@ -134,7 +150,7 @@ pub(super) fn deliver(conn: &mut Conn, token: Token, cx: &mut Context, payload: 
 /// it still holds a granted login.
 pub(super) fn deliver_shared(conn: &mut Conn, token: Token, cx: &mut Context, key: &str, frame: &Arc<[u8]>) -> Outcome {
     if !cx.recovering.is_empty() {
-        match cx.recovering.hold_room(token, key, frame, cx.config.max_output) {
+        match hold_room(token, cx, key, frame) {
             Held::No => {}
             Held::Yes => return Ok(()),
             Held::Over => return Err(recovery::over()),
@@ -146,6 +162,13 @@ pub(super) fn deliver_shared(conn: &mut Conn, token: Token, cx: &mut Context, ke
         cx.stats().undeliverable.fetch_add(1, Relaxed);
         Ok(())
     }
+}
+
+/// Holds a room message back if `token` is recovering the room.
+#[cold]
+#[inline(never)]
+fn hold_room(token: Token, cx: &mut Context, key: &str, frame: &Arc<[u8]>) -> Held {
+    cx.recovering.hold_room(token, key, frame, cx.config.max_output)
 }
 
 /// Tells a sender what became of a message the bus took and could not deliver.

@@ -179,10 +179,10 @@ pub(super) fn login_granted(token: Token, cx: &mut Context, key: &str) {
 }
 
 /// A room with history was joined: hold its live messages, read its history.
-pub(super) fn room_joined(token: Token, cx: &mut Context, key: &str, resume: &Resume<'_>) {
+pub(super) fn room_joined(token: Token, cx: &mut Context, key: &str, request: &str) {
     if cx.keep.room(key) {
         cx.recovering.begin(token, key, None);
-        cx.bus.recover(Kept::Room(key), resume, cx.conn_ref(token));
+        cx.bus.recover(Kept::Room(key), &protocol::resume_of(request), cx.conn_ref(token));
     }
 }
 

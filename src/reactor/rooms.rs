@@ -26,10 +26,11 @@ use crate::bus::{Kept, Published};
 use crate::codec::{self, op};
 use crate::inbox::{Command, RoomMessage};
 use crate::names;
-use crate::protocol::{self, Failure, Resume};
+use crate::protocol::{self, Failure};
 
 /// A `joinmsg`.
-pub(super) fn join(conn: &mut Conn, token: Token, cx: &mut Context, room: &str, resume: &Resume<'_>) -> Outcome {
+/// `text` is the whole request, whose `Offset` and `Epoch` a room with history reads.
+pub(super) fn join(conn: &mut Conn, token: Token, cx: &mut Context, room: &str, text: &str) -> Outcome {
     let Some(me) = conn.speaker().map(CompactString::from) else {
         return log_in_first(conn, token, cx);
     };
@@ -57,7 +58,7 @@ pub(super) fn join(conn: &mut Conn, token: Token, cx: &mut Context, room: &str, 
     } else {
         queue_shared(conn, token, cx, &frame)?;
     }
-    recovery::room_joined(token, cx, &key, resume);
+    recovery::room_joined(token, cx, &key, text);
     Ok(())
 }
 

@@ -24,6 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 
 use compact_str::CompactString;
+use crossbeam_queue::SegQueue;
 use parking_lot::Mutex;
 use sha1::{Digest, Sha1};
 
@@ -86,6 +87,26 @@ pub(crate) struct History {
     /// Most entries one recovery replays: the size, plus what `MAXLEN ~` may hold beyond it.
     most: Vec<u8>,
     rooms: Mutex<RoomGate>,
+    /// What the publisher read for the subscriber thread (`subscriber::kept`).
+    pub to_subscriber: SegQueue<ToSubscriber>,
+    /// Catch-up reads whose link went down, sent again when it is up.
+    retry: Mutex<Vec<RoomJob>>,
+}
+
+/// From the publisher to the subscriber thread, about a channel (its pub/sub name).
+pub(crate) enum ToSubscriber {
+    /// A recovery found the channel's history up to `last`.
+    Note { channel: Box<[u8]>, last: StreamId },
+    /// What the channel kept after the offset a catch-up asked from, as published.
+    CaughtUp { channel: Box<[u8]>, entries: Vec<Box<[u8]>> },
+}
+
+/// Who a history read is for.
+enum Purpose {
+    /// A client's recovery.
+    Client(ConnRef),
+    /// The subscriber's catch-up after its link came back.
+    CatchUp,
 }
 
 #[derive(Default)]
@@ -96,7 +117,9 @@ struct RoomGate {
 
 /// A recovery in flight: whose, of which channel, from where.
 pub(crate) struct Read {
-    from: ConnRef,
+    purpose: Purpose,
+    /// The channel's pub/sub name.
+    channel: Box<[u8]>,
     room: Option<CompactString>,
     offset: Option<StreamId>,
     epoch: String,
@@ -122,6 +145,8 @@ impl History {
             ttl: h.history_ttl.to_string().into_bytes(),
             most: (h.history_size + 200).to_string().into_bytes(),
             rooms: Mutex::new(RoomGate::default()),
+            to_subscriber: SegQueue::new(),
+            retry: Mutex::new(Vec::new()),
         })
     }
 
@@ -154,8 +179,12 @@ impl History {
     }
 
     /// The job that reads `channel`'s history after `resume` for `from`.
-    fn read_job(&self, channel: Kept<'_>, resume: &Resume<'_>, from: ConnRef) -> RoomJob {
-        let (keys, _) = Self::keys(channel);
+    fn read_job(&self, channel: Kept<'_>, resume: &Resume<'_>, purpose: Purpose) -> RoomJob {
+        let (mut keys, pubsub) = Self::keys(channel);
+        if matches!(purpose, Purpose::CatchUp) {
+            // The missed-since marker is the user's, for the next login.
+            keys.truncate(2);
+        }
         let offset = StreamId::parse(resume.offset.as_bytes());
         let shown = offset.map(|o| o.to_string()).unwrap_or_default();
         let numkeys = keys.len().to_string();
@@ -168,7 +197,8 @@ impl History {
             Kept::Room(key) => Some(CompactString::from(key)),
             Kept::User(_) => None,
         };
-        let read = Read { from, room, offset, epoch: resume.epoch.to_string() };
+        let channel = pubsub.into_boxed_slice();
+        let read = Read { purpose, channel, room, offset, epoch: resume.epoch.to_string() };
         RoomJob::Recover { command, read: Box::new(read) }
     }
 }
@@ -197,7 +227,7 @@ pub(crate) fn recover(shared: &Shared, channel: Kept<'_>, resume: &Resume<'_>, f
     let Some(history) = &shared.history else {
         return;
     };
-    let job = history.read_job(channel, resume, from);
+    let job = history.read_job(channel, resume, Purpose::Client(from));
     if let Kept::Room(key) = channel {
         let mut gate = history.rooms.lock();
         if !gate.listening.contains(key) {
@@ -206,6 +236,35 @@ pub(crate) fn recover(shared: &Shared, channel: Kept<'_>, resume: &Resume<'_>, f
         }
     }
     shared.push_pub(Job::Room(job));
+}
+
+/// The subscriber is listening to `channel` again after its link dropped:
+/// read what it kept after `since`.
+pub(crate) fn catch_up(shared: &Shared, channel: &[u8], since: StreamId) {
+    if let Some(job) = catch_up_job(shared, channel, since) {
+        shared.push_pub(Job::Room(job));
+    }
+}
+
+fn catch_up_job(shared: &Shared, channel: &[u8], since: StreamId) -> Option<RoomJob> {
+    let history = shared.history.as_ref()?;
+    let kept = match (super::channels::room_of_channel(channel), super::channels::user_name_of_channel(channel)) {
+        (Some(room), _) => Kept::Room(room),
+        (None, Some(user)) => Kept::User(user),
+        (None, None) => return None,
+    };
+    let offset = since.to_string();
+    let resume = Resume { offset: offset.as_str().into(), epoch: "".into() };
+    Some(history.read_job(kept, &resume, Purpose::CatchUp))
+}
+
+/// The publisher's link is up: catch-up reads lost with it go again.
+pub(crate) fn on_publisher_up(shared: &Shared) {
+    if let Some(history) = &shared.history {
+        for job in std::mem::take(&mut *history.retry.lock()) {
+            shared.push_pub(Job::Room(job));
+        }
+    }
 }
 
 /// Redis confirmed the subscription of room `key`: its recoveries may go.
@@ -283,15 +342,45 @@ pub(crate) fn on_read(shared: &Shared, read: Box<Read>, frame: &Frame<'_>) {
             _ => Outcome::Fresh,
         }
     };
-    let Read { from, room, .. } = *read;
-    let recovered = Recovered { token: from.token, room, outcome: Some(outcome), epoch, last, entries };
-    shared.hub.send(from, Command::Recovered(Box::new(recovered)));
+    let Read { purpose, channel, room, .. } = *read;
+    let Some(history) = &shared.history else {
+        return;
+    };
+    match purpose {
+        Purpose::Client(from) => {
+            if let Some(last) = StreamId::parse(last.as_bytes()) {
+                history.to_subscriber.push(ToSubscriber::Note { channel, last });
+            }
+            let recovered = Recovered { token: from.token, room, outcome: Some(outcome), epoch, last, entries };
+            shared.hub.send(from, Command::Recovered(Box::new(recovered)));
+        }
+        Purpose::CatchUp => {
+            // As published: a room's message in its envelope (no node: every node delivers it).
+            let entries = if room.is_some() {
+                entries.into_iter().map(|json| [&b"\n"[..], &json].concat().into_boxed_slice()).collect()
+            } else {
+                entries
+            };
+            history.to_subscriber.push(ToSubscriber::CaughtUp { channel, entries });
+        }
+    }
+    shared.sub_bell.ring();
 }
 
 /// A recovery whose command or reply was lost: the reactor says so and goes on live.
 #[allow(clippy::boxed_local)] // it travels boxed; taken apart here
 pub(crate) fn on_read_lost(shared: &Shared, read: Box<Read>) {
-    let Read { from, room, .. } = *read;
+    let Read { purpose, channel, room, offset, .. } = *read;
+    let from = match purpose {
+        Purpose::Client(from) => from,
+        Purpose::CatchUp => {
+            let job = catch_up_job(shared, &channel, offset.unwrap_or_default());
+            if let (Some(history), Some(job)) = (&shared.history, job) {
+                history.retry.lock().push(job);
+            }
+            return;
+        }
+    };
     let recovered = Recovered {
         token: from.token,
         room,

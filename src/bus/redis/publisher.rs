@@ -133,6 +133,7 @@ impl BusThread for Publisher {
         self.send_registry_commands(links);
         self.send_room_commands(links);
         self.drain_backlog(links, i);
+        history::on_publisher_up(&self.shared);
     }
 
     fn on_down(&mut self, links: &mut LinkSet<Route>, i: usize) {

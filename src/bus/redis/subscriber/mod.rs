@@ -25,7 +25,9 @@
 //!
 //! [`Directory`]: crate::directory::Directory
 
+mod kept;
 mod rooms;
+mod route;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,8 +39,7 @@ use mio::Poll;
 
 use super::channels::{self, BROADCAST_CHANNEL};
 use super::cluster::{self, Topology};
-use super::history;
-use super::inbound::{self, Inbound};
+use super::inbound::Inbound;
 use super::link::LinkError;
 use super::links::{self, BusThread, LinkSet, Master};
 use super::resp::{self, Frame};
@@ -46,7 +47,6 @@ use super::shared::{Role, Shared, SubJob};
 use super::trim::trim_if_empty;
 use crate::config::Routing;
 use crate::directory::ConnRef;
-use crate::protocol;
 
 /// Channels per SUBSCRIBE when re-subscribing (Redis Cluster: one per
 /// SSUBSCRIBE, since a command's channels must share a slot). Small enough
@@ -88,6 +88,8 @@ struct Subscriber {
     ever_up: bool,
     /// Messages from Redis that no node published, counted and logged.
     inbound: Inbound,
+    /// Channels with history: what was delivered, caught up after a reconnect.
+    kept: Option<kept::Kept>,
 }
 
 /// A frame from a subscribed connection, by what it means.
@@ -142,6 +144,7 @@ impl<'a> Push<'a> {
 pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
     let links = LinkSet::new(Arc::clone(&shared), poll, Role::Subscriber);
     let subscriber = Subscriber {
+        kept: shared.history.as_ref().map(|_| kept::Kept::default()),
         shared,
         unsubscribing: HashMap::new(),
         unsubscribing_rooms: HashMap::new(),
@@ -167,6 +170,7 @@ impl BusThread for Subscriber {
                 SubJob::UnsubscribeRoom { key } => self.unsubscribe_room(links, key),
             }
         }
+        self.take_kept();
         for i in 0..links.len() {
             self.pump_resubscribe(links, i);
         }
@@ -180,6 +184,7 @@ impl BusThread for Subscriber {
             self.shared.hub.metrics.bus.reconnects.fetch_add(1, Relaxed);
         }
         self.ever_up = true;
+        kept::link_up(&mut self.kept, &self.shared);
         let names: VecDeque<CompactString> = if self.targeted() {
             let topology = links.topology();
             self.shared.hub.directory.names().into_iter().filter(|n| self.shard_of(topology, n) == Some(i)).collect()
@@ -216,7 +221,6 @@ impl BusThread for Subscriber {
         self.unsubscribing.clear();
         self.unsubscribing_rooms.clear();
         self.shared.logins.stop_waiting_for_subscriptions(&self.shared.hub);
-        history::room_deaf(&self.shared, None);
         if self.broadcast_shard(links.topology()) == Some(i) {
             self.shared.logins.msg_settled(&self.shared.hub);
         }
@@ -227,16 +231,17 @@ impl BusThread for Subscriber {
         let targeted = self.targeted();
         let mut moved = false;
         let mut received = 0u64;
-        let Subscriber { shared, unsubscribing, unsubscribing_rooms, reencoded, inbound, .. } = self;
+        let Subscriber { shared, unsubscribing, unsubscribing_rooms, reencoded, inbound, kept, .. } = self;
         let Master { link, state, .. } = links.get_mut(i);
         let mut refusal: Option<String> = None;
         let round = link.read_frames(|frame| {
             match Push::of(&frame) {
+                Push::Message { channel, payload } if !kept::admit(kept, channel, payload) => received += 1,
                 Push::Message { channel, payload } => {
                     received += 1;
                     match channels::room_of_channel(channel) {
                         Some(key) => rooms::deliver_room(shared, inbound, channel, key, payload),
-                        None => deliver(shared, inbound, targeted, reencoded, channel, payload),
+                        None => route::deliver(shared, inbound, targeted, reencoded, channel, payload),
                     }
                 }
                 Push::Subscribed { channel, count } => {
@@ -244,11 +249,10 @@ impl BusThread for Subscriber {
                     state.subscribed = count;
                     if let Some(name) = channels::user_name_of_channel(channel) {
                         shared.logins.subscribed(&shared.hub, name);
-                    } else if let Some(key) = channels::room_of_channel(channel) {
-                        history::room_listening(shared, key);
                     } else if !targeted && channel == BROADCAST_CHANNEL {
                         shared.logins.msg_settled(&shared.hub);
                     }
+                    kept::subscribed(kept, shared, channel);
                 }
                 Push::Unsubscribed { channel, count } => {
                     state.replies_due = state.replies_due.saturating_sub(1);
@@ -402,6 +406,7 @@ impl Subscriber {
                 let Master { link, state, .. } = links.get_mut(i);
                 resp::push_command(&mut link.out, &[verb, &channel]);
                 state.replies_due += 1;
+                kept::forget(&mut self.kept, &channel);
                 *self.unsubscribing.entry(name).or_insert(0) += 1;
             }
         }
@@ -448,36 +453,6 @@ impl Subscriber {
     /// Whether `name`'s channel is wanted: the user is on this node.
     fn wanted(&self, name: &str) -> bool {
         self.shared.hub.directory.lookup(name).is_some()
-    }
-}
-
-/// Hands a message to the reactor that holds its recipient, if it is a
-/// chat message in the shape this bus publishes (anything else was not
-/// published by a node: it is dropped, counted and logged).
-fn deliver(
-    shared: &Shared,
-    inbound: &mut Inbound,
-    targeted: bool,
-    reencoded: &mut Vec<u8>,
-    channel: &[u8],
-    payload: &[u8],
-) {
-    if targeted {
-        let Some(name) = channels::user_name_of_channel(channel) else {
-            return inbound.reject(&shared.hub, channel, payload);
-        };
-        if !inbound::is_chat_for(payload, name) {
-            return inbound.reject(&shared.hub, channel, payload);
-        }
-        shared.hub.deliver_local(name, payload);
-    } else {
-        reencoded.clear();
-        match protocol::reencode_chat(payload, reencoded) {
-            Some(to) if inbound::is_chat_for(reencoded, &to) => {
-                shared.hub.deliver_local(&to, reencoded);
-            }
-            _ => inbound.reject(&shared.hub, channel, payload),
-        }
     }
 }
 

@@ -11,7 +11,8 @@ use mio::Token;
 
 use super::conn::Conn;
 use super::context::{Context, Outcome};
-use super::recovery::{self, Held};
+use super::keep::Held;
+use super::recovery;
 use super::reply::{log_in_first, reply_error, reply_failure, reply_with};
 use super::write::{queue_frame, queue_shared};
 use super::{login, presence, rooms};

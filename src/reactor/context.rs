@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use mio::Token;
 
+use super::keep::{Keep, Recovering};
 use super::local::LocalDeliveries;
 use super::membership::LocalRooms;
 use super::output::BufferPool;
-use super::recovery::{Keep, Recovering};
 use super::timers::Timers;
 use crate::auth::Auth;
 use crate::bus::Bus;

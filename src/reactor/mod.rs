@@ -42,6 +42,7 @@ mod context;
 mod drain;
 mod expiry;
 mod frames;
+mod keep;
 mod liveness;
 mod local;
 mod login;
@@ -124,7 +125,7 @@ impl Reactor {
             bus,
             rate: MessageRate::new(&config),
             max_connections: admit::max_connections(&config),
-            keep: recovery::Keep::new(&config),
+            keep: keep::Keep::new(&config),
             clock: 0,
             config,
             auth,
@@ -136,7 +137,7 @@ impl Reactor {
             timers: Timers::new(),
             local: LocalDeliveries::default(),
             rooms: LocalRooms::default(),
-            recovering: recovery::Recovering::default(),
+            recovering: keep::Recovering::default(),
         };
         let scratch = vec![0; read::SCRATCH_SIZE];
         Ok(Reactor {

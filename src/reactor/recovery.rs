@@ -1,5 +1,4 @@
-//! History on one reactor: which channels keep it ([`Keep`]), and the
-//! recoveries in flight ([`Recovering`]).
+//! Recovery on one reactor: what happens to a login's or a join's history.
 //!
 //! A recovery begins when a login is claimed (the user's inbox) or a room
 //! joined; from then on, live messages of that channel for that connection
@@ -9,154 +8,20 @@
 //! no gap, no duplicate at the seam. The node subscribed the channel before
 //! it read the history, so every message is in one or the other.
 //!
-//! The state lives beside the connections (a map keyed by connection and
-//! channel, empty unless a recovery is in flight), not in `Conn`: a
-//! connection without history pays nothing, and one recovering pays an
-//! entry (about 80 bytes) plus what it holds back, bounded by
-//! `--max-output` (past it the connection is closed as a slow consumer).
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! Their state (and which channels keep history) is in `keep`.
 
 use compact_str::CompactString;
 use mio::Token;
 
 use super::conn::Conn;
 use super::context::{Context, Outcome, Stop};
+use super::keep::{Live, Pending};
 use super::reply::{reply_failure, reply_with};
-use super::rooms::glob_matches;
 use super::write::{queue_frame, queue_shared};
 use crate::bus::Kept;
 use crate::codec::{self, close, op};
-use crate::config::Config;
 use crate::inbox::Recovered;
 use crate::protocol::{self, Failure, Resume, StreamId};
-
-/// Which channels keep history (`--history-*`).
-pub(super) struct Keep {
-    pub users: bool,
-    pub rooms: Vec<String>,
-    /// Longest JSON a kept message may have.
-    pub entry_bytes: usize,
-}
-
-impl Keep {
-    pub fn new(config: &Config) -> Keep {
-        let h = &config.history;
-        let on = h.enabled();
-        Keep {
-            users: on && h.history_users,
-            rooms: if on { h.history_rooms.clone() } else { Vec::new() },
-            entry_bytes: h.history_entry_bytes,
-        }
-    }
-
-    /// Whether room `key` keeps history.
-    pub fn room(&self, key: &str) -> bool {
-        !self.rooms.is_empty() && self.rooms.iter().any(|pattern| glob_matches(pattern, key))
-    }
-}
-
-/// A live message held back during a recovery.
-enum Live {
-    /// A user's chat message: its JSON.
-    Chat(Box<[u8]>),
-    /// A room message: its whole frame.
-    Room(Arc<[u8]>),
-}
-
-/// One recovery in flight.
-struct Pending {
-    /// The login's offset and epoch, until the login is decided.
-    resume: Option<(String, String)>,
-    live: Vec<Live>,
-    bytes: usize,
-    /// Replayed up to here: the history was read, but live messages it
-    /// held may still be on their way (the subscriber thread hands them on
-    /// apart from the reply): those at or below are dropped, and the first
-    /// one above ends the recovery (pub/sub keeps their order).
-    replayed_to: Option<StreamId>,
-}
-
-/// Recoveries in flight on this reactor, by connection and channel (the
-/// room's key; empty for the user's own inbox).
-#[derive(Default)]
-pub(super) struct Recovering {
-    pending: HashMap<(Token, CompactString), Pending>,
-}
-
-/// What a held-back message did.
-#[derive(PartialEq, Eq)]
-pub(super) enum Held {
-    /// Not recovering: deliver it now.
-    No,
-    Yes,
-    /// Held back past the bound: close the connection.
-    Over,
-}
-
-impl Recovering {
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
-    fn begin(&mut self, token: Token, room: &str, resume: Option<(String, String)>) {
-        let pending = Pending { resume, live: Vec::new(), bytes: 0, replayed_to: None };
-        self.pending.insert((token, CompactString::from(room)), pending);
-    }
-
-    fn hold(&mut self, token: Token, room: &str, live: Live, len: usize, max: usize) -> Held {
-        let key = (token, CompactString::from(room));
-        let Some(pending) = self.pending.get_mut(&key) else {
-            return Held::No;
-        };
-        if let Some(floor) = pending.replayed_to {
-            let json = match &live {
-                Live::Chat(json) => &json[..],
-                Live::Room(frame) => &frame[codec::header_len(frame)..],
-            };
-            return match protocol::offset_of(json) {
-                Some(at) if at <= floor => Held::Yes,
-                Some(_) => {
-                    self.pending.remove(&key);
-                    Held::No
-                }
-                None => Held::No,
-            };
-        }
-        pending.bytes += len;
-        pending.live.push(live);
-        if pending.bytes > max {
-            Held::Over
-        } else {
-            Held::Yes
-        }
-    }
-
-    /// Holds a chat message for `token` if its inbox is recovering.
-    pub fn hold_chat(&mut self, token: Token, payload: &[u8], max: usize) -> Held {
-        self.hold(token, "", Live::Chat(payload.into()), payload.len(), max)
-    }
-
-    /// Holds a room message for `token` if room `key` is recovering for it.
-    pub fn hold_room(&mut self, token: Token, key: &str, frame: &Arc<[u8]>, max: usize) -> Held {
-        self.hold(token, key, Live::Room(Arc::clone(frame)), frame.len(), max)
-    }
-
-    /// Ends the recovery of `room` ("" for the inbox) for `token`, if any.
-    pub fn end(&mut self, token: Token, room: &str) {
-        if !self.pending.is_empty() {
-            self.pending.remove(&(token, CompactString::from(room)));
-        }
-    }
-
-    /// Forgets every recovery of a connection that is gone.
-    pub fn forget(&mut self, token: Token) {
-        if !self.pending.is_empty() {
-            self.pending.retain(|(t, _), _| *t != token);
-        }
-    }
-}
 
 /// A login of a user with history was claimed: hold live messages until
 /// the history is read (which waits until the login is decided).
@@ -213,8 +78,7 @@ pub(super) fn replayed(conn: &mut Conn, token: Token, cx: &mut Context, answer: 
         None => reply_failure(conn, token, cx, Failure::HistoryUnavailable(&channel))?,
     }
     if last > StreamId::default() {
-        let settling = Pending { resume: None, live: Vec::new(), bytes: 0, replayed_to: Some(last) };
-        cx.recovering.pending.insert((token, room), settling);
+        cx.recovering.pending.insert((token, room), Pending::settling(last));
     }
     for live in pending.live {
         match live {

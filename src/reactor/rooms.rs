@@ -19,6 +19,7 @@ use mio::Token;
 
 use super::conn::Conn;
 use super::context::{Context, Outcome};
+use super::keep::glob_matches;
 use super::recovery;
 use super::reply::{log_in_first, reply_failure};
 use super::write::queue_shared;
@@ -174,25 +175,6 @@ pub(super) fn fan_out(cx: &mut Context, key: &str, frame: &Arc<[u8]>) {
     });
     let header = codec::header_len(frame);
     cx.bus.publish_room(key, &frame[header..]);
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-pub(super) fn glob_matches(pattern: &str, text: &str) -> bool {
-    let Some((first, rest)) = pattern.split_once('*') else {
-        return pattern == text;
-    };
-    let Some(mut text) = text.strip_prefix(first) else {
-        return false;
-    };
-    let mut parts: Vec<&str> = rest.split('*').collect();
-    let last = parts.pop().unwrap_or_default();
-    for part in parts {
-        match text.find(part) {
-            Some(at) => text = &text[at + part.len()..],
-            None => return false,
-        }
-    }
-    text.len() >= last.len() && text.ends_with(last)
 }
 
 #[cfg(test)]

@@ -124,7 +124,8 @@
 //! - [`registry`]: the cluster-wide name registry's state machine.
 //! - [`logins`]: logins waiting for the registry and their subscription.
 //! - [`rooms`]: room members and presence in Redis, room messages' channels.
-//! - [`history`]: channels' history in Redis Streams, kept and read by script.
+//! - [`streams`]: channels' history in Redis Streams: scripts, keys, commands;
+//!   [`history`]: their publishes, reads and replies.
 //! - [`channels`]: channel names and the PUBLISH commands reactors encode.
 //! - [`inbound`]: what arrives from Redis, checked before delivery.
 //! - [`resp`]: the Redis wire format, parsed in place.
@@ -150,6 +151,7 @@ mod rooms;
 mod settings;
 mod shared;
 mod stream;
+mod streams;
 mod subscriber;
 mod tls;
 mod trim;
@@ -220,7 +222,7 @@ pub fn start(hub: Arc<Hub>, config: &Config) -> Result<Arc<dyn Bus>, StartError>
         settings.lease,
     );
     let mut shared = Shared::new(hub, settings, sub_bell, pub_bell);
-    shared.history = history::History::from_config(config);
+    shared.history = streams::History::from_config(config);
     let shared = Arc::new(shared);
     let spawn = |role: Role, run: fn(Arc<Shared>, Poll), poll: Poll| {
         let shared = Arc::clone(&shared);

@@ -31,9 +31,10 @@ use std::time::{Duration, Instant};
 use compact_str::CompactString;
 
 use super::cluster;
-use super::history::{self, Read};
+use super::history;
 use super::resp::{self, Frame};
 use super::shared::{RoomJob, Shared};
+use super::streams::Read;
 use crate::directory::ConnRef;
 use crate::hub::Hub;
 use crate::inbox::{Command, MembersAnswer, PresenceAnswer};

@@ -131,7 +131,7 @@ impl Settings {
         let mut greeting_replies = servers.hello_replies + 1;
         if config.history.enabled() {
             // Loaded on every connection, so EVALSHA finds it after a Redis restart.
-            resp::push_command(&mut greeting, &[b"SCRIPT", b"LOAD", super::history::PUBLISH_SCRIPT]);
+            resp::push_command(&mut greeting, &[b"SCRIPT", b"LOAD", super::streams::PUBLISH_SCRIPT]);
             greeting_replies += 1;
         }
         resp::push_command(&mut greeting, &[b"PING"]);

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use compact_str::CompactString;
 use crossbeam_queue::SegQueue;
 
-use super::history::{History, Read};
 use super::logins::PendingLogins;
 use super::settings::Settings;
+use super::streams::{History, Read};
 use crate::directory::ConnRef;
 use crate::hub::Hub;
 use crate::inbox::Doorbell;

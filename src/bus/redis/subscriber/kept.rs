@@ -19,8 +19,9 @@ use std::collections::HashMap;
 
 use super::{rooms, route, Subscriber};
 use crate::bus::redis::channels;
-use crate::bus::redis::history::{self, ToSubscriber};
+use crate::bus::redis::history;
 use crate::bus::redis::shared::Shared;
+use crate::bus::redis::streams::ToSubscriber;
 use crate::protocol::{self, StreamId};
 
 /// One channel with history that has members here.
@@ -97,7 +98,8 @@ impl Kept {
         }
     }
 
-    fn forget(&mut self, channel: &[u8]) {
+    /// The node no longer listens to `channel`.
+    pub fn forget(&mut self, channel: &[u8]) {
         self.channels.remove(channel);
     }
 }

@@ -56,7 +56,9 @@ impl Subscriber {
             resp::push_command(&mut link.out, &[verb, &channels::room_channel(&key)]);
             state.replies_due += 1;
             history::room_deaf(&self.shared, Some(&key));
-            super::kept::forget(&mut self.kept, &channels::room_channel(&key));
+            if let Some(kept) = &mut self.kept {
+                kept.forget(&channels::room_channel(&key));
+            }
             *self.unsubscribing_rooms.entry(key).or_insert(0) += 1;
         }
     }

@@ -5,6 +5,7 @@
 //! which wins over the file): [`load`] reads them. [`Config::validate`]
 //! refuses settings that cannot work, naming the flag and what it accepts.
 
+mod history;
 mod load;
 mod validate;
 
@@ -18,6 +19,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 
+pub use self::history::HistoryConfig;
 pub use self::load::{load, LoadError, Setting, Settings, Source};
 pub use self::validate::ConfigError;
 
@@ -408,6 +410,9 @@ pub struct Config {
     /// that a supervisor restarts a node that lost a thread. Never in production.
     #[arg(long, global = true, hide = true, value_name = "SECS")]
     pub fault_panic_after: Option<u64>,
+
+    #[command(flatten)]
+    pub history: HistoryConfig,
 }
 
 impl Config {

@@ -36,6 +36,11 @@ pub enum Command {
     /// A message `token` sent through the bus did not reach its recipient:
     /// tell the sender why.
     Undelivered { token: Token, why: Undelivered },
+    /// What the history of a channel of `token` holds after the offset it
+    /// gave (a login's or a join's recovery).
+    Recovered(Box<Recovered>),
+    /// A message of `token` to a user who is offline was kept for them.
+    Stored(Box<Stored>),
     /// The bus has decided a pending login. `accepted: false` for a login
     /// already granted revokes it (another node proved to hold the name).
     LoginDecided { token: Token, accepted: bool },
@@ -56,6 +61,27 @@ pub struct RoomMessage {
     pub room: CompactString,
     /// The whole frame, shared by every member's output.
     pub frame: Arc<[u8]>,
+}
+
+/// A recovery's answer: the messages to replay (each the JSON a live one
+/// carries, `Offset` included), and how it went.
+pub struct Recovered {
+    pub token: Token,
+    /// The room's key, or `None` for the user's own inbox.
+    pub room: Option<CompactString>,
+    /// `None`: the history could not be read (Redis is unreachable).
+    pub outcome: Option<crate::protocol::Outcome>,
+    pub epoch: String,
+    /// The channel's last offset when it was read.
+    pub last: String,
+    pub entries: Vec<Box<[u8]>>,
+}
+
+/// A message to `to`, who was offline, kept at `offset`.
+pub struct Stored {
+    pub token: Token,
+    pub to: CompactString,
+    pub offset: String,
 }
 
 /// Which of the comma-separated names `asked` are online: `online[i]` for the i-th.

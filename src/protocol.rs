@@ -15,11 +15,13 @@ use crate::names;
 
 pub use self::escape::push_json_string;
 pub use self::failure::{Failure, TokenRefusal};
+pub use self::history::{encode_recovery, encode_stored, offset_of, resume_of, Outcome, Resume, StreamId};
 pub use self::rooms::{encode_members, encode_presence, encode_room, ROOM_KINDS};
 use self::wire::Wire;
 
 mod escape;
 mod failure;
+mod history;
 mod rooms;
 mod wire;
 

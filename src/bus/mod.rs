@@ -13,6 +13,7 @@ pub mod redis;
 use compact_str::CompactString;
 
 use crate::directory::ConnRef;
+use crate::protocol::Resume;
 
 /// The outcome of claiming a user name for the whole cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +49,13 @@ pub enum Undelivered {
     Lost(CompactString),
 }
 
+/// A channel that keeps history, by key: a user's inbox or a room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kept<'a> {
+    User(&'a str),
+    Room(&'a str),
+}
+
 /// What a reactor needs from the cluster. Implementations never block the
 /// caller on the network: work that needs a round trip is queued and its result
 /// comes back through the reactor's inbox.
@@ -78,6 +86,16 @@ pub trait Bus: Send + Sync {
     fn ask_members(&self, _key: &str, _limit: usize, _from: ConnRef) -> bool {
         false
     }
+    /// Sends a message (the JSON its recipients get, without `Offset`) to a
+    /// channel with history: kept, then delivered to every subscriber of
+    /// the channel, this node's included, with its `Offset`.
+    fn publish_kept(&self, _channel: Kept<'_>, _payload: &[u8], _from: ConnRef) -> Published {
+        Published::NoRecipient
+    }
+    /// Reads what `channel` kept after `resume` for `from`, once the node
+    /// listens to the channel; the answer comes as
+    /// [`Command::Recovered`](crate::inbox::Command::Recovered).
+    fn recover(&self, _channel: Kept<'_>, _resume: &Resume<'_>, _from: ConnRef) {}
     /// Stops background threads; called once when the node shuts down.
     fn shutdown(&self) {}
 }

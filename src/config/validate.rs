@@ -25,6 +25,15 @@ pub enum ConfigError {
     PongAfterPing { pong: u64, ping: u64 },
     #[error("--message-burst / --message-rate must be at most 1000 s (got {burst} / {rate})")]
     BurstTooLong { burst: u32, rate: u32 },
+    #[error("{flag} needs --history-size N (N > 0: the messages each channel keeps)")]
+    HistoryNeedsSize { flag: &'static str },
+    #[error("--history-size needs channels to keep: --history-users and/or --history-room PATTERN")]
+    HistoryForNothing,
+    #[error(
+        "history (--history-size) does not work with {with}: its publish script runs on one Redis \
+         (use a single Redis or a primary with replicas, and targeted routing)"
+    )]
+    HistoryUnsupported { with: &'static str },
 }
 
 /// Most reactor threads: far past any core count worth running one node on.
@@ -37,7 +46,13 @@ const MAX_TIMEOUT_SECS: u64 = 86_400;
 const MAX_DRAIN_SECS: u64 = 3_600;
 
 /// `value` of `flag` within `min..=max`.
-fn in_range(flag: &'static str, value: u64, min: u64, max: u64, unit: &'static str) -> Result<(), ConfigError> {
+pub(super) fn in_range(
+    flag: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+    unit: &'static str,
+) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
@@ -83,7 +98,8 @@ impl Config {
         }
         self.validate_auth()?;
         self.validate_limits()?;
-        self.validate_redis()
+        self.validate_redis()?;
+        self.validate_history()
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {

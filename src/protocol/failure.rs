@@ -145,6 +145,11 @@ pub enum Failure<'a> {
     RoomFull(&'a str, usize),
     /// A `presencemsg` asked about more names than one answer holds.
     TooManyNames(usize),
+    /// A message for a channel with history is longer than an entry may be.
+    TooLongForHistory(usize),
+    /// The history of a channel (a user's or a room's) could not be read:
+    /// Redis is unreachable. Live messages follow as usual.
+    HistoryUnavailable(&'a str),
 }
 
 impl fmt::Display for Failure<'_> {
@@ -181,6 +186,12 @@ impl fmt::Display for Failure<'_> {
             Failure::TooManyRooms(max) => write!(f, "too many rooms: at most {max} per connection"),
             Failure::RoomFull(room, max) => write!(f, "room {room:?} is full on this node: at most {max} members"),
             Failure::TooManyNames(max) => write!(f, "presencemsg asks about too many names: at most {max}"),
+            Failure::TooLongForHistory(max) => {
+                write!(f, "message too long for a channel with history: at most {max} bytes")
+            }
+            Failure::HistoryUnavailable(channel) => {
+                write!(f, "history of {channel:?} is unavailable (Redis cannot be reached): nothing was replayed")
+            }
             Failure::Lost(name) => {
                 write!(f, "message to {name:?} may not have been delivered: the link between nodes failed")
             }

@@ -89,6 +89,7 @@ pub(super) fn drop(conn: &mut Conn, token: Token, cx: &mut Context) {
 
 /// Takes the user name off this node and the cluster.
 fn log_out(conn: &mut Conn, token: Token, cx: &mut Context) {
+    cx.recovering.forget(token);
     if let Some(me) = conn.speaker().map(compact_str::CompactString::from) {
         super::rooms::leave_all(token, cx, &me);
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use mio::Token;
 
+use super::keep::{Keep, Recovering};
 use super::local::LocalDeliveries;
 use super::membership::LocalRooms;
 use super::output::BufferPool;
@@ -82,6 +83,9 @@ pub(super) struct Context {
     pub rate: MessageRate,
     /// Connections the node holds at most (`--max-connections`, resolved).
     pub max_connections: usize,
+    /// Which channels keep history, and the recoveries in flight here.
+    pub keep: Keep,
+    pub recovering: Recovering,
 }
 
 impl Context {

@@ -19,6 +19,7 @@ use mio::Token;
 use super::conn::{flag, Conn, Login};
 use super::context::{Context, Outcome, Stop};
 use super::rate;
+use super::recovery;
 use super::reply::{log_in_first, reply_failure};
 use super::write::queue_frame;
 use crate::auth::{unix_now, Verified};
@@ -26,20 +27,27 @@ use crate::bus::Claim;
 use crate::codec::{close, op};
 use crate::metrics::TokenFailure;
 use crate::names;
-use crate::protocol::{self, Failure, TokenRefusal};
+use crate::protocol::{self, Failure, Resume, TokenRefusal};
 
 /// A `loginmsg`: `name` its `Sender`, `jwt` its `Data`.
-pub(super) fn login(conn: &mut Conn, token: Token, cx: &mut Context, name: &str, jwt: &str) -> Outcome {
+pub(super) fn login(
+    conn: &mut Conn,
+    token: Token,
+    cx: &mut Context,
+    name: &str,
+    jwt: &str,
+    resume: &Resume<'_>,
+) -> Outcome {
     rate::count_login(conn, token, cx)?;
     if let Login::Pending(current) | Login::Granted(current) = conn.login() {
         let current = CompactString::from(current);
         return login_again(conn, token, cx, &current, name, jwt);
     }
     if cx.auth.tokens().is_some() {
-        return log_in_with_token(conn, token, cx, jwt);
+        return log_in_with_token(conn, token, cx, jwt, resume);
     }
     match names::check(name, cx.config.max_name_len) {
-        Ok(key) => claim(conn, token, cx, name, &key, None),
+        Ok(key) => claim(conn, token, cx, name, &key, None, resume),
         Err(why) => reply_failure(conn, token, cx, Failure::BadName(why)),
     }
 }
@@ -48,7 +56,7 @@ pub(super) fn login(conn: &mut Conn, token: Token, cx: &mut Context, name: &str,
 /// (authenticated mode; open mode ignores it).
 pub(super) fn on_upgrade(conn: &mut Conn, token: Token, cx: &mut Context, jwt: Option<&str>) -> Outcome {
     match jwt {
-        Some(jwt) if cx.auth.tokens().is_some() => log_in_with_token(conn, token, cx, jwt),
+        Some(jwt) if cx.auth.tokens().is_some() => log_in_with_token(conn, token, cx, jwt, &Resume::default()),
         _ => Ok(()),
     }
 }
@@ -70,13 +78,13 @@ fn login_again(conn: &mut Conn, token: Token, cx: &mut Context, current: &str, n
 }
 
 /// Verifies a token for a login and claims its user.
-fn log_in_with_token(conn: &mut Conn, token: Token, cx: &mut Context, jwt: &str) -> Outcome {
+fn log_in_with_token(conn: &mut Conn, token: Token, cx: &mut Context, jwt: &str, resume: &Resume<'_>) -> Outcome {
     let Verified { sub, exp } = match verify(cx, jwt) {
         Ok(verified) => verified,
         Err(why) => return refuse_token(conn, token, cx, &why),
     };
     match names::check(&sub, cx.config.max_name_len) {
-        Ok(key) => claim(conn, token, cx, &sub, &key, Some(exp)),
+        Ok(key) => claim(conn, token, cx, &sub, &key, Some(exp), resume),
         Err(why) => refuse_token(conn, token, cx, &TokenRefusal::BadSubject(why)),
     }
 }
@@ -123,7 +131,15 @@ fn refuse_token(conn: &mut Conn, token: Token, cx: &mut Context, why: &TokenRefu
 
 /// Claims `key` for `name` on this node (the directory), then for the
 /// cluster (the bus); `expiry` is the token's, in authenticated mode.
-fn claim(conn: &mut Conn, token: Token, cx: &mut Context, name: &str, key: &str, expiry: Option<u64>) -> Outcome {
+fn claim(
+    conn: &mut Conn,
+    token: Token,
+    cx: &mut Context,
+    name: &str,
+    key: &str,
+    expiry: Option<u64>,
+    resume: &Resume<'_>,
+) -> Outcome {
     let at = cx.conn_ref(token);
     if !cx.hub.directory.insert_if_absent(key, at) {
         return queue_frame(conn, token, cx, op::TEXT, protocol::USER_EXISTS);
@@ -131,10 +147,12 @@ fn claim(conn: &mut Conn, token: Token, cx: &mut Context, name: &str, key: &str,
     if let Some(exp) = expiry {
         watch_expiry(conn, token, cx, exp);
     }
+    recovery::login_claimed(token, cx, resume);
     match cx.bus.claim(key, at) {
         Claim::Granted => {
             conn.log_in(name, true);
             cx.stats().users.fetch_add(1, Relaxed);
+            recovery::login_granted(token, cx, key);
         }
         Claim::Pending => conn.log_in(name, false),
     }
@@ -179,12 +197,17 @@ pub(super) fn check_expiry(conn: &mut Conn, token: Token, cx: &mut Context, now:
 /// and the user here gets the seed's refusal.
 pub(super) fn login_decided(conn: &mut Conn, token: Token, cx: &mut Context, accepted: bool) -> Outcome {
     match (conn.login(), accepted) {
-        (Login::Pending(_), true) => {
+        (Login::Pending(name), true) => {
+            let key = CompactString::from(&*names::key(name));
             conn.grant();
             cx.stats().users.fetch_add(1, Relaxed);
+            recovery::login_granted(token, cx, &key);
             Ok(())
         }
-        (Login::Pending(_), false) => refuse(conn, token, cx),
+        (Login::Pending(_), false) => {
+            cx.recovering.end(token, "");
+            refuse(conn, token, cx)
+        }
         (Login::Granted(_), false) => {
             cx.stats().users.fetch_sub(1, Relaxed);
             refuse(conn, token, cx)

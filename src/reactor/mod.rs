@@ -42,6 +42,7 @@ mod context;
 mod drain;
 mod expiry;
 mod frames;
+mod keep;
 mod liveness;
 mod local;
 mod login;
@@ -50,6 +51,7 @@ mod output;
 mod presence;
 mod rate;
 mod read;
+mod recovery;
 mod reply;
 mod rooms;
 mod stalled;
@@ -123,6 +125,7 @@ impl Reactor {
             bus,
             rate: MessageRate::new(&config),
             max_connections: admit::max_connections(&config),
+            keep: keep::Keep::new(&config),
             clock: 0,
             config,
             auth,
@@ -134,6 +137,7 @@ impl Reactor {
             timers: Timers::new(),
             local: LocalDeliveries::default(),
             rooms: LocalRooms::default(),
+            recovering: keep::Recovering::default(),
         };
         let scratch = vec![0; read::SCRATCH_SIZE];
         Ok(Reactor {
@@ -260,7 +264,7 @@ impl Reactor {
         let mut members = mem::take(&mut self.room_members);
         self.cx.rooms.members_into(key, &mut members);
         for &token in &members {
-            self.with_conn(token, |conn, cx| chat::deliver_shared(conn, token, cx, frame));
+            self.with_conn(token, |conn, cx| chat::deliver_shared(conn, token, cx, key, frame));
         }
         self.room_members = members;
     }
@@ -408,6 +412,13 @@ impl Reactor {
             Command::Members { token, answer } => self.with_conn(token, |conn, cx| {
                 presence::answer_members(conn, token, cx, &answer.room, &answer.listed, answer.count)
             }),
+            Command::Recovered(answer) => {
+                let token = answer.token;
+                self.with_conn(token, |conn, cx| recovery::replayed(conn, token, cx, &answer));
+            }
+            Command::Stored(stored) => {
+                self.with_conn(stored.token, |conn, cx| chat::stored(conn, stored.token, cx, &stored))
+            }
             Command::Undelivered { token, why } => {
                 self.with_conn(token, |conn, cx| chat::undelivered(conn, token, cx, &why))
             }

@@ -19,15 +19,19 @@ use mio::Token;
 
 use super::conn::Conn;
 use super::context::{Context, Outcome};
+use super::keep::glob_matches;
+use super::recovery;
 use super::reply::{log_in_first, reply_failure};
 use super::write::queue_shared;
+use crate::bus::{Kept, Published};
 use crate::codec::{self, op};
 use crate::inbox::{Command, RoomMessage};
 use crate::names;
 use crate::protocol::{self, Failure};
 
 /// A `joinmsg`.
-pub(super) fn join(conn: &mut Conn, token: Token, cx: &mut Context, room: &str) -> Outcome {
+/// `text` is the whole request, whose `Offset` and `Epoch` a room with history reads.
+pub(super) fn join(conn: &mut Conn, token: Token, cx: &mut Context, room: &str, text: &str) -> Outcome {
     let Some(me) = conn.speaker().map(CompactString::from) else {
         return log_in_first(conn, token, cx);
     };
@@ -52,10 +56,11 @@ pub(super) fn join(conn: &mut Conn, token: Token, cx: &mut Context, room: &str) 
     if notices(cx, &key) {
         // To every member, the joiner included: its confirmation.
         fan_out(cx, &key, &frame);
-        Ok(())
     } else {
-        queue_shared(conn, token, cx, &frame)
+        queue_shared(conn, token, cx, &frame)?;
     }
+    recovery::room_joined(token, cx, &key, text);
+    Ok(())
 }
 
 /// A `leavemsg`.
@@ -68,6 +73,7 @@ pub(super) fn leave(conn: &mut Conn, token: Token, cx: &mut Context, room: &str)
         return reply_failure(conn, token, cx, Failure::NotInRoom(room));
     }
     let key = CompactString::from(&*key);
+    cx.recovering.end(token, &key);
     part(token, cx, &key, &me);
     let frame = room_frame(cx, protocol::LEAVE, "", &key, &me);
     if notices(cx, &key) {
@@ -86,9 +92,31 @@ pub(super) fn message(conn: &mut Conn, token: Token, cx: &mut Context, room: &st
     if !cx.rooms.is_in(token, &key) {
         return reply_failure(conn, token, cx, Failure::NotInRoom(room));
     }
+    if cx.keep.room(&key) {
+        return message_kept(conn, token, cx, &key, data);
+    }
     let frame = room_frame(cx, protocol::ROOM, data, &key, me);
     fan_out(cx, &key, &frame);
     Ok(())
+}
+
+/// A `roommsg` to a room with history: through the bus only, which keeps
+/// it and delivers it to every member (here too) with its offset.
+fn message_kept(conn: &mut Conn, token: Token, cx: &mut Context, key: &str, data: &str) -> Outcome {
+    let Some(me) = conn.speaker() else {
+        return log_in_first(conn, token, cx);
+    };
+    let mut json = std::mem::take(&mut cx.encode);
+    json.clear();
+    protocol::encode_room(&mut json, protocol::ROOM, data, key, me);
+    let published =
+        (json.len() <= cx.keep.entry_bytes).then(|| cx.bus.publish_kept(Kept::Room(key), &json, cx.conn_ref(token)));
+    cx.encode = json;
+    match published {
+        None => reply_failure(conn, token, cx, Failure::TooLongForHistory(cx.keep.entry_bytes)),
+        Some(Published::Dropped) => reply_failure(conn, token, cx, Failure::LinkDown),
+        Some(_) => Ok(()),
+    }
 }
 
 /// A connection that logs out (or goes) leaves every room it is in; the
@@ -147,25 +175,6 @@ pub(super) fn fan_out(cx: &mut Context, key: &str, frame: &Arc<[u8]>) {
     });
     let header = codec::header_len(frame);
     cx.bus.publish_room(key, &frame[header..]);
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-fn glob_matches(pattern: &str, text: &str) -> bool {
-    let Some((first, rest)) = pattern.split_once('*') else {
-        return pattern == text;
-    };
-    let Some(mut text) = text.strip_prefix(first) else {
-        return false;
-    };
-    let mut parts: Vec<&str> = rest.split('*').collect();
-    let last = parts.pop().unwrap_or_default();
-    for part in parts {
-        match text.find(part) {
-            Some(at) => text = &text[at + part.len()..],
-            None => return false,
-        }
-    }
-    text.len() >= last.len() && text.ends_with(last)
 }
 
 #[cfg(test)]

@@ -142,11 +142,20 @@ pub fn user_name_of_channel(channel: &[u8]) -> Option<&str> {
     user_of_channel(channel).and_then(|name| std::str::from_utf8(name).ok())
 }
 
+/// The channel a PUBLISH/SPUBLISH command names, or the history script's
+/// (EVALSHA SHA NUMKEYS KEYS... SIZE TTL CHANNEL ...).
+fn channel_of<'a>(items: &[resp::Frame<'a>]) -> Option<&'a [u8]> {
+    if items.first()?.bytes()? == b"EVALSHA" {
+        let keys = usize::try_from(std::str::from_utf8(items.get(2)?.bytes()?).ok()?.parse::<u32>().ok()?).ok()?;
+        return items.get(3 + keys + 2)?.bytes();
+    }
+    items.get(1)?.bytes()
+}
+
 /// The user name inside a PUBLISH/SPUBLISH command this bus encoded.
 pub fn recipient_of_command(command: &[u8]) -> Option<&[u8]> {
     let (frame, _) = resp::parse(command).ok()??;
-    let channel = frame.items()?.get(1)?.bytes()?;
-    user_of_channel(channel)
+    user_of_channel(channel_of(frame.items()?)?)
 }
 
 /// The recipient of the chat message inside a PUBLISH/SPUBLISH command this
@@ -155,11 +164,14 @@ pub fn recipient_of_command(command: &[u8]) -> Option<&[u8]> {
 pub fn recipient_of_any_command(command: &[u8]) -> Option<CompactString> {
     let (frame, _) = resp::parse(command).ok()??;
     let items = frame.items()?;
-    let channel = items.get(1)?.bytes()?;
+    let channel = channel_of(items)?;
     if channel == BROADCAST_CHANNEL {
         return protocol::recipient_of(items.get(2)?.bytes()?).map(CompactString::from);
     }
-    user_of_channel(channel).map(CompactString::from_utf8_lossy)
+    match room_of_channel(channel) {
+        Some(room) => Some(CompactString::from(room)),
+        None => user_of_channel(channel).map(CompactString::from_utf8_lossy),
+    }
 }
 
 #[cfg(test)]

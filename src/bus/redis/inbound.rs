@@ -41,7 +41,16 @@ pub fn is_chat_for(payload: &[u8], name: &str) -> bool {
     let Some((to, from, rest)) = fields() else {
         return false;
     };
-    rest == TAIL && from.encoded.len() > 2 && names_the(&to, name)
+    (rest == TAIL || is_offset_tail(rest)) && from.encoded.len() > 2 && names_the(&to, name)
+}
+
+/// Whether `rest` is what a kept message ends with: `,"Offset":"MILLIS-SEQ"}`
+/// and the newline (looked at only when the plain end did not match).
+#[cold]
+fn is_offset_tail(rest: &[u8]) -> bool {
+    rest.strip_prefix(b",\"Offset\":\"")
+        .and_then(|id| id.strip_suffix(b"\"}\n"))
+        .is_some_and(|id| crate::protocol::StreamId::parse(id).is_some())
 }
 
 /// Whether `payload` is a room message for room `key` as a node publishes
@@ -63,7 +72,7 @@ pub fn is_room_message_for(payload: &[u8], key: &str) -> bool {
     let Some((to, from, rest)) = fields() else {
         return false;
     };
-    rest == TAIL && from.encoded.len() > 2 && is_key(&to, key)
+    (rest == TAIL || is_offset_tail(rest)) && from.encoded.len() > 2 && is_key(&to, key)
 }
 
 /// Whether the JSON string `to` is `key` itself (rooms are named by their
@@ -267,6 +276,20 @@ mod tests {
             assert!(!is_chat_for(&out, room));
         }
         assert!(!is_room_message_for(&chat("hi", "lobby", "a"), "lobby"));
+    }
+
+    #[test]
+    fn kept_messages_pass_with_their_offset_only() {
+        let kept = |tail: &str| {
+            let mut out = chat("hi", "bob", "alice");
+            out.truncate(out.len() - 2);
+            out.extend_from_slice(tail.as_bytes());
+            out
+        };
+        assert!(is_chat_for(&kept(",\"Offset\":\"1764632400000-3\"}\n"), "bob"));
+        for bad in [",\"Offset\":\"x\"}\n", ",\"Offset\":\"1-2\"}", ",\"Offset\":1}\n", ",\"Other\":\"1-2\"}\n"] {
+            assert!(!is_chat_for(&kept(bad), "bob"), "{bad}");
+        }
     }
 
     #[test]

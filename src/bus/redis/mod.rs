@@ -125,6 +125,8 @@
 //! - [`registry`]: the cluster-wide name registry's state machine.
 //! - [`logins`]: logins waiting for the registry and their subscription.
 //! - [`rooms`]: room members and presence in Redis, room messages' channels.
+//! - [`streams`]: channels' history in Redis Streams: scripts, keys, commands;
+//!   [`history`]: their publishes, reads and replies.
 //! - [`channels`]: channel names and the PUBLISH commands reactors encode.
 //! - [`inbound`]: what arrives from Redis, checked before delivery.
 //! - [`resp`]: the Redis wire format, parsed in place.
@@ -136,6 +138,7 @@ mod channels;
 mod cluster;
 mod endpoint;
 mod exchange;
+mod history;
 mod inbound;
 mod link;
 mod links;
@@ -149,6 +152,7 @@ mod rooms;
 mod settings;
 mod shared;
 mod stream;
+mod streams;
 mod subscriber;
 mod subscriptions;
 mod tls;
@@ -167,11 +171,12 @@ use thiserror::Error;
 use self::links::WAKER;
 use self::settings::Settings;
 use self::shared::{Job, Role, RoomJob, Shared, SubJob, MAX_QUEUED_BYTES};
-use crate::bus::{Bus, Claim, Published};
+use crate::bus::{Bus, Claim, Kept, Published};
 use crate::config::{Config, Routing};
 use crate::directory::ConnRef;
 use crate::hub::Hub;
 use crate::inbox::Doorbell;
+use crate::protocol::Resume;
 
 pub use self::preflight::PreflightError;
 pub use self::settings::SettingsError;
@@ -218,7 +223,9 @@ pub fn start(hub: Arc<Hub>, config: &Config) -> Result<Arc<dyn Bus>, StartError>
         if settings.cluster { ", Redis Cluster (sharded pub/sub)" } else { "" },
         settings.lease,
     );
-    let shared = Arc::new(Shared::new(hub, settings, sub_bell, pub_bell));
+    let mut shared = Shared::new(hub, settings, sub_bell, pub_bell);
+    shared.history = streams::History::from_config(config);
+    let shared = Arc::new(shared);
     let spawn = |role: Role, run: fn(Arc<Shared>, Poll), poll: Poll| {
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -314,6 +321,14 @@ impl Bus for RedisBus {
     fn ask_members(&self, key: &str, limit: usize, from: ConnRef) -> bool {
         self.shared.push_pub(Job::Room(RoomJob::Members { key: key.into(), limit, from }));
         true
+    }
+
+    fn publish_kept(&self, channel: Kept<'_>, payload: &[u8], from: ConnRef) -> Published {
+        history::publish(&self.shared, channel, payload, from)
+    }
+
+    fn recover(&self, channel: Kept<'_>, resume: &Resume<'_>, from: ConnRef) {
+        history::recover(&self.shared, channel, resume, from);
     }
 
     fn shutdown(&self) {

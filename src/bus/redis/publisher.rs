@@ -25,6 +25,7 @@ use mio::Poll;
 
 use super::channels;
 use super::cluster::Topology;
+use super::history;
 use super::link::LinkError;
 use super::links::{self, BusThread, LinkSet, Master};
 use super::ratelog::Every;
@@ -149,6 +150,7 @@ impl BusThread for Publisher {
         self.send_registry_commands(links);
         self.send_room_commands(links);
         self.drain_backlog(links, i);
+        history::on_publisher_up(&self.shared);
     }
 
     fn on_down(&mut self, links: &mut LinkSet<Route>, i: usize) {
@@ -171,6 +173,8 @@ impl BusThread for Publisher {
                 Await::Ping => {}
                 Await::Room(reply) => rooms.on_reply(shared, reply, &frame),
                 Await::Publish { slot, command, from } => match frame {
+                    // A kept message's script: {id, receivers}.
+                    Frame::Array(Some(items)) => history::on_published(shared, &command, from, &items),
                     Frame::Integer(receivers) => {
                         bus.published.fetch_add(1, Relaxed);
                         if receivers == 0 && targeted {

@@ -31,8 +31,10 @@ use std::time::{Duration, Instant};
 use compact_str::CompactString;
 
 use super::cluster;
+use super::history;
 use super::resp::{self, Frame};
 use super::shared::{RoomJob, Shared};
+use super::streams::Read;
 use crate::directory::ConnRef;
 use crate::hub::Hub;
 use crate::inbox::{Command, MembersAnswer, PresenceAnswer};
@@ -64,6 +66,8 @@ pub(crate) enum RoomReply {
     Presence { query: u64, index: usize },
     /// The answer to a `membersmsg` about room `key`.
     Members { key: CompactString, from: ConnRef },
+    /// A channel's history, for a recovery (`history`).
+    History(Box<Read>),
 }
 
 /// A presence question waiting for its answers, one per name.
@@ -155,6 +159,7 @@ impl Rooms {
                 }
             }
             RoomJob::Presence { asked, keys, from } => self.ask_presence(hub, asked, &keys, from),
+            RoomJob::Recover { command, read } => self.out.push((0, command, RoomReply::History(read))),
             RoomJob::Members { key, limit, from } => {
                 let index = Self::index_key(&key);
                 let prefix = [b"sb:rm:{", key.as_bytes(), b"}:"].concat();
@@ -249,6 +254,7 @@ impl Rooms {
                 let answer = Box::new(MembersAnswer { room: key, listed, count });
                 shared.hub.send(from, Command::Members { token: from.token, answer });
             }
+            RoomReply::History(read) => history::on_read(shared, read, frame),
         }
     }
 
@@ -261,6 +267,7 @@ impl Rooms {
                 let answer = Box::new(MembersAnswer { room: key, listed: Vec::new(), count: 0 });
                 shared.hub.send(from, Command::Members { token: from.token, answer });
             }
+            RoomReply::History(read) => history::on_read_lost(shared, read),
         }
     }
 

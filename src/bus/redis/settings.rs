@@ -128,10 +128,16 @@ impl Settings {
             (true, None, false) => Some(tls::client_config(&Trust::System)?),
         };
         let mut greeting = servers.hello;
+        let mut greeting_replies = servers.hello_replies + 1;
+        if config.history.enabled() {
+            // Loaded on every connection, so EVALSHA finds it after a Redis restart.
+            resp::push_command(&mut greeting, &[b"SCRIPT", b"LOAD", super::streams::PUBLISH_SCRIPT]);
+            greeting_replies += 1;
+        }
         resp::push_command(&mut greeting, &[b"PING"]);
         let link = LinkConfig {
             greeting,
-            greeting_replies: servers.hello_replies + 1,
+            greeting_replies,
             tls,
             idle_ping: LinkConfig::idle_ping_for_lease(lease),
             reply_timeout: Duration::from_millis(config.redis_timeout_ms),

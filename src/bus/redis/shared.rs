@@ -11,6 +11,7 @@ use crossbeam_queue::SegQueue;
 
 use super::logins::PendingLogins;
 use super::settings::Settings;
+use super::streams::{History, Read};
 use crate::directory::ConnRef;
 use crate::hub::Hub;
 use crate::inbox::Doorbell;
@@ -88,6 +89,8 @@ pub(crate) enum RoomJob {
     Presence { asked: Box<str>, keys: Vec<CompactString>, from: ConnRef },
     /// Who is in room `key`, up to `limit` names.
     Members { key: CompactString, limit: usize, from: ConnRef },
+    /// A channel's history after a client's offset (`history`).
+    Recover { command: Vec<u8>, read: Box<Read> },
 }
 
 pub(crate) struct Shared {
@@ -102,6 +105,8 @@ pub(crate) struct Shared {
     /// Set while publishes are being dropped, so the drop is logged once per episode.
     pub dropping: AtomicBool,
     pub logins: PendingLogins,
+    /// Channels with history (`history`), when any keeps it.
+    pub history: Option<History>,
     pub stop: AtomicBool,
     /// Every publisher / subscriber link is up; both make `bus_connected`.
     publisher_up: AtomicBool,
@@ -121,6 +126,7 @@ impl Shared {
             queued_bytes: AtomicUsize::new(0),
             dropping: AtomicBool::new(false),
             logins: PendingLogins::new(broadcast),
+            history: None,
             stop: AtomicBool::new(false),
             publisher_up: AtomicBool::new(false),
             subscriber_up: AtomicBool::new(false),

@@ -29,8 +29,10 @@
 //!
 //! [`Directory`]: crate::directory::Directory
 
+mod kept;
 mod push;
 mod rooms;
+mod route;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -42,7 +44,7 @@ use mio::Poll;
 
 use super::channels::{self, BROADCAST_CHANNEL};
 use super::cluster::{self, Topology};
-use super::inbound::{self, Inbound};
+use super::inbound::Inbound;
 use super::link::LinkError;
 use super::links::{self, BusThread, LinkSet, Master};
 use super::resp;
@@ -51,7 +53,6 @@ use super::subscriptions::{self, Channel, Gathered, Verb, CHUNK};
 use super::trim::trim_if_empty;
 use crate::config::Routing;
 use crate::directory::ConnRef;
-use crate::protocol;
 use push::Push;
 
 /// Output queued on a link before re-subscription waits for it to drain.
@@ -94,11 +95,14 @@ struct Subscriber {
     inbound: Inbound,
     /// Acks (or a PONG, or a refusal) were read since the last turn's work.
     acked: bool,
+    /// Channels with history: what was delivered, caught up after a reconnect.
+    kept: Option<kept::Kept>,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, poll: Poll) {
     let links = LinkSet::new(Arc::clone(&shared), poll, Role::Subscriber);
     let subscriber = Subscriber {
+        kept: shared.history.as_ref().map(|_| kept::Kept::default()),
         shared,
         unsubscribing: HashMap::new(),
         unsubscribing_rooms: HashMap::new(),
@@ -133,6 +137,7 @@ impl BusThread for Subscriber {
         for master in links.iter_mut() {
             master.state.gathered.write(&mut master.link.out, cluster);
         }
+        self.take_kept();
         for i in 0..links.len() {
             self.pump_resubscribe(links, i);
         }
@@ -146,6 +151,7 @@ impl BusThread for Subscriber {
             self.shared.hub.metrics.bus.reconnects.fetch_add(1, Relaxed);
         }
         self.ever_up = true;
+        kept::link_up(&mut self.kept, &self.shared);
         let names: VecDeque<CompactString> = if self.targeted() {
             let topology = links.topology();
             self.shared.hub.directory.names().into_iter().filter(|n| self.shard_of(topology, n) == Some(i)).collect()
@@ -192,16 +198,17 @@ impl BusThread for Subscriber {
         let targeted = self.targeted();
         let mut moved = false;
         let mut received = 0u64;
-        let Subscriber { shared, unsubscribing, unsubscribing_rooms, reencoded, inbound, acked, .. } = self;
+        let Subscriber { shared, unsubscribing, unsubscribing_rooms, reencoded, inbound, acked, kept, .. } = self;
         let Master { link, state, .. } = links.get_mut(i);
         let mut refusal: Option<String> = None;
         let round = link.read_frames(|frame| {
             match Push::of(&frame) {
+                Push::Message { channel, payload } if !kept::admit(kept, channel, payload) => received += 1,
                 Push::Message { channel, payload } => {
                     received += 1;
                     match channels::room_of_channel(channel) {
                         Some(key) => rooms::deliver_room(shared, inbound, channel, key, payload),
-                        None => deliver(shared, inbound, targeted, reencoded, channel, payload),
+                        None => route::deliver(shared, inbound, targeted, reencoded, channel, payload),
                     }
                 }
                 Push::Subscribed { channel, count } => {
@@ -213,6 +220,7 @@ impl BusThread for Subscriber {
                     } else if !targeted && channel == BROADCAST_CHANNEL {
                         shared.logins.msg_settled(&shared.hub);
                     }
+                    kept::subscribed(kept, shared, channel);
                 }
                 Push::Unsubscribed { channel, count } => {
                     *acked = true;
@@ -381,6 +389,7 @@ impl Subscriber {
         if let Some(i) = self.shard_of(links.topology(), &name) {
             if links.get(i).link.is_up() {
                 *self.unsubscribing.entry(name.clone()).or_insert(0) += 1;
+                kept::forget(&mut self.kept, &channels::user_channel(name.as_bytes()));
                 let Master { link, state, .. } = links.get_mut(i);
                 state.gathered.add(&mut link.out, Verb::Unsubscribe, Channel::User(name), cluster);
                 state.replies_due += 1;
@@ -420,36 +429,6 @@ impl Subscriber {
     /// Whether `name`'s channel is wanted: the user is on this node.
     fn wanted(&self, name: &str) -> bool {
         self.shared.hub.directory.lookup(name).is_some()
-    }
-}
-
-/// Hands a message to the reactor that holds its recipient, if it is a
-/// chat message in the shape this bus publishes (anything else was not
-/// published by a node: it is dropped, counted and logged).
-fn deliver(
-    shared: &Shared,
-    inbound: &mut Inbound,
-    targeted: bool,
-    reencoded: &mut Vec<u8>,
-    channel: &[u8],
-    payload: &[u8],
-) {
-    if targeted {
-        let Some(name) = channels::user_name_of_channel(channel) else {
-            return inbound.reject(&shared.hub, channel, payload);
-        };
-        if !inbound::is_chat_for(payload, name) {
-            return inbound.reject(&shared.hub, channel, payload);
-        }
-        shared.hub.deliver_local(name, payload);
-    } else {
-        reencoded.clear();
-        match protocol::reencode_chat(payload, reencoded) {
-            Some(to) if inbound::is_chat_for(reencoded, &to) => {
-                shared.hub.deliver_local(&to, reencoded);
-            }
-            _ => inbound.reject(&shared.hub, channel, payload),
-        }
     }
 }
 

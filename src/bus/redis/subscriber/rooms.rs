@@ -10,6 +10,7 @@ use compact_str::CompactString;
 use super::{Shard, Subscriber, CHUNK, OUT_HIGH_WATER};
 use crate::bus::redis::channels;
 use crate::bus::redis::cluster::{self, Topology};
+use crate::bus::redis::history;
 use crate::bus::redis::inbound::{self, Inbound};
 use crate::bus::redis::links::{LinkSet, Master};
 use crate::bus::redis::shared::Shared;
@@ -44,6 +45,10 @@ impl Subscriber {
         let cluster = self.cluster();
         if let Some(i) = self.room_shard(links.topology(), &key).filter(|&i| links.get(i).link.is_up()) {
             *self.unsubscribing_rooms.entry(key.clone()).or_insert(0) += 1;
+            history::room_deaf(&self.shared, Some(&key));
+            if let Some(kept) = &mut self.kept {
+                kept.forget(&channels::room_channel(&key));
+            }
             let Master { link, state, .. } = links.get_mut(i);
             state.gathered.add(&mut link.out, Verb::Unsubscribe, Channel::Room(key), cluster);
             state.replies_due += 1;

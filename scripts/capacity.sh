@@ -197,12 +197,18 @@ if ((!standalone)); then
 fi
 reuse=()
 ((!shared_port)) || reuse=(--reuse-port)
+# The load generator opens every connection before it logs any in, so the first ones
+# wait for the whole ramp and their turn in the logins: the nodes' login timeout
+# (10 s by default, right for real clients, which log in at once) must outlast both,
+# or the nodes close the early connections while later ones are still opening.
+login_timeout=$(awk -v n="$target" -v cr="$connect_rate" -v lr="$login_rate" \
+    'BEGIN { printf "%d", 2 * (n / (cr > 0 ? cr : 5000) + n / (lr > 0 ? lr : 5000)) + 60 }')
 for ((i = 1; i <= nodes; i++)); do
     # Thousands of connections per source address, opened as fast as loadgen can.
     RUST_LOG=${RUST_LOG:-warn} "$node_bin" --listen "127.0.0.1:${node_ports[i - 1]}" "${reuse[@]}" \
         --reactors "$reactors" --node-id "cap-$i" "${redis_args[@]}" \
         --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000 --message-burst 1000000 \
-        --inbox-size 1000000 >"$run/node-$i.log" 2>&1 &
+        --inbox-size 1000000 --login-timeout "$login_timeout" >"$run/node-$i.log" 2>&1 &
     node_pids+=($!)
 done
 for ((i = 1; i <= nodes; i++)); do

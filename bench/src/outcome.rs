@@ -8,6 +8,8 @@ use serde::Serialize;
 use crate::accounting::Tally;
 use crate::cause::Causes;
 use crate::config::Plan;
+use crate::rooms::fanout::Record;
+use crate::rooms::summary::RoomOutcome;
 use crate::stats::{self, get, Counter};
 use crate::timeline::Row;
 
@@ -117,6 +119,10 @@ pub struct Outcome {
     pub workers: u32,
     pub threads: u32,
     pub rows: Vec<Row>,
+    /// The rooms phases (`--rooms`).
+    pub rooms: RoomOutcome,
+    /// The workers' per-room-message records, until merged into `rooms.totals`.
+    pub rooms_records: Vec<Record>,
 }
 
 impl Outcome {

@@ -10,6 +10,7 @@ use crate::config::{Args, Plan};
 use crate::outcome::{CpuSpan, MemorySnapshot, Outcome};
 use crate::pattern::Pattern;
 use crate::protocol::{ProtocolKind, SioNames};
+use crate::rooms::summary::RoomsSummary;
 use crate::sources::PortMode;
 use crate::stats::{Counter, Percentiles, ERROR_KINDS};
 use crate::timeline::Row;
@@ -27,6 +28,8 @@ pub struct Summary<'a> {
     pub login: LoginSummary,
     pub chat: ChatSummary,
     pub churn: ChurnSummary,
+    /// `--rooms`: joins, room messages, per-member accounting and fan-out latency.
+    pub rooms: Option<RoomsSummary>,
     /// Set when a stop signal ended the run early; the figures cover what ran.
     pub cut_short: Option<&'a str>,
     pub errors: serde_json::Map<String, serde_json::Value>,
@@ -235,6 +238,7 @@ impl<'a> Summary<'a> {
                 cpu: PhaseCpu::new(&o.login_cpu, o.count(Counter::LoginOk)),
             },
             chat: ChatSummary::new(plan, o),
+            rooms: plan.rooms.as_ref().map(|r| RoomsSummary::new(r, o)),
             churn: ChurnSummary {
                 rate: plan.churn_rate,
                 seconds: round3(o.churn_secs),
@@ -358,7 +362,7 @@ impl CpuSummary {
 }
 
 impl PhaseCpu {
-    fn new(cpu: &CpuSpan, ops: u64) -> Self {
+    pub fn new(cpu: &CpuSpan, ops: u64) -> Self {
         let per_op = |seconds: f64| (ops > 0).then(|| round1(seconds.max(0.0) / ops as f64 * 1e6));
         PhaseCpu {
             loadgen_user_s: round3(cpu.loadgen_user),

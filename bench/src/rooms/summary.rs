@@ -1,56 +1,14 @@
-//! What the rooms phases measured: the coordinator's [`RoomOutcome`], the JSON
-//! summary's `rooms` section, its lines in the human summary and the reasons it fails
-//! a run.
+//! What the rooms phases measured, as the JSON summary's `rooms` section, its lines in
+//! the human summary and the reasons it fails a run (from `crate::outcome::RoomOutcome`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::fanout::Totals;
 use super::RoomPlan;
-use crate::outcome::{CpuSpan, Outcome};
-use crate::stats::{self, Counter, Percentiles};
-use crate::summary::PhaseCpu;
-
-/// What the coordinator measured of the rooms.
-pub struct RoomOutcome {
-    pub join_secs: f64,
-    pub join_cpu: CpuSpan,
-    /// Why the room messages did not run, when asked for.
-    pub skipped: Option<String>,
-    pub send_secs: f64,
-    pub grace_secs: f64,
-    /// CPU from the first room message to the end of their grace period, and the same
-    /// per `--server-pid`.
-    pub cpu: CpuSpan,
-    pub cpu_by_pid: Vec<(u32, f64)>,
-    pub join: Histogram<u64>,
-    pub member: Histogram<u64>,
-    pub lag: Histogram<u64>,
-    /// The workers' per-message records, merged.
-    pub totals: Option<Totals>,
-}
-
-impl Default for RoomOutcome {
-    fn default() -> Self {
-        let new = stats::new_histogram;
-        RoomOutcome {
-            join_secs: 0.0,
-            join_cpu: CpuSpan::default(),
-            skipped: None,
-            send_secs: 0.0,
-            grace_secs: 0.0,
-            cpu: CpuSpan::default(),
-            cpu_by_pid: Vec::new(),
-            join: new(),
-            member: new(),
-            lag: new(),
-            totals: None,
-        }
-    }
-}
+use crate::outcome::{Outcome, PhaseCpu};
+use crate::stats::{Counter, Percentiles};
 
 /// The `rooms` section of the JSON summary.
 #[derive(Serialize)]

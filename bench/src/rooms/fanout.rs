@@ -8,7 +8,8 @@
 //! members got it and the latest first delivery (from the intended send time). At the end the
 //! coordinator merges the threads' records by id: a message reached its whole room when
 //! the distinct members add up to the room's size, and its fan-out latency is the
-//! latest of its deliveries: the time until the last member had it.
+//! latest of its deliveries: the time until the last member had it (and the earliest,
+//! until the first: the difference is the spread of the fan-out itself).
 
 use std::collections::HashMap;
 
@@ -18,14 +19,15 @@ use crate::accounting::message_id;
 use crate::stats;
 
 /// One room message as one thread saw it: id, distinct members, repeat deliveries, and
-/// the latest delivery's latency from the intended send time (ns).
-pub type Record = (u64, u32, u32, u64);
+/// the earliest and the latest first delivery's latency from the intended send time (ns).
+pub type Record = (u64, u32, u32, u64, u64);
 
 #[derive(Debug)]
 struct Seen {
     bits: Box<[u64]>,
     distinct: u32,
     duplicates: u32,
+    first_ns: u64,
     last_ns: u64,
 }
 
@@ -50,6 +52,7 @@ impl Fanouts {
             bits: vec![0; words].into_boxed_slice(),
             distinct: 0,
             duplicates: 0,
+            first_ns: u64::MAX,
             last_ns: 0,
         });
         let (word, bit) = ((position / 64) as usize, 1u64 << (position % 64));
@@ -59,6 +62,7 @@ impl Fanouts {
         }
         seen.bits[word] |= bit;
         seen.distinct += 1;
+        seen.first_ns = seen.first_ns.min(latency_ns);
         seen.last_ns = seen.last_ns.max(latency_ns);
         true
     }
@@ -66,7 +70,7 @@ impl Fanouts {
     /// The thread's records, sorted by id.
     pub fn records(self) -> Vec<Record> {
         let mut records: Vec<Record> =
-            self.by_id.into_iter().map(|(id, s)| (id, s.distinct, s.duplicates, s.last_ns)).collect();
+            self.by_id.into_iter().map(|(id, s)| (id, s.distinct, s.duplicates, s.first_ns, s.last_ns)).collect();
         records.sort_unstable();
         records
     }
@@ -84,31 +88,30 @@ pub struct Totals {
     pub seen: u64,
     /// Per complete message: the time until its last member had it (us).
     pub fanout: Histogram<u64>,
+    /// Per complete message: the time until its first member had it (us).
+    pub first: Histogram<u64>,
 }
 
 impl Totals {
     /// Merges the threads' records of messages to rooms of `size` members.
     pub fn merge(size: u32, records: impl IntoIterator<Item = Record>) -> Self {
-        let mut by_id: HashMap<u64, (u64, u64, u64)> = HashMap::new();
-        for (id, distinct, duplicates, last_ns) in records {
-            let entry = by_id.entry(id).or_default();
+        let mut by_id: HashMap<u64, (u64, u64, u64, u64)> = HashMap::new();
+        for (id, distinct, duplicates, first_ns, last_ns) in records {
+            let entry = by_id.entry(id).or_insert((0, 0, u64::MAX, 0));
             entry.0 += distinct as u64;
             entry.1 += duplicates as u64;
-            entry.2 = entry.2.max(last_ns);
+            entry.2 = entry.2.min(first_ns);
+            entry.3 = entry.3.max(last_ns);
         }
-        let mut totals = Totals {
-            delivered: 0,
-            duplicates: 0,
-            complete: 0,
-            seen: by_id.len() as u64,
-            fanout: stats::new_histogram(),
-        };
-        for (distinct, duplicates, last_ns) in by_id.into_values() {
+        let (fanout, first) = (stats::new_histogram(), stats::new_histogram());
+        let mut totals = Totals { delivered: 0, duplicates: 0, complete: 0, seen: by_id.len() as u64, fanout, first };
+        for (distinct, duplicates, first_ns, last_ns) in by_id.into_values() {
             totals.delivered += distinct;
             totals.duplicates += duplicates;
             if distinct >= size as u64 {
                 totals.complete += 1;
                 stats::record_nanos(&mut totals.fanout, last_ns);
+                stats::record_nanos(&mut totals.first, first_ns);
             }
         }
         totals
@@ -142,5 +145,7 @@ mod tests {
         assert_eq!(t.fanout.len(), 1);
         // Until the last member had it (2 ms); the duplicate after that does not count.
         assert!((1_995..=2_005).contains(&t.fanout.max()), "{}", t.fanout.max());
+        // The first member (position 0) had it after 1 ms.
+        assert!((995..=1_005).contains(&t.first.max()), "{}", t.first.max());
     }
 }

@@ -143,7 +143,7 @@ impl RoomsSummary {
         let l = &self.join_latency;
         let _ = writeln!(
             out,
-            "rooms:   {} rooms x {} members: {} of {} joins confirmed in {:.1} s; p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
+            "rooms:   {} rooms x {} members: {} of {} joins confirmed in {:.2} s; p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
             self.rooms, self.room_size, self.joins_ok, self.joins_expected, self.join_seconds,
             ms(l.p50_us), ms(l.p99_us), ms(l.max_us)
         );

@@ -3,7 +3,8 @@
 # against them with the arguments given, then stops the nodes. Nothing to undo: the nodes
 # are killed on exit. Usage:
 #   bench/run-benchmark.sh NODES [loadgen args...]
-# Env: SWITCHBOARD (node binary), LOADGEN (loadgen binary), REDIS_URL (adds --redis).
+# Env: SWITCHBOARD (node binary), LOADGEN (loadgen binary), REDIS_URL (adds --redis),
+# NODE_ARGS (more node flags, split on spaces).
 set -euo pipefail
 nodes=$1; shift
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +18,8 @@ for i in $(seq 1 "$nodes"); do
   port=$((9100 + i))
   extra=()
   if [[ -n "${REDIS_URL:-}" ]]; then extra=(--redis "$REDIS_URL"); fi
+  # shellcheck disable=SC2206 # split on purpose: several flags in one variable
+  extra+=(${NODE_ARGS:-})
   "$node_bin" --listen "127.0.0.1:$port" --reactors 1 "${extra[@]}" >"/tmp/switchboard-$port.log" 2>&1 &
   pids+=($!)
   urls+=(--url "ws://127.0.0.1:$port/ws")

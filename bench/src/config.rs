@@ -12,6 +12,7 @@ use clap::Parser;
 
 use crate::pattern::Pattern;
 use crate::protocol::{Protocol, ProtocolKind, SioNames};
+use crate::rooms::{RoomArgs, RoomPlan};
 use crate::sources::{PortMode, PortRange, Sources};
 pub use crate::target::Target;
 use crate::target::{parse_url, BadUrl};
@@ -169,6 +170,8 @@ pub struct Args {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub rooms: RoomArgs,
     /// Internal: run as a worker process, reading its plan on stdin.
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -199,6 +202,8 @@ pub struct Plan {
     pub pattern: Pattern,
     pub churn_rate: u32,
     pub churn_duration_ns: u64,
+    /// Rooms to join after login, and the room messages' schedule.
+    pub rooms: Option<RoomPlan>,
     /// Seeds handshake keys and random choices.
     pub seed: u64,
 }
@@ -269,6 +274,7 @@ impl Plan {
         if args.name_prefix.contains(['"', '\\']) {
             return Err(ConfigError::Invalid("--name-prefix must not contain quotes or backslashes".into()));
         }
+        let rooms = rooms_of(args, socketio)?;
         let seed = std::process::id() as u64 ^ crate::clock::monotonic_ns();
         let sources = choose_sources(args, &targets)?.turned(codec_seed(seed));
         sources.check(args.connections).map_err(ConfigError::Invalid)?;
@@ -291,6 +297,7 @@ impl Plan {
             pattern: args.pattern,
             churn_rate: args.churn_rate,
             churn_duration_ns: (args.churn_duration * 1e9) as u64,
+            rooms,
             seed,
         })
     }
@@ -303,6 +310,20 @@ impl Plan {
     pub fn target_of(&self, index: u32) -> &Target {
         &self.targets[index as usize % self.targets.len()]
     }
+}
+
+/// The rooms asked for, checked: they need the seed's protocol and logged-in
+/// connections, and churn would take members out of their rooms.
+fn rooms_of(args: &Args, socketio: bool) -> Result<Option<RoomPlan>, ConfigError> {
+    let rooms = RoomPlan::from_args(&args.rooms, args.connections, args.duration).map_err(ConfigError::Invalid)?;
+    if rooms.is_some() && (socketio || args.no_login || args.churn_rate > 0) {
+        return Err(ConfigError::Invalid(
+            "--rooms needs --protocol seed and logged-in connections, without --churn-rate (a churned \
+             connection would leave its rooms)"
+                .into(),
+        ));
+    }
+    Ok(rooms)
 }
 
 /// A well-mixed number from the run's seed, for the source plan's turn.

@@ -1,6 +1,9 @@
-//! The parent process: sizes the fleet, runs the phases in order (connect, login, hold,
-//! chat + grace, churn), samples the servers and itself once a second, and adds up the
-//! workers' exact totals into the summary.
+//! The parent process: sizes the fleet, runs the phases in order (connect, login, room
+//! joins, hold, chat + grace, room messages + grace, churn), samples the servers and
+//! itself once a second, and adds up the workers' exact totals into the summary. The
+//! rooms phases are in `rooms`.
+
+mod rooms;
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +18,7 @@ use crate::outcome::{CpuSpan, Histograms, MemorySnapshot, Outcome};
 use crate::procfs;
 use crate::progress::Progress;
 use crate::report;
+use crate::rooms::fanout::Totals;
 use crate::signals;
 use crate::stats::{self, get, Counter, COUNTER_COUNT};
 use crate::timeline::Row;
@@ -147,7 +151,12 @@ impl<'a> Run<'a> {
         // The workers have exited and been waited for: getrusage now covers them exactly.
         outcome.cpu_total = (procfs::rusage_cpu_seconds(), servers_cpu);
         self.progress.finish();
+        let room_size = self.plan.rooms.as_ref().map_or(0, |r| r.size);
         add_finals(&mut outcome, finals, &mut self.samples)?;
+        if self.plan.rooms.is_some() {
+            let records = std::mem::take(&mut outcome.rooms_records);
+            outcome.rooms.totals = Some(Totals::merge(room_size, records));
+        }
         outcome.samples = std::mem::take(&mut self.samples);
         outcome.workers = self.fleet.workers.len() as u32;
         outcome.threads = self.threads;
@@ -162,6 +171,9 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         self.connect_and_login(outcome)?;
+        if self.plan.rooms.is_some() {
+            self.join(outcome)?;
+        }
         if self.args.hold > 0.0 {
             self.phase = "hold";
             self.wait_for(Duration::from_secs_f64(self.args.hold))?;
@@ -170,6 +182,9 @@ impl<'a> Run<'a> {
         outcome.open_at_full = self.total(Counter::Open);
         if self.plan.chats() {
             self.chat(outcome)?;
+        }
+        if self.plan.rooms.as_ref().is_some_and(|r| r.messages > 0) {
+            self.room_messages(outcome)?;
         }
         if self.plan.churn_rate > 0 {
             self.phase = "churn";
@@ -446,7 +461,7 @@ fn add_finals(outcome: &mut Outcome, finals: Vec<(usize, Report)>, samples: &mut
     let mut tally = Tally::default();
     for (_, report) in finals {
         match report {
-            Report::Final { counters: c, causes: more, histograms: h, tally: t } => {
+            Report::Final { counters: c, causes: more, histograms: h, tally: t, rooms } => {
                 for (sum, v) in counters.iter_mut().zip(c) {
                     *sum += v;
                 }
@@ -464,6 +479,7 @@ fn add_finals(outcome: &mut Outcome, finals: Vec<(usize, Report)>, samples: &mut
                     stats::merge(into, &h);
                 }
                 tally.add(t);
+                rooms::add_rooms(outcome, rooms)?;
             }
             Report::Stats { samples: more, .. } => samples.extend(more),
             Report::Ready { .. } => {}

@@ -13,6 +13,8 @@ use crate::ipc::{self, Command, Order, Report};
 /// How long workers get to start and to hand in their final reports.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const FINAL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How far ahead of its order a phase's common start lies (see `Order::start_ns`).
+const ORDER_LEAD_NS: u64 = 50_000_000;
 
 /// A message from worker `.0`; `None` when its stdout closed.
 pub type Incoming = (usize, Option<Report>);
@@ -116,10 +118,12 @@ impl Fleet {
 
     /// Sends an order to every worker.
     pub fn order(&mut self, command: Command) {
+        // Long enough for the order to reach every worker first.
+        let start_ns = crate::clock::monotonic_ns() + ORDER_LEAD_NS;
         for w in &mut self.workers {
             if let Some(stdin) = w.stdin.as_mut() {
                 // A dead worker shows up as a closed report stream.
-                let _ = ipc::send_line(stdin, &Order { command });
+                let _ = ipc::send_line(stdin, &Order { command, start_ns });
             }
         }
     }

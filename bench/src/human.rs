@@ -19,6 +19,9 @@ pub fn render(s: &Summary<'_>) -> String {
     if s.chat.ran {
         chat_lines(&mut out, s);
     }
+    if let Some(rooms) = &s.rooms {
+        rooms.render(&mut out);
+    }
     if s.churn.rate > 0 {
         churn_line(&mut out, s);
     }

@@ -15,15 +15,23 @@ use crate::cause::CauseCount;
 pub enum Command {
     Connect = 1,
     Login = 2,
-    Chat = 3,
-    Churn = 4,
-    Finish = 5,
+    /// Every connection joins its rooms (`--rooms`).
+    Join = 3,
+    Chat = 4,
+    /// Room messages on their schedule (`--room-rate`).
+    Rooms = 5,
+    Churn = 6,
+    Finish = 7,
 }
 
 /// Coordinator to worker (the first line is a [`crate::config::WorkerSetup`] instead).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Order {
     pub command: Command,
+    /// When a phase with one schedule for the whole run (room messages) starts
+    /// (CLOCK_MONOTONIC ns): the same instant in every worker.
+    #[serde(default)]
+    pub start_ns: u64,
 }
 
 /// Worker to coordinator.
@@ -45,7 +53,24 @@ pub enum Report {
     },
     /// After `finish`: final counters and causes, whole-run histograms and the receipt
     /// tally.
-    Final { counters: Vec<u64>, causes: Vec<CauseCount>, histograms: FinalHistograms, tally: Tally },
+    Final {
+        counters: Vec<u64>,
+        causes: Vec<CauseCount>,
+        histograms: FinalHistograms,
+        tally: Tally,
+        #[serde(default)]
+        rooms: RoomsFinal,
+    },
+}
+
+/// A worker's room figures: join confirmations, member deliveries and send lags
+/// (histograms as in [`FinalHistograms`]), and its per-message records.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RoomsFinal {
+    pub join: String,
+    pub member: String,
+    pub lag: String,
+    pub records: Vec<crate::rooms::fanout::Record>,
 }
 
 /// A worker's whole-run histograms, each V2-serialized and base64-encoded.
@@ -106,7 +131,7 @@ mod tests {
             },
         )
         .unwrap();
-        send_line(&mut buf, &Order { command: Command::Chat }).unwrap();
+        send_line(&mut buf, &Order { command: Command::Chat, start_ns: 0 }).unwrap();
         let mut input = &buf[..];
         let report: Report = read_line(&mut input).unwrap().unwrap();
         assert!(matches!(report, Report::Stats { done_phase: 3, ref causes, .. } if causes[0].2 == 4));

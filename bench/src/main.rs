@@ -24,6 +24,8 @@
 //! - `message`: the seed's chat messages and the markers carried in `Data`
 //! - `socketio`: Engine.IO v4 / Socket.IO packets: open, connect, events, acks, pings
 //! - `accounting`: exact lost / duplicate counting
+//! - `rooms`: who is in which room, who sends each room message; per-member accounting
+//!   and fan-out latency (`rooms/fanout`), their summary (`rooms/summary`)
 //! - `cause`: why a connection failed, from the side that acted
 //! - `stats`: shared counters and histograms (V2-serialized across processes)
 //! - `procfs`: RSS, CPU, slab, machine facts and RLIMIT_NOFILE
@@ -54,6 +56,7 @@ mod procfs;
 mod progress;
 mod protocol;
 mod report;
+mod rooms;
 mod signals;
 mod socketio;
 mod sources;

@@ -16,6 +16,12 @@ pub const LOGIN_MARKER: &str = "login;";
 pub enum Incoming<'a> {
     /// A chat message delivered to this connection.
     Chat { data: Cow<'a, str>, reciever: Cow<'a, str>, sender: Cow<'a, str> },
+    /// A room message delivered to this member (`Reciever` is the room).
+    Room { data: Cow<'a, str>, room: Cow<'a, str>, sender: Cow<'a, str> },
+    /// `Sender` joined `room`: a join's confirmation, or a notice to the other members.
+    Joined { room: Cow<'a, str>, sender: Cow<'a, str> },
+    /// Someone left a room (a notice, or the leaver's confirmation).
+    Left,
     /// The seed's answer to a duplicate login: the JSON string "User already exists".
     UserExists,
     /// `{"MessageType":"errormsg","Data":"..."}`.
@@ -63,6 +69,25 @@ pub fn write_chat(out: &mut Vec<u8>, prefix: &str, sender: u32, recipient: u32, 
     out.extend_from_slice(br#"","Sender":""#);
     out.extend_from_slice(prefix.as_bytes());
     push_decimal(out, sender.into());
+    out.extend_from_slice(br#""}"#);
+}
+
+/// Appends `{"MessageType":"joinmsg","Reciever":"<prefix><room>"}`.
+pub fn write_join(out: &mut Vec<u8>, prefix: &str, room: u32) {
+    out.extend_from_slice(br#"{"MessageType":"joinmsg","Reciever":""#);
+    out.extend_from_slice(prefix.as_bytes());
+    push_decimal(out, room.into());
+    out.extend_from_slice(br#""}"#);
+}
+
+/// Appends a room message to `<prefix><room>` carrying `data` (already JSON-safe); the
+/// server stamps the sender.
+pub fn write_room(out: &mut Vec<u8>, prefix: &str, room: u32, data: &[u8]) {
+    out.extend_from_slice(br#"{"MessageType":"roommsg","Data":""#);
+    out.extend_from_slice(data);
+    out.extend_from_slice(br#"","Reciever":""#);
+    out.extend_from_slice(prefix.as_bytes());
+    push_decimal(out, room.into());
     out.extend_from_slice(br#""}"#);
 }
 
@@ -118,33 +143,39 @@ pub fn parse_incoming(payload: &[u8]) -> Incoming<'_> {
     let Ok(msg) = serde_json::from_slice::<WireMessage<'_>>(trimmed) else {
         return Incoming::Unexpected;
     };
+    let (data, reciever, sender) =
+        (msg.data.unwrap_or_default(), msg.reciever.unwrap_or_default(), msg.sender.unwrap_or_default());
     match &*msg.kind {
-        "chatmsg" => Incoming::Chat {
-            data: msg.data.unwrap_or_default(),
-            reciever: msg.reciever.unwrap_or_default(),
-            sender: msg.sender.unwrap_or_default(),
-        },
-        "errormsg" => Incoming::ServerError(msg.data.unwrap_or_default().into_owned()),
+        "chatmsg" => Incoming::Chat { data, reciever, sender },
+        "roommsg" => Incoming::Room { data, room: reciever, sender },
+        "joinmsg" => Incoming::Joined { room: reciever, sender },
+        "leavemsg" => Incoming::Left,
+        "errormsg" => Incoming::ServerError(data.into_owned()),
         _ => Incoming::Unexpected,
     }
 }
 
-/// A delivered chat message in the exact shape the seed and switchboard send, with no
-/// escapes in its strings, read without a JSON parser (it is most of what the load
-/// generator receives). Anything else is left to serde_json, which reads this shape the
-/// same way.
+/// A delivered chat or room message in the exact shape the seed and switchboard send,
+/// with no escapes in its strings, read without a JSON parser (it is most of what the
+/// load generator receives). Anything else is left to serde_json, which reads this shape
+/// the same way.
 fn parse_plain_chat(text: &[u8]) -> Option<Incoming<'_>> {
-    let rest = text.strip_prefix(br#"{"MessageType":"chatmsg","Data":""#)?;
+    let rest = text.strip_prefix(br#"{"MessageType":""#)?;
+    let (room, rest) = if let Some(rest) = rest.strip_prefix(br#"chatmsg","Data":""#) {
+        (false, rest)
+    } else {
+        (true, rest.strip_prefix(br#"roommsg","Data":""#)?)
+    };
     let (data, rest) = plain_string(rest)?;
     let rest = rest.strip_prefix(br#","Reciever":""#)?;
     let (reciever, rest) = plain_string(rest)?;
     let rest = rest.strip_prefix(br#","Sender":""#)?;
     let (sender, rest) = plain_string(rest)?;
-    (rest == b"}").then_some(Incoming::Chat {
-        data: Cow::Borrowed(data),
-        reciever: Cow::Borrowed(reciever),
-        sender: Cow::Borrowed(sender),
-    })
+    if rest != b"}" {
+        return None;
+    }
+    let (data, reciever, sender) = (Cow::Borrowed(data), Cow::Borrowed(reciever), Cow::Borrowed(sender));
+    Some(if room { Incoming::Room { data, room: reciever, sender } } else { Incoming::Chat { data, reciever, sender } })
 }
 
 /// The contents of a JSON string up to its closing quote, and what follows the quote;
@@ -264,6 +295,27 @@ mod tests {
             assert_eq!(fast, serde(text), "{}", String::from_utf8_lossy(text));
         }
         assert!(parse_plain_chat(cases[0]).is_some() && parse_plain_chat(cases[3]).is_none());
+    }
+
+    #[test]
+    fn room_messages_and_joins_read_as_the_node_writes_them() {
+        let mut data = Vec::new();
+        write_chat_data(&mut data, 5, 0, 3, 1, 16);
+        let line = format!(
+            "{{\"MessageType\":\"roommsg\",\"Data\":\"{}\",\"Reciever\":\"room2\",\"Sender\":\"u3\"}}\n",
+            String::from_utf8_lossy(&data)
+        );
+        let Incoming::Room { data, room, sender } = parse_incoming(line.as_bytes()) else { panic!("{line}") };
+        assert_eq!((room.as_ref(), sender.as_ref()), ("room2", "u3"));
+        assert_eq!(parse_mark(&data), Some(Mark::Chat { intended_ns: 5, lag_ns: 0, sender: 3, seq: 1 }));
+        let join = br#"{"MessageType":"joinmsg","Data":"","Reciever":"room2","Sender":"u3"}"#;
+        assert_eq!(parse_incoming(join), Incoming::Joined { room: "room2".into(), sender: "u3".into() });
+        let mut out = Vec::new();
+        write_join(&mut out, "room", 2);
+        assert_eq!(out, br#"{"MessageType":"joinmsg","Reciever":"room2"}"#);
+        out.clear();
+        write_room(&mut out, "room", 2, b"hi");
+        assert_eq!(out, br#"{"MessageType":"roommsg","Data":"hi","Reciever":"room2"}"#);
     }
 
     #[test]

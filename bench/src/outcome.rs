@@ -1,6 +1,6 @@
 //! What the coordinator measured over a run, handed to the report: the workers' summed
 //! counters, receipt tally and histograms, the memory snapshots, the phase durations and
-//! the CPU used.
+//! the CPU used (per phase also as [`PhaseCpu`]), and the rooms' figures ([`RoomOutcome`]).
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::accounting::Tally;
 use crate::cause::Causes;
 use crate::config::Plan;
+use crate::rooms::fanout::{Record, Totals};
 use crate::stats::{self, get, Counter};
 use crate::timeline::Row;
 
@@ -117,6 +118,10 @@ pub struct Outcome {
     pub workers: u32,
     pub threads: u32,
     pub rows: Vec<Row>,
+    /// The rooms phases (`--rooms`).
+    pub rooms: RoomOutcome,
+    /// The workers' per-room-message records, until merged into `rooms.totals`.
+    pub rooms_records: Vec<Record>,
 }
 
 impl Outcome {
@@ -138,4 +143,80 @@ impl Outcome {
             0
         }
     }
+}
+
+/// CPU of one phase from /proc (utime, stime), and per operation (connection or login).
+#[derive(Serialize)]
+pub struct PhaseCpu {
+    pub loadgen_user_s: f64,
+    pub loadgen_system_s: f64,
+    pub servers_user_s: f64,
+    pub servers_system_s: f64,
+    pub machine_s: f64,
+    pub loadgen_us_per_op: Option<f64>,
+    pub servers_us_per_op: Option<f64>,
+    /// Whole machine: both ends, and whatever else ran.
+    pub machine_us_per_op: Option<f64>,
+}
+
+impl PhaseCpu {
+    pub fn new(cpu: &CpuSpan, ops: u64) -> Self {
+        let per_op = |seconds: f64| (ops > 0).then(|| round1(seconds.max(0.0) / ops as f64 * 1e6));
+        PhaseCpu {
+            loadgen_user_s: round3(cpu.loadgen_user),
+            loadgen_system_s: round3(cpu.loadgen_system),
+            servers_user_s: round3(cpu.servers_user),
+            servers_system_s: round3(cpu.servers_system),
+            machine_s: round3(cpu.machine),
+            loadgen_us_per_op: per_op(cpu.loadgen()),
+            servers_us_per_op: per_op(cpu.servers()),
+            machine_us_per_op: per_op(cpu.machine),
+        }
+    }
+}
+
+/// What the coordinator measured of the rooms.
+pub struct RoomOutcome {
+    pub join_secs: f64,
+    pub join_cpu: CpuSpan,
+    /// Why the room messages did not run, when asked for.
+    pub skipped: Option<String>,
+    pub send_secs: f64,
+    pub grace_secs: f64,
+    /// CPU from the first room message to the end of their grace period, and the same
+    /// per `--server-pid`.
+    pub cpu: CpuSpan,
+    pub cpu_by_pid: Vec<(u32, f64)>,
+    pub join: Histogram<u64>,
+    pub member: Histogram<u64>,
+    pub lag: Histogram<u64>,
+    /// The workers' per-message records, merged.
+    pub totals: Option<Totals>,
+}
+
+impl Default for RoomOutcome {
+    fn default() -> Self {
+        let new = stats::new_histogram;
+        RoomOutcome {
+            join_secs: 0.0,
+            join_cpu: CpuSpan::default(),
+            skipped: None,
+            send_secs: 0.0,
+            grace_secs: 0.0,
+            cpu: CpuSpan::default(),
+            cpu_by_pid: Vec::new(),
+            join: new(),
+            member: new(),
+            lag: new(),
+            totals: None,
+        }
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }

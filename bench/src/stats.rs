@@ -40,6 +40,19 @@ pub enum Counter {
     PortsFallback,
     /// Messages that arrived at the wrong connection or with a wrong `Sender`.
     Misrouted,
+    /// Room joins confirmed (the joiner's own `joinmsg` back).
+    RoomJoinOk,
+    /// Connections that failed while joining their rooms.
+    RoomJoinFail,
+    /// Room messages handed to a socket.
+    RoomSent,
+    /// Room messages received by members, repeats included.
+    RoomReceived,
+    /// Room messages at a connection that is no member, for a room that does not exist,
+    /// or with a `Sender` that is not the one that sent it.
+    RoomMisrouted,
+    /// Room messages whose sender could not send (not joined, or its output full).
+    RoomUnsent,
     ErrRefused,
     ErrReset,
     ErrTimeout,

@@ -7,9 +7,10 @@ use serde::Serialize;
 
 use crate::cause::Side;
 use crate::config::{Args, Plan};
-use crate::outcome::{CpuSpan, MemorySnapshot, Outcome};
+use crate::outcome::{MemorySnapshot, Outcome, PhaseCpu};
 use crate::pattern::Pattern;
 use crate::protocol::{ProtocolKind, SioNames};
+use crate::rooms::summary::RoomsSummary;
 use crate::sources::PortMode;
 use crate::stats::{Counter, Percentiles, ERROR_KINDS};
 use crate::timeline::Row;
@@ -27,6 +28,8 @@ pub struct Summary<'a> {
     pub login: LoginSummary,
     pub chat: ChatSummary,
     pub churn: ChurnSummary,
+    /// `--rooms`: joins, room messages, per-member accounting and fan-out latency.
+    pub rooms: Option<RoomsSummary>,
     /// Set when a stop signal ended the run early; the figures cover what ran.
     pub cut_short: Option<&'a str>,
     pub errors: serde_json::Map<String, serde_json::Value>,
@@ -101,20 +104,6 @@ pub struct ConnectSummary {
     pub latency: Percentiles,
     /// CPU the connect phase cost, per connection established.
     pub cpu: PhaseCpu,
-}
-
-/// CPU of one phase from /proc (utime, stime), and per operation (connection or login).
-#[derive(Serialize)]
-pub struct PhaseCpu {
-    pub loadgen_user_s: f64,
-    pub loadgen_system_s: f64,
-    pub servers_user_s: f64,
-    pub servers_system_s: f64,
-    pub machine_s: f64,
-    pub loadgen_us_per_op: Option<f64>,
-    pub servers_us_per_op: Option<f64>,
-    /// Whole machine: both ends, and whatever else ran.
-    pub machine_us_per_op: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -235,6 +224,7 @@ impl<'a> Summary<'a> {
                 cpu: PhaseCpu::new(&o.login_cpu, o.count(Counter::LoginOk)),
             },
             chat: ChatSummary::new(plan, o),
+            rooms: plan.rooms.as_ref().map(|r| RoomsSummary::new(r, o)),
             churn: ChurnSummary {
                 rate: plan.churn_rate,
                 seconds: round3(o.churn_secs),
@@ -353,22 +343,6 @@ impl CpuSummary {
             chat_loadgen_pct: o.chat_cpu.map(|(l, _, _)| chat_pct(l)),
             chat_server_pct: o.chat_cpu.map(|(_, s, _)| chat_pct(s)),
             chat_machine_pct: o.chat_cpu.map(|(_, _, m)| chat_pct(m)),
-        }
-    }
-}
-
-impl PhaseCpu {
-    fn new(cpu: &CpuSpan, ops: u64) -> Self {
-        let per_op = |seconds: f64| (ops > 0).then(|| round1(seconds.max(0.0) / ops as f64 * 1e6));
-        PhaseCpu {
-            loadgen_user_s: round3(cpu.loadgen_user),
-            loadgen_system_s: round3(cpu.loadgen_system),
-            servers_user_s: round3(cpu.servers_user),
-            servers_system_s: round3(cpu.servers_system),
-            machine_s: round3(cpu.machine),
-            loadgen_us_per_op: per_op(cpu.loadgen()),
-            servers_us_per_op: per_op(cpu.servers()),
-            machine_us_per_op: per_op(cpu.machine),
         }
     }
 }

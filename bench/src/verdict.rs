@@ -3,6 +3,7 @@
 
 use crate::config::Plan;
 use crate::outcome::Outcome;
+use crate::rooms::summary::RoomsSummary;
 use crate::stats::{Counter, ERROR_KINDS};
 
 /// The reasons a completed run failed; none means it passed.
@@ -27,6 +28,9 @@ impl Verdict {
             failures.push(reason.clone());
         }
         failures.extend(delivery_failures(plan, o));
+        if let Some(rooms) = &plan.rooms {
+            failures.extend(RoomsSummary::new(rooms, o).failures());
+        }
         let errors_seen: Vec<String> = ERROR_KINDS
             .iter()
             .filter(|(counter, _)| o.count(*counter) > 0)

@@ -13,8 +13,8 @@ use mio::Waker;
 use crate::accounting::Tally;
 use crate::cause::Causes;
 use crate::config::WorkerSetup;
-use crate::driver::{self, lock, Driver, Shared, WAKER};
-use crate::ipc::{self, Command, FinalHistograms, Order, Report};
+use crate::driver::{self, lock, Driver, RoomFinal, Shared, WAKER};
+use crate::ipc::{self, Command, FinalHistograms, Order, Report, RoomsFinal};
 use crate::stats::{self, COUNTER_COUNT};
 
 /// How often a worker checks whether its threads finished a phase.
@@ -62,11 +62,11 @@ fn start_threads(setup: WorkerSetup) -> io::Result<Vec<Thread>> {
 
 /// Reads the coordinator's orders on a thread of their own; the channel closes when the
 /// coordinator is gone.
-fn read_orders(mut stdin: BufReader<io::Stdin>) -> mpsc::Receiver<Command> {
-    let (orders_tx, orders) = mpsc::channel::<Command>();
+fn read_orders(mut stdin: BufReader<io::Stdin>) -> mpsc::Receiver<Order> {
+    let (orders_tx, orders) = mpsc::channel::<Order>();
     thread::spawn(move || {
         while let Ok(Some(order)) = ipc::read_line::<Order>(&mut stdin) {
-            if orders_tx.send(order.command).is_err() {
+            if orders_tx.send(order).is_err() {
                 break;
             }
         }
@@ -76,15 +76,16 @@ fn read_orders(mut stdin: BufReader<io::Stdin>) -> mpsc::Receiver<Command> {
 }
 
 /// Passes orders on to every thread and reports their stats, until told to finish.
-fn obey(threads: &[Thread], orders: &mpsc::Receiver<Command>, out: &mut impl Write) -> io::Result<()> {
+fn obey(threads: &[Thread], orders: &mpsc::Receiver<Order>, out: &mut impl Write) -> io::Result<()> {
     let mut next_report = crate::clock::next_second_boundary();
     let mut reported_phase = 0;
     loop {
         let wait = next_report.saturating_duration_since(Instant::now()).min(PHASE_CHECK_EVERY);
         match orders.recv_timeout(wait) {
-            Ok(Command::Finish) => return Ok(()),
-            Ok(command) => {
+            Ok(Order { command: Command::Finish, .. }) => return Ok(()),
+            Ok(Order { command, start_ns }) => {
                 for w in threads {
+                    w.shared.phase_start_ns.store(start_ns, Ordering::Release);
                     lock(&w.shared.commands).push(command);
                     let _ = w.waker.wake();
                 }
@@ -119,6 +120,7 @@ fn finish(threads: Vec<Thread>, out: &mut impl Write) -> io::Result<()> {
     let (mut connect, mut login, mut churn) = (new(), new(), new());
     let (mut latency, mut service, mut lag) = (new(), new(), new());
     let mut tally = Tally::default();
+    let mut rooms = RoomFinal { join: new(), member: new(), lag: new(), records: Vec::new() };
     for w in threads {
         let done = w.handle.join().map_err(|_| io::Error::other("driver thread panicked"))?;
         w.shared.counters.add_to(&mut counters);
@@ -134,6 +136,7 @@ fn finish(threads: Vec<Thread>, out: &mut impl Write) -> io::Result<()> {
             stats::merge(into, from);
         }
         tally.add(done.tally);
+        add_rooms(&mut rooms, done.rooms);
     }
     ipc::send_line(out, &last)?;
     let encode = stats::encode_histogram;
@@ -145,7 +148,21 @@ fn finish(threads: Vec<Thread>, out: &mut impl Write) -> io::Result<()> {
         service: encode(&service),
         lag: encode(&lag),
     };
-    ipc::send_line(out, &Report::Final { counters, causes: causes.lines(), histograms, tally })
+    let rooms = RoomsFinal {
+        join: encode(&rooms.join),
+        member: encode(&rooms.member),
+        lag: encode(&rooms.lag),
+        records: rooms.records,
+    };
+    ipc::send_line(out, &Report::Final { counters, causes: causes.lines(), histograms, tally, rooms })
+}
+
+/// Adds one thread's room figures to the worker's.
+fn add_rooms(into: &mut RoomFinal, from: RoomFinal) {
+    stats::merge(&mut into.join, &from.join);
+    stats::merge(&mut into.member, &from.member);
+    stats::merge(&mut into.lag, &from.lag);
+    into.records.extend(from.records);
 }
 
 fn lowest_done_phase(threads: &[Thread]) -> u8 {

@@ -25,7 +25,7 @@ use crate::stats::{self, Counter};
 
 /// Output a connection may have waiting before chat sends pass it by: a server that stops
 /// reading must not make the load generator grow without bound.
-const OUTPUT_LIMIT: usize = 256 * 1024;
+pub(super) const OUTPUT_LIMIT: usize = 256 * 1024;
 
 /// Random senders tried for one message before it waits for a later turn.
 const SENDER_TRIES: u32 = 8;

@@ -1,7 +1,7 @@
 //! The per-connection state a driver thread keeps.
 //!
 //! [`Conn`] is 72 bytes in release builds: the socket, a state, a generation, a sequence
-//! number, a timestamp, and two buffers that are empty (no heap) unless a partial frame
+//! number, a count of room joins awaiting confirmation, a timestamp, and two buffers that are empty (no heap) unless a partial frame
 //! came in or output is waiting for the socket.
 
 use mio::net::TcpStream;
@@ -19,6 +19,8 @@ pub(super) enum State {
     Joining,
     Open,
     LoginPending,
+    /// Logged in, its `joinmsg`s sent, waiting for their confirmations (`Conn::joins`).
+    RoomJoining,
     Ready,
     /// Churn: our close frame is sent, waiting for the server's close (or EOF).
     Closing,
@@ -28,7 +30,15 @@ pub(super) enum State {
 impl State {
     /// Waiting for the peer, under a deadline.
     pub(super) fn is_pending(self) -> bool {
-        matches!(self, State::Connecting | State::Handshaking | State::Joining | State::LoginPending | State::Closing)
+        matches!(
+            self,
+            State::Connecting
+                | State::Handshaking
+                | State::Joining
+                | State::LoginPending
+                | State::RoomJoining
+                | State::Closing
+        )
     }
 
     /// The step a failure in this state interrupted, as failure causes name it.
@@ -38,6 +48,7 @@ impl State {
             State::Handshaking => "handshake",
             State::Joining => "socket.io connect",
             State::LoginPending => "login",
+            State::RoomJoining => "room join",
             State::Open | State::Ready => "open",
             State::Closing => "close",
             State::Idle | State::Closed => "idle",
@@ -46,7 +57,7 @@ impl State {
 
     /// WebSocket open.
     pub(super) fn is_open(self) -> bool {
-        matches!(self, State::Open | State::LoginPending | State::Ready)
+        matches!(self, State::Open | State::LoginPending | State::RoomJoining | State::Ready)
     }
 }
 
@@ -57,6 +68,8 @@ pub(super) enum Wait {
     Connect,
     /// The login's confirmation.
     Login,
+    /// The confirmations of the connection's room joins.
+    Join,
     /// The server's answer to our close (churn).
     Close,
 }
@@ -66,6 +79,7 @@ impl Wait {
         match self {
             Wait::Connect => matches!(state, State::Connecting | State::Handshaking | State::Joining),
             Wait::Login => state == State::LoginPending,
+            Wait::Join => state == State::RoomJoining,
             Wait::Close => state == State::Closing,
         }
     }
@@ -91,6 +105,8 @@ pub(super) struct Conn {
     pub(super) state: State,
     /// Reconnecting as part of churn: log in right after the handshake.
     pub(super) churning: bool,
+    /// Room joins sent and not confirmed yet (in what was padding: still 72 bytes).
+    pub(super) joins: u16,
 }
 
 impl Conn {
@@ -105,6 +121,7 @@ impl Conn {
             generation: 0,
             state: State::Idle,
             churning: false,
+            joins: 0,
         }
     }
 }
@@ -119,5 +136,8 @@ mod tests {
         // per connection in all; the rest is kernel socket memory
         // (not counted) and allocator slack.
         assert!(std::mem::size_of::<Conn>() <= 80, "{}", std::mem::size_of::<Conn>());
+        // The room join count lives in what was padding.
+        #[cfg(not(debug_assertions))]
+        assert_eq!(std::mem::size_of::<Conn>(), 72);
     }
 }

@@ -34,6 +34,7 @@ impl Driver {
                 (State::Handshaking, _) => Cause::gave_up("WebSocket handshake answer"),
                 (State::Joining, _) => Cause::gave_up("Engine.IO open packet and Socket.IO connect answer"),
                 (State::Closing, _) => Cause::gave_up("close answer"),
+                (State::RoomJoining, _) => Cause::gave_up("room join confirmations"),
                 _ => Cause::gave_up("login confirmation"),
             };
             let detail = format!("{}: {} (after {seconds:.1} s)", self.describe(slot), cause.what);
@@ -62,6 +63,7 @@ impl Driver {
                 self.conns[slot as usize].churning = false;
             }
             State::LoginPending => self.count_login_failure(slot),
+            State::RoomJoining => self.shared.counters.add(Counter::RoomJoinFail, 1),
             State::Open | State::Ready => {}
         }
         self.shared.counters.add(cause.kind, 1);

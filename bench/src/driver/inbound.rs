@@ -65,6 +65,10 @@ impl Driver {
     fn on_seed_text(&mut self, slot: u32, payload: &[u8]) {
         match message::parse_incoming(payload) {
             Incoming::Chat { data, reciever, sender } => self.on_chat(slot, &data, &reciever, &sender),
+            Incoming::Room { data, room, sender } => self.on_room_message(slot, &data, &room, &sender),
+            Incoming::Joined { room, sender } => self.on_joined(slot, &room, &sender),
+            // A notice that someone left (the plan never leaves a room).
+            Incoming::Left => {}
             Incoming::UserExists => self.on_user_exists(slot),
             Incoming::ServerError(text) => {
                 self.shared.counters.add(Counter::ErrServer, 1);

@@ -13,6 +13,7 @@
 //! - `inbound`: frames and messages from the server; `sio`: Socket.IO's packets
 //! - `tls`: `wss://` connections' rustls sessions
 //! - `chat`: sending chat messages, open or closed loop; `window`: closed loop's windows
+//! - `rooms`: joining rooms, sending room messages, counting what members receive
 //! - `failure`: deadlines and errors, which close a connection
 //! - `conn`: the per-connection state; `shared`: what the worker sees of the thread
 
@@ -22,6 +23,7 @@ mod dial;
 mod failure;
 mod inbound;
 mod lifecycle;
+mod rooms;
 mod schedule;
 mod shared;
 mod sio;
@@ -46,8 +48,9 @@ use crate::ipc::Command;
 use crate::stats::{self, Counter};
 
 use self::conn::{Conn, Deadline, State};
+use self::rooms::RoomState;
 use self::schedule::Schedule;
-pub use self::shared::{lock, Final, Shared};
+pub use self::shared::{lock, Final, RoomFinal, Shared};
 use self::tls::Sessions;
 use self::window::Windows;
 
@@ -75,6 +78,14 @@ enum Activity {
     Idle,
     Connect(Schedule),
     Login(Schedule),
+    /// Every logged-in connection joins its rooms, `--max-in-flight` at a time.
+    Join(Schedule),
+    /// Room messages: the run's one schedule (`total` messages), each sent by the thread
+    /// that holds its sender.
+    Rooms {
+        schedule: Schedule,
+        total: u64,
+    },
     /// Open-loop chat at the thread's share of `--rate`, until `end_ns`.
     Chat {
         schedule: Schedule,
@@ -130,6 +141,7 @@ pub struct Driver {
     interval_lag: Histogram<u64>,
     receipts: Receipts,
     windows: Windows,
+    rooms: RoomState,
     samples_taken: usize,
     last_publish_ns: u64,
 }
@@ -147,6 +159,7 @@ impl Driver {
         let share = count as f64 / plan.connections.max(1) as f64;
         let max_pending = ((plan.max_in_flight as f64 * share).ceil() as u32).max(1);
         let rng = codec::splitmix64(plan.seed ^ (first as u64).wrapping_mul(0x9E37));
+        let plan_room_size = plan.rooms.as_ref().map_or(0, |r| r.size);
         Ok(Self {
             plan,
             shared,
@@ -176,6 +189,7 @@ impl Driver {
             interval_lag: stats::new_histogram(),
             receipts: Receipts::default(),
             windows: Windows::default(),
+            rooms: RoomState::new(plan_room_size),
             samples_taken: 0,
             last_publish_ns: 0,
         })
@@ -222,6 +236,12 @@ impl Driver {
             service: self.service_hist,
             lag: self.lag_hist,
             tally: self.receipts.tally(),
+            rooms: RoomFinal {
+                join: self.rooms.join_hist,
+                member: self.rooms.member_hist,
+                lag: self.rooms.lag_hist,
+                records: self.rooms.fanouts.records(),
+            },
         }
     }
 
@@ -231,7 +251,14 @@ impl Driver {
             self.activity = match command {
                 Command::Connect => Activity::Connect(Schedule::new(now, self.plan.connect_rate, self.share)),
                 Command::Login => Activity::Login(Schedule::new(now, self.plan.login_rate, self.share)),
+                Command::Join => Activity::Join(Schedule::new(now, 0, self.share)),
                 Command::Chat => self.start_chat(now),
+                Command::Rooms => {
+                    // One schedule for the whole run, from the start every worker was given.
+                    let start = self.shared.phase_start_ns.load(Ordering::Acquire);
+                    let (rate, total) = self.plan.rooms.as_ref().map_or((0.0, 0), |r| (r.rate, r.messages));
+                    Activity::Rooms { schedule: Schedule::at_rate(start, rate), total }
+                }
                 Command::Churn => Activity::Churn {
                     schedule: Schedule::new(now, self.plan.churn_rate, self.share),
                     end_ns: now + self.plan.churn_duration_ns,
@@ -281,6 +308,26 @@ impl Driver {
                 if end == self.count && self.in_flight() == 0 {
                     self.finish_phase(Command::Login);
                 }
+            }
+            Activity::Join(mut schedule) => {
+                let end = self.startable(&schedule, now);
+                for slot in schedule.next() as u32..end {
+                    if self.conns.get(slot as usize).is_some_and(|c| c.state == State::Ready) {
+                        self.start_join(slot, now);
+                    }
+                }
+                schedule.advance(end as u64 - schedule.next());
+                self.activity = Activity::Join(schedule);
+                if end == self.count && self.in_flight() == 0 {
+                    self.finish_phase(Command::Join);
+                }
+            }
+            Activity::Rooms { mut schedule, total } => {
+                if self.send_rooms_due(&mut schedule, total, now) {
+                    self.finish_phase(Command::Rooms);
+                    return;
+                }
+                self.activity = Activity::Rooms { schedule, total };
             }
             Activity::Chat { mut schedule, end_ns } => {
                 // Everything meant to go before the end goes, even when this turn is after it.
@@ -334,7 +381,8 @@ impl Driver {
         let until = |due_ns: u64| Duration::from_nanos(due_ns.saturating_sub(now)).min(IDLE_TICK);
         match &self.activity {
             Activity::Idle => IDLE_TICK,
-            Activity::Connect(s) | Activity::Login(s) => {
+            Activity::Rooms { schedule, .. } => until(schedule.intended_ns(schedule.next())),
+            Activity::Connect(s) | Activity::Login(s) | Activity::Join(s) => {
                 let waiting = s.next() >= self.count as u64 || self.pending >= self.max_pending;
                 if waiting {
                     IDLE_TICK

@@ -23,6 +23,11 @@ impl Schedule {
         Schedule { start_ns, per_second: f64::from(rate) * share, next: 0 }
     }
 
+    /// A schedule of `per_second` operations from `start_ns`, not a share of a rate.
+    pub(super) fn at_rate(start_ns: u64, per_second: f64) -> Self {
+        Schedule { start_ns, per_second, next: 0 }
+    }
+
     /// The next operation's number.
     pub(super) fn next(&self) -> u64 {
         self.next

@@ -1,7 +1,7 @@
 //! What a driver thread shares with its worker while it runs, and what it hands back at
 //! the end.
 
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU64, AtomicU8};
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use crate::accounting::Tally;
 use crate::cause::Causes;
 use crate::ipc::Command;
+use crate::rooms::fanout::Record;
 use crate::stats::{self, Counters};
 
 /// What a driver thread shares with its worker's reporter.
@@ -25,6 +26,8 @@ pub struct Shared {
     pub commands: Mutex<Vec<Command>>,
     /// The last phase this thread finished.
     pub done_phase: AtomicU8,
+    /// The common start of the latest phase ordered (`Order::start_ns`).
+    pub phase_start_ns: AtomicU64,
 }
 
 impl Default for Shared {
@@ -37,6 +40,7 @@ impl Default for Shared {
             samples: Mutex::default(),
             commands: Mutex::default(),
             done_phase: AtomicU8::new(0),
+            phase_start_ns: AtomicU64::new(0),
         }
     }
 }
@@ -54,6 +58,16 @@ pub struct Final {
     /// Chat sends: actual minus intended time.
     pub lag: Histogram<u64>,
     pub tally: Tally,
+    pub rooms: RoomFinal,
+}
+
+/// One thread's room figures: join confirmations, member deliveries (from the intended
+/// send time) and send lags, and what it received per room message.
+pub struct RoomFinal {
+    pub join: Histogram<u64>,
+    pub member: Histogram<u64>,
+    pub lag: Histogram<u64>,
+    pub records: Vec<Record>,
 }
 
 /// Locks a mutex, ignoring poisoning: the data are counters and samples, still usable.

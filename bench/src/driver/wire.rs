@@ -188,7 +188,7 @@ impl Driver {
         }
         while matches!(
             self.conns[slot as usize].state,
-            State::Joining | State::Open | State::LoginPending | State::Ready | State::Closing
+            State::Joining | State::Open | State::LoginPending | State::RoomJoining | State::Ready | State::Closing
         ) {
             match codec::decode_server_frame(&bytes[used..]) {
                 Ok(None) => break,

@@ -120,9 +120,15 @@ impl Node {
     /// Builds the node if its binary is missing (same profile as this test), then starts it
     /// and reads the port from its `listening on 127.0.0.1:PORT` line.
     pub fn start(reactors: u32) -> Node {
+        Node::start_with(reactors, &[])
+    }
+
+    /// The same with more flags (`--redis URL`, room limits...).
+    pub fn start_with(reactors: u32, extra: &[&str]) -> Node {
         let bin = node_binary();
         let mut child = Command::new(&bin)
             .args(["--listen", "127.0.0.1:0", "--reactors", &reactors.to_string()])
+            .args(extra)
             // Thousands of connections from one address, opened at once, and
             // chatting as fast as they can.
             .args(["--max-connections-per-address", "0", "--connect-rate", "0", "--message-rate", "0"])

@@ -41,7 +41,7 @@ impl CloseReason {
 
 /// The `code` label: the close codes this server sends or commonly gets;
 /// any other code counts as "other", a drop as "none".
-const CLOSE_CODES: [(u16, &str); 8] = [
+const CLOSE_CODES: [(u16, &str); 9] = [
     (1000, "1000"),
     (1001, "1001"),
     (1002, "1002"),
@@ -50,6 +50,7 @@ const CLOSE_CODES: [(u16, &str); 8] = [
     (1008, "1008"),
     (1009, "1009"),
     (1011, "1011"),
+    (4000, "4000"),
 ];
 const OTHER_CODE: usize = CLOSE_CODES.len();
 const CODE_SLOTS: usize = CLOSE_CODES.len() + 1;

@@ -37,6 +37,7 @@ use mio::Poll;
 
 use super::channels::{self, BROADCAST_CHANNEL};
 use super::cluster::{self, Topology};
+use super::control;
 use super::inbound::{self, Inbound};
 use super::link::LinkError;
 use super::links::{self, BusThread, LinkSet, Master};
@@ -463,6 +464,10 @@ fn deliver(
             return inbound.reject(&shared.hub, channel, payload);
         };
         if !inbound::is_chat_for(payload, name) {
+            if control::is_disconnect_for(payload, name) {
+                shared.hub.disconnect_local(name);
+                return;
+            }
             return inbound.reject(&shared.hub, channel, payload);
         }
         shared.hub.deliver_local(name, payload);

@@ -22,11 +22,19 @@ pub enum CloseReason {
     Shutdown,
     /// Gone without a close handshake: EOF, reset, a write error.
     Dropped,
+    /// Closed through the server API (`POST /api/disconnect`).
+    Api,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 5] =
-        [CloseReason::Peer, CloseReason::Error, CloseReason::Limit, CloseReason::Shutdown, CloseReason::Dropped];
+    const ALL: [CloseReason; 6] = [
+        CloseReason::Peer,
+        CloseReason::Error,
+        CloseReason::Limit,
+        CloseReason::Shutdown,
+        CloseReason::Dropped,
+        CloseReason::Api,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -35,6 +43,7 @@ impl CloseReason {
             CloseReason::Limit => "limit",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Dropped => "dropped",
+            CloseReason::Api => "api",
         }
     }
 }

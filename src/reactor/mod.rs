@@ -437,8 +437,10 @@ impl Reactor {
             Command::Adopt { stream, source, counted } => self.adopt(stream, Source { key: source, counted }),
             Command::Drain { over } => self.start_drain(over),
             Command::Shutdown => self.stopping = true,
-            Command::Disconnect { token } => self.with_conn(token, |_, _| {
-                Err(Stop::Close(crate::codec::close::DISCONNECTED, crate::protocol::DISCONNECTED_REASON.into()))
+            Command::Disconnect { token } => self.with_conn(token, |conn, cx| {
+                let (code, reason) = (crate::codec::close::DISCONNECTED, crate::protocol::DISCONNECTED_REASON);
+                close::begin(conn, token, cx, code, reason, CloseReason::Api);
+                Ok(())
             }),
         });
     }

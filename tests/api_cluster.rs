@@ -1,0 +1,120 @@
+//! The server API across nodes joined by a real Redis: a publish on one
+//! node reaches a user or a room's members on others (exactly once), a
+//! disconnect closes a user's socket on another node, presence and members
+//! are the cluster's, and history is read from the streams of the contract.
+#![allow(clippy::unwrap_used)] // a failed step of a test is a failed test
+
+mod common;
+
+use std::time::Duration;
+
+use common::api::{close_of, get, post, KEY};
+use common::redis::{cluster_login, try_recv, RedisServer};
+use common::{chat_bytes, connect, recv_text, send, NodeProc, Ws};
+use serde_json::json;
+
+fn nodes(redis: &RedisServer, n: usize) -> Vec<NodeProc> {
+    let url = redis.url();
+    let args = ["--redis", &url, "--reactors", "2", "--join-notices", "false", "--api-key", KEY];
+    (0..n).map(|_| NodeProc::start(&args)).collect()
+}
+
+fn user(node: &NodeProc, name: &str) -> Ws {
+    let mut ws = connect(&node.url("/ws"));
+    assert!(cluster_login(&mut ws, name));
+    ws
+}
+
+fn join(ws: &mut Ws, room: &str) {
+    send(ws, &format!(r#"{{"MessageType":"joinmsg","Reciever":"{room}"}}"#));
+    assert!(recv_text(ws).contains("joinmsg"));
+}
+
+#[test]
+fn a_publish_reaches_a_user_on_another_node() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let mut bob = user(&nodes[1], "bob");
+    let answer = post(&nodes[0], "/api/publish", r#"{"Reciever":"bob","Data":"hello from the backend"}"#);
+    assert_eq!(answer.body, json!({"Result":"delivered","Reciever":"bob"}), "{answer:?}");
+    assert_eq!(recv_text(&mut bob), chat_bytes("hello from the backend", "bob", "server"));
+    let offline = post(&nodes[0], "/api/publish", r#"{"Reciever":"nobody","Data":"hi"}"#);
+    assert_eq!(offline.body["Result"], "not online", "{offline:?}");
+}
+
+#[test]
+fn a_room_publish_reaches_members_on_both_nodes_exactly_once() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 3);
+    let mut members = vec![user(&nodes[0], "ann"), user(&nodes[0], "ben"), user(&nodes[1], "cat")];
+    for ws in &mut members {
+        join(ws, "general");
+    }
+    // From a node with members, and from one without.
+    for (via, data) in [(&nodes[0], "first"), (&nodes[2], "second")] {
+        let answer = post(via, "/api/publish", &format!(r#"{{"Room":"general","Data":"{data}"}}"#));
+        assert_eq!(answer.body["Result"], "sent", "{answer:?}");
+        let expected = format!(
+            "{{\"MessageType\":\"roommsg\",\"Data\":\"{data}\",\"Reciever\":\"general\",\"Sender\":\"server\"}}\n"
+        );
+        for ws in &mut members {
+            assert_eq!(recv_text(ws), expected);
+        }
+    }
+    for ws in &mut members {
+        assert_eq!(try_recv(ws, Duration::from_millis(300)), None, "exactly once");
+    }
+}
+
+#[test]
+fn a_disconnect_closes_a_socket_on_another_node() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let mut bob = user(&nodes[1], "bob");
+    let answer = post(&nodes[0], "/api/disconnect", r#"{"User":"bob"}"#);
+    assert_eq!(answer.body, json!({"Result":"disconnected","User":"bob","Found":"another node"}), "{answer:?}");
+    assert_eq!(close_of(&mut bob), (4000, "disconnected by the server".to_string()));
+    let gone = post(&nodes[0], "/api/disconnect", r#"{"User":"bob"}"#);
+    assert_eq!(gone.body["Result"], "not online", "{gone:?}");
+    // The name is free again: bob may log in once more, on either node.
+    let _again = user(&nodes[0], "bob");
+}
+
+#[test]
+fn presence_and_members_are_the_clusters() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let mut alice = user(&nodes[0], "alice");
+    let mut carol = user(&nodes[1], "carol");
+    join(&mut alice, "general");
+    join(&mut carol, "general");
+    let online = get(&nodes[0], "/api/presence?users=carol,bob,alice");
+    assert_eq!(online.body, json!({"Asked":["carol","bob","alice"],"Online":["carol","alice"]}), "{online:?}");
+    let members = get(&nodes[1], "/api/presence?room=general");
+    assert_eq!(members.body["Count"], 2, "{members:?}");
+    let mut listed: Vec<&str> =
+        members.body["Members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, ["alice", "carol"]);
+}
+
+#[test]
+fn history_is_read_from_the_streams() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 1);
+    let empty = get(&nodes[0], "/api/history?user=bob");
+    assert_eq!(empty.body, json!({"User":"bob","Epoch":null,"Entries":[]}), "{empty:?}");
+    redis.command(&["SET", "sb:he:{bob}", "e1"]).unwrap();
+    let payload = chat_bytes("stored", "bob", "alice");
+    for id in ["1-1", "1-2", "1-3"] {
+        redis.command(&["XADD", "sb:h:{bob}", id, "p", &payload]).unwrap();
+    }
+    let after = get(&nodes[0], "/api/history?user=Bob&since=1-1&limit=1");
+    let message: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(after.body, json!({"User":"bob","Epoch":"e1","Entries":[{"Offset":"1-2","Message":message}]}));
+    redis.command(&["XADD", "sb:hr:{general}", "5-0", "p", "x"]).unwrap();
+    let room = get(&nodes[0], "/api/history?room=general");
+    assert_eq!(room.body["Entries"], json!([{"Offset":"5-0","Message":"x"}]), "{room:?}");
+    assert_eq!(get(&nodes[0], "/api/history?user=bob&since=soon").status, 400);
+    assert_eq!(get(&nodes[0], "/api/history?user=bob&limit=0").status, 400);
+}

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value};
 
-use super::{answer, query_value, refuse, Api};
+use super::{answer, from_json, query_value, refuse, Api};
 use crate::admin::router::{Request, Response};
 use crate::bus::redis::history_read;
 use crate::names;
@@ -49,7 +49,7 @@ pub(super) fn history(api: &Api, request: &Request) -> Response {
         .entries
         .into_iter()
         .map(|e| {
-            let message = serde_json::from_str::<Value>(&e.payload).unwrap_or(Value::String(e.payload));
+            let message = from_json::<Value>(e.payload.as_bytes()).unwrap_or(Value::String(e.payload));
             json!({ "Offset": e.offset, "Message": message })
         })
         .collect();

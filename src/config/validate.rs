@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn the_api_sender_is_a_user_name() {
         assert_eq!(with(&["--api-sender", "notifications"]), Ok(()));
-        for bad in ["", "a,b", "two words"] {
+        for bad in ["", "a,b", " leading space"] {
             assert!(matches!(with(&["--api-sender", bad]), Err(ConfigError::BadApiSender { .. })), "{bad:?}");
         }
     }

@@ -118,3 +118,17 @@ fn history_is_read_from_the_streams() {
     assert_eq!(get(&nodes[0], "/api/history?user=bob&since=soon").status, 400);
     assert_eq!(get(&nodes[0], "/api/history?user=bob&limit=0").status, 400);
 }
+
+#[test]
+fn a_publish_while_redis_is_down_says_it_is_unconfirmed() {
+    let mut redis = RedisServer::start();
+    let nodes = nodes(&redis, 1);
+    redis.kill9();
+    assert!(common::wait_until(Duration::from_secs(10), || nodes[0].metric("switchboard_bus_connected") == 0));
+    let answer = post(&nodes[0], "/api/publish", r#"{"Reciever":"bob","Data":"hi"}"#);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(answer.body["Result"].as_str().unwrap().starts_with("unconfirmed"), "{answer:?}");
+    // Presence answers as presencemsg does while Redis is away: nobody beyond this node.
+    let presence = get(&nodes[0], "/api/presence?users=bob");
+    assert_eq!(presence.body, json!({"Asked":["bob"],"Online":[]}), "{presence:?}");
+}

@@ -72,7 +72,7 @@ pub enum ApiResult {
     Dropped,
     /// The link to Redis failed before Redis confirmed it: it may or may not have arrived.
     Lost,
-    /// Handed to Redis, and no confirmation came in time.
+    /// Queued for Redis (its link may be down), and no confirmation came in time.
     Unconfirmed,
     /// A connection was closed (or is being closed).
     Disconnected,
@@ -87,7 +87,7 @@ impl ApiResult {
             ApiResult::Busy => "dropped: the recipient has too many messages waiting",
             ApiResult::Dropped => "dropped: the link between nodes is down",
             ApiResult::Lost => "lost: the link between nodes failed, it may not have been delivered",
-            ApiResult::Unconfirmed => "unconfirmed: handed to Redis, no confirmation in time",
+            ApiResult::Unconfirmed => "unconfirmed: queued for Redis, no confirmation in time (it may still arrive)",
             ApiResult::Disconnected => "disconnected",
         }
     }

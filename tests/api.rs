@@ -156,3 +156,22 @@ fn bad_requests_get_400_saying_why() {
         (404, Some("history needs a node started with --redis"))
     );
 }
+
+#[test]
+fn the_key_comes_from_the_environment_a_key_file_or_the_config_file() {
+    let from_env = NodeProc::logged(&[], &[("SWITCHBOARD_API_KEY", KEY)]);
+    assert_eq!(get(&from_env, "/api/presence?users=a").status, 200);
+    let dir = std::env::temp_dir();
+    let key_file = dir.join(format!("sb-api-key-{}", std::process::id()));
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let from_key_file = NodeProc::start(&["--api-key-file", key_file.to_str().unwrap()]);
+    assert_eq!(get(&from_key_file, "/api/presence?users=a").status, 200);
+    let config = dir.join(format!("sb-api-{}.toml", std::process::id()));
+    std::fs::write(&config, format!("api-key = \"{KEY}\"\napi-sender = \"ops\"\n")).unwrap();
+    let from_file = NodeProc::start(&["--config", config.to_str().unwrap()]);
+    let mut bob = user(&from_file, "bob");
+    assert_eq!(post(&from_file, "/api/publish", r#"{"Reciever":"bob","Data":"x"}"#).status, 200);
+    assert_eq!(recv_text(&mut bob), chat_bytes("x", "bob", "ops"));
+    std::fs::remove_file(&key_file).unwrap();
+    std::fs::remove_file(&config).unwrap();
+}

@@ -97,7 +97,11 @@ nodes_rss_kb() {
     done
     echo "$total"
 }
+# TCP sockets in use on the host (both ends): cheap enough to read every second.
+tcp_inuse() { awk '/^TCP:/ { print $3 }' /proc/net/sockstat; }
 # Open descriptors of each node, one line each: its connections plus a few of its own.
+# Listing a million descriptors costs real CPU (at 1,000,000 connections, once a
+# second, `ls` took 13% of the machine): done every 10 s and when the count levels off.
 nodes_fds() { local pid; for pid in "${node_pids[@]}"; do ls "/proc/$pid/fd" 2>/dev/null | wc -l; done; }
 # The kernel's TCP counters, absolute, without touching nstat's history.
 tcp_counters() { nstat -asz 2>/dev/null || true; }
@@ -133,7 +137,7 @@ finish() {
     [[ -z "$redis_pid" ]] || stop_pid "$redis_pid"
     [[ -n "$reason" || "$rc" == 0 ]] || reason="capacity.sh exited with status $rc"
     [[ ! -f "$loadgen_log" ]] || grep -E "^(run|connect|login|chat|latency|service|lag|churn|errors|why|memory|cpu|ramp|result):" "$loadgen_log" || true
-    CAP_TARGET=$target CAP_NODES=$nodes CAP_ALIVE=$alive CAP_HOLD=$hold CAP_STANDALONE=$standalone \
+    CAP_TARGET=$target CAP_NODES=$nodes CAP_ALIVE=$alive CAP_HOLD=$hold CAP_PING_INTERVAL=${ping_interval:-25} CAP_LOGIN_TIMEOUT=${login_timeout:-10} CAP_STANDALONE=$standalone \
     CAP_SHARED_PORT=$shared_port CAP_PATTERN=$pattern CAP_CHAT_RATE=$chat_rate CAP_CHAT_DURATION=$chat_duration \
     CAP_CHURN_RATE=$churn_rate CAP_CHURN_DURATION=$churn_duration CAP_CONNECT_RATE=$connect_rate \
     CAP_LOGIN_RATE=$login_rate CAP_IN_FLIGHT=$in_flight CAP_REASON=$reason CAP_COMMAND="$0 ${ARGS[*]}" \
@@ -201,6 +205,12 @@ reuse=()
 # wait for the whole ramp and their turn in the logins: the nodes' login timeout
 # (10 s by default, right for real clients, which log in at once) must outlast both,
 # or the nodes close the early connections while later ones are still opening.
+# Pings: every connection here is on loopback with both ends on this host, so at the
+# default 25 s a million connections cost 40,000 ping round trips a second on the same
+# two cores the ramp needs (measured: 55,731 connections closed for a pong that came
+# late, the load generator's threads behind). PING_INTERVAL (default 300 s) keeps the
+# check on, at a pace the host can carry; the summary records it.
+ping_interval=${PING_INTERVAL:-300}
 login_timeout=$(awk -v n="$target" -v cr="$connect_rate" -v lr="$login_rate" \
     'BEGIN { printf "%d", 2 * (n / (cr > 0 ? cr : 5000) + n / (lr > 0 ? lr : 5000)) + 60 }')
 for ((i = 1; i <= nodes; i++)); do
@@ -208,7 +218,8 @@ for ((i = 1; i <= nodes; i++)); do
     RUST_LOG=${RUST_LOG:-warn} "$node_bin" --listen "127.0.0.1:${node_ports[i - 1]}" "${reuse[@]}" \
         --reactors "$reactors" --node-id "cap-$i" "${redis_args[@]}" \
         --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000 --message-burst 1000000 \
-        --inbox-size 1000000 --login-timeout "$login_timeout" >"$run/node-$i.log" 2>&1 &
+        --inbox-size 1000000 --login-timeout "$login_timeout" \
+        --ping-interval "$ping_interval" --pong-timeout 60 >"$run/node-$i.log" 2>&1 &
     node_pids+=($!)
 done
 for ((i = 1; i <= nodes; i++)); do
@@ -247,13 +258,20 @@ launched=$SECONDS stop_sent=""
 
 # Sample once a second while it runs; keep the sample with the most connections open on
 # the nodes. Past the deadline, ask it to stop: it still writes its summary and chart.
+inuse_before=$(tcp_inuse) rising=0 total=$base_fds low=0 high=0
 while kill -0 "$loadgen_pid" 2>/dev/null; do
     sleep 1
-    read -r total low high <<<"$(nodes_fds | sort -n | awk '{ a[NR] = $1; n += $1 } END { printf "%d %d %d", n, a[1], a[NR] }')"
-    if ((total > peak_fds)); then
-        peak_fds=$total peak_slab=$(slab_kb) peak_rss=$(nodes_rss_kb) per_node_fds="$low $high"
-    fi
     elapsed=$((SECONDS - launched))
+    inuse=$(tcp_inuse)
+    if ((inuse > inuse_before)); then rising=1; fi
+    if ((elapsed % 10 == 0)) || ((rising && inuse <= inuse_before)); then
+        ((inuse > inuse_before)) || rising=0
+        read -r total low high <<<"$(nodes_fds | sort -n | awk '{ a[NR] = $1; n += $1 } END { printf "%d %d %d", n, a[1], a[NR] }')"
+        if ((total > peak_fds)); then
+            peak_fds=$total peak_slab=$(slab_kb) peak_rss=$(nodes_rss_kb) per_node_fds="$low $high"
+        fi
+    fi
+    inuse_before=$inuse
     line=$(printf '%4d s: %d connections on the nodes (%d to %d per node)' "$elapsed" \
         "$((total - base_fds))" "$((low - base_fds / nodes))" "$((high - base_fds / nodes))")
     if [[ -t 1 ]]; then printf '\r  %s  ' "$line"; elif ((elapsed % 10 == 0)); then echo "  $line"; fi

@@ -137,6 +137,8 @@ def main():
         "redis": env["CAP_STANDALONE"] != "1",
         "shared_port": env["CAP_SHARED_PORT"] == "1",
         "hold_s": float(env["CAP_HOLD"]),
+        "node_ping_interval_s": int(env.get("CAP_PING_INTERVAL", "25")),
+        "node_login_timeout_s": int(env.get("CAP_LOGIN_TIMEOUT", "10")),
         "connect_rate": int(env["CAP_CONNECT_RATE"]),
         "login_rate": int(env["CAP_LOGIN_RATE"]),
         "max_in_flight": int(env["CAP_IN_FLIGHT"]),

@@ -4,8 +4,8 @@
 //! It runs on threads of its own, away from the reactors: one accepts, a
 //! small fixed pool answers ([`WORKERS`], each request bounded by
 //! [`IO_TIMEOUT`]), and what the pool cannot take soon is closed unanswered,
-//! so a stuck scraper cannot hold it and a flood cannot grow it. The
-//! [`router`] takes further endpoints (POST with a bearer key) as they come.
+//! so a stuck scraper cannot hold it and a flood cannot grow it. With an
+//! API key the [`router`] also serves the server API (`crate::api`).
 
 pub mod router;
 
@@ -18,6 +18,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use self::router::{Response, Router};
+use crate::api::Api;
 use crate::hub::Hub;
 
 /// Threads answering requests: scrapes and probes come a few per second.
@@ -28,14 +29,20 @@ const QUEUED: usize = 16;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds `addr` (never with SO_REUSEPORT: the admin port is this node's
-/// alone) and serves it on threads of its own. Returns the bound address.
+/// alone) and serves it on threads of its own, with the server API's
+/// routes when `api` is given. Returns the bound address.
 ///
 /// # Errors
 /// When the address cannot be bound or the thread cannot start.
-pub fn start(addr: SocketAddr, hub: Arc<Hub>) -> io::Result<SocketAddr> {
+pub fn start(addr: SocketAddr, hub: Arc<Hub>, api: Option<Api>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    let router = Arc::new(routes(hub));
+    let max_body = api.as_ref().map_or(router::MAX_BODY_BYTES, Api::max_body);
+    let router = routes(hub);
+    let router = Arc::new(match api {
+        Some(api) => api.routes(router),
+        None => router,
+    });
     let (queue, requests) = mpsc::sync_channel::<TcpStream>(QUEUED);
     let requests = Arc::new(Mutex::new(requests));
     for i in 0..WORKERS {
@@ -44,7 +51,7 @@ pub fn start(addr: SocketAddr, hub: Arc<Hub>) -> io::Result<SocketAddr> {
             // The lock is held only while waiting for the next request.
             let next = requests.lock().recv();
             match next {
-                Ok(stream) => answer(stream, &router),
+                Ok(stream) => answer(stream, &router, max_body),
                 Err(_) => return,
             }
         })?;
@@ -91,11 +98,11 @@ fn serve(listener: &TcpListener, queue: &mpsc::SyncSender<TcpStream>) {
 }
 
 /// Reads one request, answers it, closes.
-fn answer(mut stream: TcpStream, router: &Router) {
+fn answer(mut stream: TcpStream, router: &Router, max_body: usize) {
     if stream.set_read_timeout(Some(IO_TIMEOUT)).is_err() || stream.set_write_timeout(Some(IO_TIMEOUT)).is_err() {
         return;
     }
-    let response = match router::read_request(&mut stream) {
+    let response = match router::read_request_within(&mut stream, max_body) {
         Ok(Some(request)) => router.route(&request),
         Ok(None) => return,
         Err(refusal) => refusal,

@@ -23,6 +23,9 @@ pub mod close {
     pub const INVALID_PAYLOAD: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    /// The server API closed the connection (`POST /api/disconnect`): a code
+    /// of the private range (4000-4999), so a client can tell it from the others.
+    pub const DISCONNECTED: u16 = 4000;
 }
 
 /// Longest header a client frame can have: 2 + 8 (length) + 4 (mask).

@@ -19,6 +19,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 
+pub(crate) use self::history::glob_matches;
 pub use self::history::HistoryConfig;
 pub use self::load::{load, LoadError, Setting, Settings, Source};
 pub use self::validate::ConfigError;
@@ -100,6 +101,30 @@ pub struct Config {
     /// (the second line on stdout is `switchboard admin on ADDR`).
     #[arg(long, global = true, env = "SWITCHBOARD_ADMIN_ADDR", value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub admin_addr: SocketAddr,
+
+    /// Key of the server API on the admin listener (`/api/...` with
+    /// `Authorization: Bearer KEY`), at least 16 bytes. Default: none, and the
+    /// /api routes are absent (404): publishing as the server and closing
+    /// users' connections need a key the operator chose. Prefer the file or
+    /// the environment: a command line is visible to every local user.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        conflicts_with = "api_key_file"
+    )]
+    pub api_key: Option<Secret>,
+
+    /// File holding the server API key (one trailing newline is dropped).
+    #[arg(long, global = true, env = "SWITCHBOARD_API_KEY_FILE", value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// `Sender` of the messages the server API publishes, a name of the user-name
+    /// profile. "server" says where they come from.
+    #[arg(long, global = true, env = "SWITCHBOARD_API_SENDER", value_name = "NAME", default_value = "server")]
+    pub api_sender: String,
 
     /// Reactor threads (0 = one per core). Each owns a poll loop and its connections.
     #[arg(long, global = true, env = "SWITCHBOARD_REACTORS", value_name = "N", default_value_t = 0)]

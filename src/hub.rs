@@ -1,5 +1,6 @@
 //! What every thread of a node shares: the reactors' inboxes, the directory
-//! of who is logged in where, and the metrics.
+//! of who is logged in where, the metrics, and the callers that are no
+//! reactor (the server API) waiting for the bus.
 //!
 //! Reactors, the bus threads and the server reach each other only through
 //! this: a reactor never touches another reactor's connections, it sends a
@@ -8,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::admission::Admission;
+use crate::answers::{Answer, Answers};
 use crate::directory::{ConnRef, Directory};
 use crate::inbox::{Command, Inbox};
 use crate::metrics::{Limit, Metrics};
@@ -21,6 +23,8 @@ pub struct Hub {
     pub admission: Admission,
     /// Which rooms have members on this node, on which reactors.
     pub rooms: Rooms,
+    /// Callers that are no reactor (the server API), waiting for the bus.
+    pub answers: Answers,
 }
 
 impl Hub {
@@ -33,6 +37,7 @@ impl Hub {
             metrics: Metrics::new(reactors),
             admission: Admission::new(),
             rooms: Rooms::new(reactors),
+            answers: Answers::default(),
         })
     }
 
@@ -61,8 +66,33 @@ impl Hub {
         queued
     }
 
-    /// Sends a command to the reactor that owns `at`.
+    /// Sends a command to the reactor that owns `at`, or to the caller
+    /// that is no reactor (see [`crate::answers`]).
     pub fn send(&self, at: ConnRef, command: Command) {
-        self.inboxes[at.reactor].push(command);
+        match self.inboxes.get(at.reactor) {
+            Some(inbox) => inbox.push(command),
+            None => self.answers.answer(at.token, Answer::Command(command)),
+        }
+    }
+
+    /// Redis ran a PUBLISH of `from` and `receivers` got it: a caller that
+    /// is no reactor waits to know; a reactor is told only of failures.
+    #[inline]
+    pub fn published(&self, from: ConnRef, receivers: i64) {
+        if from.reactor >= self.inboxes.len() {
+            self.answers.answer(from.token, Answer::Published { receivers });
+        }
+    }
+
+    /// Closes the connection that holds `name` on this node (code
+    /// [`crate::codec::close::DISCONNECTED`]); false when none does.
+    pub fn disconnect_local(&self, name: &str) -> bool {
+        match self.directory.lookup(name) {
+            Some(at) => {
+                self.send(at, Command::Disconnect { token: at.token });
+                true
+            }
+            None => false,
+        }
     }
 }

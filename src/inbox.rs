@@ -52,6 +52,9 @@ pub enum Command {
     Drain { over: Duration },
     /// Close every connection with 1001 (going away) now and stop the loop.
     Shutdown,
+    /// Close the connection `token` (the server API asked): code
+    /// [`crate::codec::close::DISCONNECTED`], reason [`crate::protocol::DISCONNECTED_REASON`].
+    Disconnect { token: Token },
 }
 
 /// A room message as it travels to reactors: boxed behind one pointer, so

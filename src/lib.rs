@@ -11,6 +11,9 @@
 //!   runs it until a signal drains it.
 //! - `signals`: the signals a node acts on (stop, reload), taken synchronously.
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz`, on a router.
+//! - `api`: the server API on the admin listener (`/api/...`, a bearer key):
+//!   publish, disconnect, presence and history for an application backend.
+//! - `answers`: bus answers for callers that are no reactor (the server API).
 //! - [`logging`]: JSON or text log lines, rate-limited warnings.
 //! - `reactor`: one poll loop per thread: accept, read, frames, chat, write,
 //!   timers, close, drain; a connection's state lives there and nowhere else.
@@ -35,6 +38,8 @@
 pub mod admin;
 mod admission;
 mod alloc;
+mod answers;
+mod api;
 pub mod auth;
 mod bus;
 pub mod codec;

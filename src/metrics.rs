@@ -22,11 +22,19 @@ pub enum CloseReason {
     Shutdown,
     /// Gone without a close handshake: EOF, reset, a write error.
     Dropped,
+    /// Closed through the server API (`POST /api/disconnect`).
+    Api,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 5] =
-        [CloseReason::Peer, CloseReason::Error, CloseReason::Limit, CloseReason::Shutdown, CloseReason::Dropped];
+    const ALL: [CloseReason; 6] = [
+        CloseReason::Peer,
+        CloseReason::Error,
+        CloseReason::Limit,
+        CloseReason::Shutdown,
+        CloseReason::Dropped,
+        CloseReason::Api,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -35,13 +43,14 @@ impl CloseReason {
             CloseReason::Limit => "limit",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Dropped => "dropped",
+            CloseReason::Api => "api",
         }
     }
 }
 
 /// The `code` label: the close codes this server sends or commonly gets;
 /// any other code counts as "other", a drop as "none".
-const CLOSE_CODES: [(u16, &str); 8] = [
+const CLOSE_CODES: [(u16, &str); 9] = [
     (1000, "1000"),
     (1001, "1001"),
     (1002, "1002"),
@@ -50,6 +59,7 @@ const CLOSE_CODES: [(u16, &str); 8] = [
     (1008, "1008"),
     (1009, "1009"),
     (1011, "1011"),
+    (4000, "4000"),
 ];
 const OTHER_CODE: usize = CLOSE_CODES.len();
 const CODE_SLOTS: usize = CLOSE_CODES.len() + 1;

@@ -13,12 +13,14 @@ use std::fmt;
 
 use crate::names;
 
+pub use self::api::{ApiError, ApiResult};
 pub use self::escape::push_json_string;
 pub use self::failure::{Failure, TokenRefusal};
 pub use self::history::{encode_recovery, encode_stored, offset_of, resume_of, Outcome, Resume, StreamId};
 pub use self::rooms::{encode_members, encode_presence, encode_room, ROOM_KINDS};
 use self::wire::Wire;
 
+mod api;
 mod escape;
 mod failure;
 mod history;
@@ -38,6 +40,9 @@ pub const ERROR: &str = "errormsg";
 
 /// Every `MessageType` a client may send, for the error that lists them.
 const REQUEST_TYPES: [&str; 9] = [LOGIN, CHAT, WHOAMI, REFRESH, JOIN, LEAVE, ROOM, PRESENCE, MEMBERS];
+
+/// The close reason sent with [`crate::codec::close::DISCONNECTED`].
+pub const DISCONNECTED_REASON: &str = "disconnected by the server";
 
 /// The seed's reply to a login whose name is taken, as gorilla's `WriteJSON` sends it.
 pub const USER_EXISTS: &[u8] = b"\"User already exists\"\n";

@@ -13,6 +13,7 @@ use mio::Poll;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use thiserror::Error;
 
+use crate::api::{Api, ApiKeyError};
 use crate::auth::{Auth, AuthError};
 use crate::bus::local::LocalBus;
 use crate::bus::Bus;
@@ -53,6 +54,8 @@ pub enum StartError {
     Bus(crate::bus::redis::StartError),
     #[error("{0}")]
     Auth(#[from] AuthError),
+    #[error("{0}")]
+    ApiKey(#[from] ApiKeyError),
     #[error("reactor {reactor} stopped on its own ({why}): the node stops rather than serve part of its clients")]
     ReactorDied { reactor: usize, why: String },
 }
@@ -162,12 +165,13 @@ pub fn start(config: Config) -> Result<Node, StartError> {
         polls.push(poll);
     }
     let hub = Hub::new(inboxes, capacity);
-    let admin_addr = crate::admin::start(config.admin_addr, Arc::clone(&hub))
-        .map_err(|source| StartError::Admin { addr: config.admin_addr, source })?;
     let bus: Arc<dyn Bus> = match &config.redis {
         None => Arc::new(LocalBus),
         Some(_) => crate::bus::redis::start(Arc::clone(&hub), &config).map_err(StartError::Bus)?,
     };
+    let api = Api::from_config(&config, &hub, &bus)?;
+    let admin_addr = crate::admin::start(config.admin_addr, Arc::clone(&hub), api)
+        .map_err(|source| StartError::Admin { addr: config.admin_addr, source })?;
 
     let mut listeners = listeners.into_iter();
     let mut threads = Vec::with_capacity(reactors);

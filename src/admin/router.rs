@@ -97,7 +97,9 @@ fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Error",
     }
 }
@@ -159,9 +161,15 @@ impl Router {
     }
 }
 
-/// Reads one request from `stream`: `Ok(None)` when the peer sent nothing,
-/// `Err(response)` for a request that cannot be served (the response says why).
+/// Reads one request from `stream` with a body of at most [`MAX_BODY_BYTES`].
 pub fn read_request(stream: &mut impl Read) -> Result<Option<Request>, Response> {
+    read_request_within(stream, MAX_BODY_BYTES)
+}
+
+/// Reads one request from `stream`, its body at most `max_body` bytes:
+/// `Ok(None)` when the peer sent nothing, `Err(response)` for a request
+/// that cannot be served (the response says why).
+pub fn read_request_within(stream: &mut impl Read, max_body: usize) -> Result<Option<Request>, Response> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -180,7 +188,7 @@ pub fn read_request(stream: &mut impl Read) -> Result<Option<Request>, Response>
             Ok(httparse::Status::Complete(head_len)) => {
                 let request = head_of(&parsed)?;
                 let body = buf.split_off(head_len);
-                return read_body(stream, request, body).map(Some);
+                return read_body(stream, request, body, max_body).map(Some);
             }
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
                 return Err(Response::text(431, "request head too large\n"));
@@ -210,7 +218,12 @@ fn head_of(parsed: &httparse::Request<'_, '_>) -> Result<Request, Response> {
 
 /// Reads the body that `Content-Length` announces (`already` holds what
 /// came with the head).
-fn read_body(stream: &mut impl Read, mut request: Request, mut already: Vec<u8>) -> Result<Request, Response> {
+fn read_body(
+    stream: &mut impl Read,
+    mut request: Request,
+    mut already: Vec<u8>,
+    max_body: usize,
+) -> Result<Request, Response> {
     let length = match request.header("Content-Length") {
         None => 0,
         Some(v) => std::str::from_utf8(v)
@@ -218,8 +231,8 @@ fn read_body(stream: &mut impl Read, mut request: Request, mut already: Vec<u8>)
             .and_then(|v| v.trim().parse::<usize>().ok())
             .ok_or_else(|| Response::text(400, "Content-Length is not a number\n"))?,
     };
-    if length > MAX_BODY_BYTES {
-        return Err(Response::text(413, format!("body over {MAX_BODY_BYTES} bytes\n")));
+    if length > max_body {
+        return Err(Response::text(413, format!("body over {max_body} bytes\n")));
     }
     already.truncate(length);
     let missing = length - already.len();

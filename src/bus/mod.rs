@@ -67,6 +67,12 @@ pub trait Bus: Send + Sync {
     /// Sends one chat message (the exact text frame payload the recipient gets)
     /// to `recipient`, who is not held on this node.
     fn publish(&self, recipient: &str, payload: &[u8], from: ConnRef) -> Published;
+    /// Asks the node that holds the user `key` (not held here) to close its
+    /// connection; answered like [`Bus::publish`] (`from` hears whether anyone
+    /// held it). The embedded bus has no other node: nobody.
+    fn disconnect(&self, _key: &str, _from: ConnRef) -> Published {
+        Published::NoRecipient
+    }
     /// `member` joined room `key` on this node (`first`: the room's first
     /// member here, whose channel the node now listens to).
     fn join_room(&self, _key: &str, _member: &str, _first: bool) {}

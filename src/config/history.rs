@@ -53,6 +53,16 @@ impl HistoryConfig {
     pub fn enabled(&self) -> bool {
         self.history_size > 0 && (self.history_users || !self.history_rooms.is_empty())
     }
+
+    /// Whether room `key` keeps history (`--history-room` patterns).
+    pub fn keeps_room(&self, key: &str) -> bool {
+        self.enabled() && self.history_rooms.iter().any(|pattern| glob_matches(pattern, key))
+    }
+
+    /// Whether users' inboxes keep history (`--history-users`).
+    pub fn keeps_users(&self) -> bool {
+        self.enabled() && self.history_users
+    }
 }
 
 impl Config {
@@ -85,4 +95,23 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub(crate) fn glob_matches(pattern: &str, text: &str) -> bool {
+    let Some((first, rest)) = pattern.split_once('*') else {
+        return pattern == text;
+    };
+    let Some(mut text) = text.strip_prefix(first) else {
+        return false;
+    };
+    let mut parts: Vec<&str> = rest.split('*').collect();
+    let last = parts.pop().unwrap_or_default();
+    for part in parts {
+        match text.find(part) {
+            Some(at) => text = &text[at + part.len()..],
+            None => return false,
+        }
+    }
+    text.len() >= last.len() && text.ends_with(last)
 }

@@ -34,6 +34,8 @@ pub enum ConfigError {
          (use a single Redis or a primary with replicas, and targeted routing)"
     )]
     HistoryUnsupported { with: &'static str },
+    #[error("--api-sender {got:?} is not a user name: {why}")]
+    BadApiSender { got: String, why: String },
 }
 
 /// Most reactor threads: far past any core count worth running one node on.
@@ -97,6 +99,12 @@ impl Config {
             in_range("--fault-panic-after", secs, 0, MAX_TIMEOUT_SECS, " s")?;
         }
         self.validate_auth()?;
+        if let Err(why) = crate::names::check(&self.api_sender, self.max_name_len) {
+            return Err(ConfigError::BadApiSender {
+                got: self.api_sender.clone(),
+                why: crate::protocol::ApiError::BadName("it", why).to_string(),
+            });
+        }
         self.validate_limits()?;
         self.validate_redis()?;
         self.validate_history()
@@ -187,6 +195,14 @@ mod tests {
         }
         assert_eq!(with(&["--keepalive", "0"]), Ok(()));
         assert_eq!(with(&["--drain-secs", "0"]), Ok(()));
+    }
+
+    #[test]
+    fn the_api_sender_is_a_user_name() {
+        assert_eq!(with(&["--api-sender", "notifications"]), Ok(()));
+        for bad in ["", "a,b", " leading space"] {
+            assert!(matches!(with(&["--api-sender", bad]), Err(ConfigError::BadApiSender { .. })), "{bad:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use compact_str::CompactString;
 use mio::Token;
 
 use crate::codec;
-use crate::config::Config;
+use crate::config::{glob_matches, Config};
 use crate::protocol::{self, StreamId};
 
 /// Which channels keep history (`--history-*`).
@@ -148,23 +148,4 @@ impl Recovering {
             self.pending.retain(|(t, _), _| *t != token);
         }
     }
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-pub(super) fn glob_matches(pattern: &str, text: &str) -> bool {
-    let Some((first, rest)) = pattern.split_once('*') else {
-        return pattern == text;
-    };
-    let Some(mut text) = text.strip_prefix(first) else {
-        return false;
-    };
-    let mut parts: Vec<&str> = rest.split('*').collect();
-    let last = parts.pop().unwrap_or_default();
-    for part in parts {
-        match text.find(part) {
-            Some(at) => text = &text[at + part.len()..],
-            None => return false,
-        }
-    }
-    text.len() >= last.len() && text.ends_with(last)
 }

@@ -448,6 +448,11 @@ impl Reactor {
             Command::Adopt { stream, source, counted } => self.adopt(stream, Source { key: source, counted }),
             Command::Drain { over } => self.start_drain(over),
             Command::Shutdown => self.stopping = true,
+            Command::Disconnect { token } => self.with_conn(token, |conn, cx| {
+                let (code, reason) = (crate::codec::close::DISCONNECTED, crate::protocol::DISCONNECTED_REASON);
+                close::begin(conn, token, cx, code, reason, CloseReason::Api);
+                Ok(())
+            }),
         });
     }
 

@@ -19,12 +19,12 @@ use mio::Token;
 
 use super::conn::Conn;
 use super::context::{Context, Outcome};
-use super::keep::glob_matches;
 use super::recovery;
 use super::reply::{log_in_first, reply_failure};
 use super::write::queue_shared;
 use crate::bus::{Kept, Published};
 use crate::codec::{self, op};
+use crate::config::glob_matches;
 use crate::inbox::{Command, RoomMessage};
 use crate::names;
 use crate::protocol::{self, Failure};

@@ -4,6 +4,7 @@
 // Helpers of tests: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used)]
 
+pub mod api;
 pub mod process;
 pub mod raw;
 pub mod redis;

@@ -117,7 +117,12 @@ pub(crate) fn room_deaf(shared: &Shared, key: Option<&str>) {
 /// message that reached nobody was kept for them: its sender is told.
 pub(crate) fn on_published(shared: &Shared, command: &[u8], from: ConnRef, items: &[Frame<'_>]) {
     shared.hub.metrics.bus.published.fetch_add(1, Relaxed);
-    let (Some(id), Some(0)) = (items.first().and_then(Frame::bytes), items.get(1).and_then(Frame::integer)) else {
+    let receivers = items.get(1).and_then(Frame::integer);
+    if let Some(receivers @ 1..) = receivers {
+        // Only a caller that is no reactor (the server API) waits for this.
+        shared.hub.published(from, receivers);
+    }
+    let (Some(id), Some(0)) = (items.first().and_then(Frame::bytes), receivers) else {
         return;
     };
     let Some(name) = super::channels::recipient_of_command(command) else {

@@ -120,7 +120,8 @@
 //! - [`backoff`]: how a link that is down retries and says so.
 //! - [`endpoint`]: a server's host and port, looked up again on every connect.
 //! - [`stream`]: a link's socket, plain or TLS; [`tls`]: the rustls config.
-//! - [`exchange`]: a short blocking exchange (slot map fetch, preflight).
+//! - [`exchange`]: a short blocking exchange (slot map fetch, preflight, history reads).
+//! - [`history_read`]: a channel's stored messages, read for the server API.
 //! - [`cluster`]: hash slots, the slot map and when to fetch it again.
 //! - [`registry`]: the cluster-wide name registry's state machine.
 //! - [`logins`]: logins waiting for the registry and their subscription.
@@ -128,6 +129,7 @@
 //! - [`streams`]: channels' history in Redis Streams: scripts, keys, commands;
 //!   [`history`]: their publishes, reads and replies.
 //! - [`channels`]: channel names and the PUBLISH commands reactors encode.
+//! - [`control`]: control messages on a user's channel (the server API's disconnect).
 //! - [`inbound`]: what arrives from Redis, checked before delivery.
 //! - [`resp`]: the Redis wire format, parsed in place.
 //! - [`ratelog`]: log lines for what can repeat thousands of times a second.
@@ -136,9 +138,11 @@
 mod backoff;
 mod channels;
 mod cluster;
+mod control;
 mod endpoint;
 mod exchange;
 mod history;
+pub mod history_read;
 mod inbound;
 mod link;
 mod links;
@@ -290,6 +294,14 @@ impl Bus for RedisBus {
         }
         self.shared.push_pub(Job::Publish { slot, command, from });
         Published::Sent
+    }
+
+    fn disconnect(&self, key: &str, from: ConnRef) -> Published {
+        if !self.targeted() {
+            // Broadcast routing has no channel per user to reach its node by.
+            return Published::NoRecipient;
+        }
+        self.publish(key, &control::encode_disconnect(key), from)
     }
 
     fn join_room(&self, key: &str, member: &str, first: bool) {

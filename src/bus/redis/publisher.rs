@@ -179,6 +179,8 @@ impl BusThread for Publisher {
                         bus.published.fetch_add(1, Relaxed);
                         if receivers == 0 && targeted {
                             reply_offline(shared, &command, from);
+                        } else {
+                            shared.hub.published(from, receivers);
                         }
                     }
                     Frame::Error(e) if is_redirect(e) => {
@@ -476,7 +478,9 @@ fn reply_offline(shared: &Shared, command: &[u8], from: ConnRef) {
     let Some(name) = channels::recipient_of_command(command) else {
         return;
     };
-    shared.hub.metrics.reactors[from.reactor].undeliverable.fetch_add(1, Relaxed);
+    if let Some(reactor) = shared.hub.metrics.reactors.get(from.reactor) {
+        reactor.undeliverable.fetch_add(1, Relaxed);
+    }
     let why = Undelivered::NotOnline(String::from_utf8_lossy(name).as_ref().into());
     shared.hub.send(from, Command::Undelivered { token: from.token, why });
 }

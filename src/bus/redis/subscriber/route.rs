@@ -2,6 +2,7 @@
 //! recipient, once it passed the check of what nodes publish.
 
 use super::super::channels;
+use super::super::control;
 use super::super::inbound::{self, Inbound};
 use super::super::shared::Shared;
 use crate::protocol;
@@ -22,6 +23,10 @@ pub(super) fn deliver(
             return inbound.reject(&shared.hub, channel, payload);
         };
         if !inbound::is_chat_for(payload, name) {
+            if control::is_disconnect_for(payload, name) {
+                shared.hub.disconnect_local(name);
+                return;
+            }
             return inbound.reject(&shared.hub, channel, payload);
         }
         shared.hub.deliver_local(name, payload);

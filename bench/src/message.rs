@@ -22,6 +22,9 @@ pub enum Incoming<'a> {
     Joined { room: Cow<'a, str>, sender: Cow<'a, str> },
     /// Someone left a room (a notice, or the leaver's confirmation).
     Left,
+    /// A node's word on history (`recoverymsg` after a login or join, `storedmsg` for a
+    /// message kept for an offline user): no chat in it.
+    HistoryNotice,
     /// The seed's answer to a duplicate login: the JSON string "User already exists".
     UserExists,
     /// `{"MessageType":"errormsg","Data":"..."}`.
@@ -150,6 +153,7 @@ pub fn parse_incoming(payload: &[u8]) -> Incoming<'_> {
         "roommsg" => Incoming::Room { data, room: reciever, sender },
         "joinmsg" => Incoming::Joined { room: reciever, sender },
         "leavemsg" => Incoming::Left,
+        "recoverymsg" | "storedmsg" => Incoming::HistoryNotice,
         "errormsg" => Incoming::ServerError(data.into_owned()),
         _ => Incoming::Unexpected,
     }
@@ -262,6 +266,8 @@ mod tests {
             Incoming::ServerError("login first".into())
         );
         assert_eq!(parse_incoming(b"garbage"), Incoming::Unexpected);
+        let recovery = br#"{"MessageType":"recoverymsg","Reciever":"u1","Data":"fresh","Epoch":"1-0","Count":0}"#;
+        assert_eq!(parse_incoming(recovery), Incoming::HistoryNotice);
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl Driver {
             Incoming::Room { data, room, sender } => self.on_room_message(slot, &data, &room, &sender),
             Incoming::Joined { room, sender } => self.on_joined(slot, &room, &sender),
             // A notice that someone left (the plan never leaves a room).
-            Incoming::Left => {}
+            Incoming::Left | Incoming::HistoryNotice => {}
             Incoming::UserExists => self.on_user_exists(slot),
             Incoming::ServerError(text) => {
                 self.shared.counters.add(Counter::ErrServer, 1);

@@ -110,6 +110,12 @@ check "open files per process" $((nofile >= per_process)) "hard limit $nofile" \
     "ulimit -Hn $per_process (LimitNOFILE=), or more nodes: --per-node $((nofile > 64 ? nofile - 64 : 1))"
 
 # Accept and SYN queues: every handshake the load generator has under way may wait in one.
+# Loopback packets wait in this per-CPU backlog; past it they are dropped, and a
+# keepalive probe dropped three times aborts its connection.
+backlog=$(sysctl_value net.core.netdev_max_backlog)
+need_backlog=$(( target >= 200000 ? 262144 : 1000 ))
+check "net.core.netdev_max_backlog" $((backlog >= need_backlog)) "$backlog" "$need_backlog (loopback packets queued per CPU)" \
+    "sysctl -w net.core.netdev_max_backlog=262144 (scripts/tune-kernel.sh applies sysctl.conf)"
 somaxconn=$(sysctl_value net.core.somaxconn)
 check "net.core.somaxconn" $((somaxconn >= in_flight)) "$somaxconn" "$in_flight (handshakes in flight)" \
     "sysctl -w net.core.somaxconn=65535 (or loadgen --max-in-flight $somaxconn)"

@@ -28,6 +28,7 @@ impl FakeProc {
             ("net.ipv4.ip_local_port_range", "10000\t65535"),
             ("net.core.somaxconn", "65535"),
             ("net.ipv4.tcp_max_syn_backlog", "65535"),
+            ("net.core.netdev_max_backlog", "262144"),
             ("net.ipv4.tcp_mem", "1048576\t1572864\t2097152"),
         ] {
             fake.set(key, value);
@@ -84,6 +85,7 @@ fn a_tuned_host_passes_and_each_small_setting_is_refused_by_name() {
         ("fs.nr_open", "524288", "sysctl -w fs.nr_open=2097152"),
         ("net.core.somaxconn", "128", "sysctl -w net.core.somaxconn=65535"),
         ("net.ipv4.tcp_max_syn_backlog", "512", "sysctl -w net.ipv4.tcp_max_syn_backlog=65535"),
+        ("net.core.netdev_max_backlog", "16384", "sysctl -w net.core.netdev_max_backlog=262144"),
         ("net.ipv4.tcp_mem", "287892\t383858\t575784", "sysctl -w net.ipv4.tcp_mem="),
         ("net.ipv4.ip_local_port_range", "60000\t60009", "net.ipv4.ip_local_port_range"),
     ];

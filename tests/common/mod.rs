@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod api;
+pub mod ports;
 pub mod process;
 pub mod raw;
 pub mod redis;

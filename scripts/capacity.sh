@@ -23,7 +23,9 @@
 # node (same node with --standalone: no bus; 0 = no chat), CHURN_RATE=0 cycles/s
 # (disconnect, reconnect, login) for CHURN_DURATION=10 s, DEADLINE (default: twice the
 # planned time plus 2 minutes; then the load generator is told to stop and report).
-# --force runs even when the preflight refuses. Binaries: SWITCHBOARD_BIN and LOADGEN_BIN
+# PING_INTERVAL=300 s between the nodes' pings (their default 25 s would be 40,000 ping
+# round trips a second at a million, on the cores the run needs; see below), and a login
+# timeout that outlasts the planned ramp. --force runs even when the preflight refuses. Binaries: SWITCHBOARD_BIN and LOADGEN_BIN
 # (default target/release/switchboard and target/release/loadgen, brought up to date).
 # Example (what docs/operations.md quotes):
 #   scripts/capacity.sh --target 100000 --nodes 6 --hold 5 --chat-rate 20000

@@ -14,31 +14,21 @@ use compact_str::CompactString;
 use mio::Token;
 
 use crate::codec;
-use crate::config::{glob_matches, Config};
+use crate::config::Config;
 use crate::protocol::{self, StreamId};
 
-/// Which channels keep history (`--history-*`).
+/// What the reactor reads of `--history-*` on every message, copied once
+/// (whether rooms keep history is asked of the config: a room request is rarer).
 pub(super) struct Keep {
+    /// Users' inboxes keep history.
     pub users: bool,
-    pub rooms: Vec<String>,
     /// Longest JSON a kept message may have.
     pub entry_bytes: usize,
 }
 
 impl Keep {
     pub fn new(config: &Config) -> Keep {
-        let h = &config.history;
-        let on = h.enabled();
-        Keep {
-            users: on && h.history_users,
-            rooms: if on { h.history_rooms.clone() } else { Vec::new() },
-            entry_bytes: h.history_entry_bytes,
-        }
-    }
-
-    /// Whether room `key` keeps history.
-    pub fn room(&self, key: &str) -> bool {
-        !self.rooms.is_empty() && self.rooms.iter().any(|pattern| glob_matches(pattern, key))
+        Keep { users: config.history.keeps_users(), entry_bytes: config.history.history_entry_bytes }
     }
 }
 

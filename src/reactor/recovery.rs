@@ -45,7 +45,7 @@ pub(super) fn login_granted(token: Token, cx: &mut Context, key: &str) {
 
 /// A room with history was joined: hold its live messages, read its history.
 pub(super) fn room_joined(token: Token, cx: &mut Context, key: &str, request: &str) {
-    if cx.keep.room(key) {
+    if cx.config.history.keeps_room(key) {
         cx.recovering.begin(token, key, None);
         cx.bus.recover(Kept::Room(key), &protocol::resume_of(request), cx.conn_ref(token));
     }

@@ -92,7 +92,7 @@ pub(super) fn message(conn: &mut Conn, token: Token, cx: &mut Context, room: &st
     if !cx.rooms.is_in(token, &key) {
         return reply_failure(conn, token, cx, Failure::NotInRoom(room));
     }
-    if cx.keep.room(&key) {
+    if cx.config.history.keeps_room(&key) {
         return message_kept(conn, token, cx, &key, data);
     }
     let frame = room_frame(cx, protocol::ROOM, data, &key, me);

@@ -139,8 +139,21 @@ impl RedisServer {
 
     /// `kill -STOP`: the server hangs with its connections open, answering
     /// nothing, as a Redis stuck on a slow disk or a frozen VM does.
+    /// Returns once the kernel reports the process stopped, so nothing sent
+    /// after it is answered.
     pub fn pause(&self) {
         self.signal(libc::SIGSTOP);
+        let pid = self.child.as_ref().expect("a running redis-server").id();
+        let stopped = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state follows the command name's closing parenthesis.
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stopped() {
+            assert!(Instant::now() < deadline, "redis-server did not stop on SIGSTOP");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// `kill -CONT`: the hung server goes on where it stopped.

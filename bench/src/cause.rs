@@ -72,6 +72,15 @@ impl Cause {
         Cause { side: Side::Node, what: "closed TCP without a close frame".into(), kind: Counter::ErrReset }
     }
 
+    /// The node refused a login: the name is taken ("User already exists").
+    pub fn login_rejected() -> Self {
+        Cause {
+            side: Side::Node,
+            what: "login refused: \"User already exists\"".into(),
+            kind: Counter::ErrLoginRejected,
+        }
+    }
+
     /// The node broke the protocol, or answered the upgrade with an HTTP error.
     pub fn node_protocol(error: &ProtocolError) -> Self {
         let what = match error {

@@ -12,6 +12,7 @@ use clap::Parser;
 
 use crate::pattern::Pattern;
 use crate::protocol::{Protocol, ProtocolKind, SioNames};
+use crate::recovery::{RecoverArgs, RecoverPlan};
 use crate::rooms::{RoomArgs, RoomPlan};
 use crate::sources::{PortMode, PortRange, Sources};
 pub use crate::target::Target;
@@ -172,6 +173,8 @@ pub struct Args {
     pub quiet: bool,
     #[command(flatten)]
     pub rooms: RoomArgs,
+    #[command(flatten)]
+    pub recover: RecoverArgs,
     /// Internal: run as a worker process, reading its plan on stdin.
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -204,6 +207,8 @@ pub struct Plan {
     pub churn_duration_ns: u64,
     /// Rooms to join after login, and the room messages' schedule.
     pub rooms: Option<RoomPlan>,
+    /// Whether dropped connections come back (`--recover`), and who sends chat.
+    pub recovery: RecoverPlan,
     /// Seeds handshake keys and random choices.
     pub seed: u64,
 }
@@ -275,6 +280,10 @@ impl Plan {
             return Err(ConfigError::Invalid("--name-prefix must not contain quotes or backslashes".into()));
         }
         let rooms = rooms_of(args, socketio)?;
+        let recovery = RecoverPlan::from_args(&args.recover, targets.len(), socketio).map_err(ConfigError::Invalid)?;
+        if recovery.recover && args.no_login {
+            return Err(ConfigError::Invalid("--recover logs connections in again: drop --no-login".into()));
+        }
         let seed = std::process::id() as u64 ^ crate::clock::monotonic_ns();
         let sources = choose_sources(args, &targets)?.turned(codec_seed(seed));
         sources.check(args.connections).map_err(ConfigError::Invalid)?;
@@ -298,6 +307,7 @@ impl Plan {
             churn_rate: args.churn_rate,
             churn_duration_ns: (args.churn_duration * 1e9) as u64,
             rooms,
+            recovery,
             seed,
         })
     }

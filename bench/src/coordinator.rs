@@ -473,6 +473,7 @@ fn add_finals(outcome: &mut Outcome, finals: Vec<(usize, Report)>, samples: &mut
                     (&mut hists.latency, h.latency),
                     (&mut hists.service, h.service),
                     (&mut hists.lag, h.lag),
+                    (&mut hists.recovery, h.recovery),
                 ];
                 for (into, text) in pairs {
                     let h = stats::decode_histogram(&text).map_err(RunError::Invalid)?;

@@ -22,6 +22,9 @@ pub fn render(s: &Summary<'_>) -> String {
     if let Some(rooms) = &s.rooms {
         rooms.render(&mut out);
     }
+    if let Some(recovery) = &s.recovery {
+        recovery.render(&mut out);
+    }
     if s.churn.rate > 0 {
         churn_line(&mut out, s);
     }

@@ -56,7 +56,7 @@ pub enum Report {
     Final {
         counters: Vec<u64>,
         causes: Vec<CauseCount>,
-        histograms: FinalHistograms,
+        histograms: Box<FinalHistograms>,
         tally: Tally,
         #[serde(default)]
         rooms: RoomsFinal,
@@ -85,6 +85,8 @@ pub struct FinalHistograms {
     pub service: String,
     /// Chat sends behind schedule.
     pub lag: String,
+    /// `--recover`: drops to recovered logins.
+    pub recovery: String,
 }
 
 /// Writes one value as a JSON line and flushes it.

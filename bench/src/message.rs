@@ -8,23 +8,27 @@
 use std::borrow::Cow;
 use std::io::Write as _;
 
+use crate::history::{Outcome, Recovery, StreamId};
+
 /// `Data` of the self-addressed message that confirms a login.
 pub const LOGIN_MARKER: &str = "login;";
 
 /// What a text frame from the server means to the load generator.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
-    /// A chat message delivered to this connection.
-    Chat { data: Cow<'a, str>, reciever: Cow<'a, str>, sender: Cow<'a, str> },
+    /// A chat message delivered to this connection, with its history offset when the
+    /// recipient's channel keeps history.
+    Chat { data: Cow<'a, str>, reciever: Cow<'a, str>, sender: Cow<'a, str>, offset: Option<StreamId> },
     /// A room message delivered to this member (`Reciever` is the room).
     Room { data: Cow<'a, str>, room: Cow<'a, str>, sender: Cow<'a, str> },
     /// `Sender` joined `room`: a join's confirmation, or a notice to the other members.
     Joined { room: Cow<'a, str>, sender: Cow<'a, str> },
     /// Someone left a room (a notice, or the leaver's confirmation).
     Left,
-    /// A node's word on history (`recoverymsg` after a login or join, `storedmsg` for a
-    /// message kept for an offline user): no chat in it.
-    HistoryNotice,
+    /// `recoverymsg`: the replay after a login or join is over.
+    Recovery(Recovery<'a>),
+    /// `storedmsg`: a message was kept for a user who is offline.
+    Stored,
     /// The seed's answer to a duplicate login: the JSON string "User already exists".
     UserExists,
     /// `{"MessageType":"errormsg","Data":"..."}`.
@@ -54,6 +58,12 @@ struct WireMessage<'a> {
     reciever: Option<Cow<'a, str>>,
     #[serde(rename = "Sender", borrow, default)]
     sender: Option<Cow<'a, str>>,
+    #[serde(rename = "Offset", borrow, default)]
+    offset: Option<Cow<'a, str>>,
+    #[serde(rename = "Epoch", borrow, default)]
+    epoch: Option<Cow<'a, str>>,
+    #[serde(rename = "Count", default)]
+    count: u64,
 }
 
 /// Appends `{"MessageType":"loginmsg","Sender":"<prefix><index>"}`.
@@ -148,21 +158,29 @@ pub fn parse_incoming(payload: &[u8]) -> Incoming<'_> {
     };
     let (data, reciever, sender) =
         (msg.data.unwrap_or_default(), msg.reciever.unwrap_or_default(), msg.sender.unwrap_or_default());
+    let offset = msg.offset.as_deref().and_then(StreamId::parse);
     match &*msg.kind {
-        "chatmsg" => Incoming::Chat { data, reciever, sender },
+        "chatmsg" => Incoming::Chat { data, reciever, sender, offset },
         "roommsg" => Incoming::Room { data, room: reciever, sender },
         "joinmsg" => Incoming::Joined { room: reciever, sender },
         "leavemsg" => Incoming::Left,
-        "recoverymsg" | "storedmsg" => Incoming::HistoryNotice,
+        "recoverymsg" => Incoming::Recovery(Recovery {
+            outcome: Outcome::of(&data),
+            channel: reciever,
+            epoch: msg.epoch.as_deref().and_then(StreamId::parse),
+            offset,
+            count: msg.count,
+        }),
+        "storedmsg" => Incoming::Stored,
         "errormsg" => Incoming::ServerError(data.into_owned()),
         _ => Incoming::Unexpected,
     }
 }
 
 /// A delivered chat or room message in the exact shape the seed and switchboard send,
-/// with no escapes in its strings, read without a JSON parser (it is most of what the
-/// load generator receives). Anything else is left to serde_json, which reads this shape
-/// the same way.
+/// with no escapes in its strings and maybe a history `Offset` last, read without a JSON
+/// parser (it is most of what the load generator receives). Anything else is left to
+/// serde_json, which reads this shape the same way.
 fn parse_plain_chat(text: &[u8]) -> Option<Incoming<'_>> {
     let rest = text.strip_prefix(br#"{"MessageType":""#)?;
     let (room, rest) = if let Some(rest) = rest.strip_prefix(br#"chatmsg","Data":""#) {
@@ -175,11 +193,23 @@ fn parse_plain_chat(text: &[u8]) -> Option<Incoming<'_>> {
     let (reciever, rest) = plain_string(rest)?;
     let rest = rest.strip_prefix(br#","Sender":""#)?;
     let (sender, rest) = plain_string(rest)?;
-    if rest != b"}" {
-        return None;
-    }
+    let offset = match rest.strip_prefix(br#","Offset":""#) {
+        Some(rest) => {
+            let (offset, rest) = plain_string(rest)?;
+            if rest != b"}" {
+                return None;
+            }
+            Some(StreamId::parse(offset)?)
+        }
+        None if rest == b"}" => None,
+        None => return None,
+    };
     let (data, reciever, sender) = (Cow::Borrowed(data), Cow::Borrowed(reciever), Cow::Borrowed(sender));
-    Some(if room { Incoming::Room { data, room: reciever, sender } } else { Incoming::Chat { data, reciever, sender } })
+    Some(if room {
+        Incoming::Room { data, room: reciever, sender }
+    } else {
+        Incoming::Chat { data, reciever, sender, offset }
+    })
 }
 
 /// The contents of a JSON string up to its closing quote, and what follows the quote;
@@ -229,7 +259,7 @@ mod tests {
         // The server echoes the seed's field order with a trailing newline.
         out.push(b'\n');
         match parse_incoming(&out) {
-            Incoming::Chat { data, reciever, sender } => {
+            Incoming::Chat { data, reciever, sender, offset: None } => {
                 assert_eq!(reciever, "u9");
                 assert_eq!(sender, "u42");
                 let mark = Mark::Chat { intended_ns: 123_456_789, lag_ns: 2_500, sender: 42, seq: 7 };
@@ -266,8 +296,22 @@ mod tests {
             Incoming::ServerError("login first".into())
         );
         assert_eq!(parse_incoming(b"garbage"), Incoming::Unexpected);
-        let recovery = br#"{"MessageType":"recoverymsg","Reciever":"u1","Data":"fresh","Epoch":"1-0","Count":0}"#;
-        assert_eq!(parse_incoming(recovery), Incoming::HistoryNotice);
+        let recovery =
+            br#"{"MessageType":"recoverymsg","Data":"gap","Reciever":"u1","Epoch":"1-0","Offset":"9-2","Count":4}"#;
+        let expected = Recovery {
+            channel: "u1".into(),
+            outcome: Outcome::Gap,
+            epoch: Some(StreamId { ms: 1, seq: 0 }),
+            offset: Some(StreamId { ms: 9, seq: 2 }),
+            count: 4,
+        };
+        assert_eq!(parse_incoming(recovery), Incoming::Recovery(expected));
+        let empty =
+            br#"{"MessageType":"recoverymsg","Data":"fresh","Reciever":"u1","Epoch":"","Offset":"0-0","Count":0}"#;
+        let Incoming::Recovery(r) = parse_incoming(empty) else { panic!("not a recovery") };
+        assert_eq!((r.outcome, r.epoch, r.count), (Outcome::Fresh, None, 0));
+        let stored = br#"{"MessageType":"storedmsg","Reciever":"u2","Data":"x","Offset":"5-0"}"#;
+        assert_eq!(parse_incoming(stored), Incoming::Stored);
     }
 
     #[test]
@@ -277,10 +321,14 @@ mod tests {
                 m.data.unwrap_or_default().into_owned(),
                 m.reciever.unwrap_or_default().into_owned(),
                 m.sender.unwrap_or_default().into_owned(),
+                m.offset.as_deref().and_then(StreamId::parse),
             )),
             _ => None,
         };
-        let cases: [&[u8]; 9] = [
+        let cases: [&[u8]; 12] = [
+            br#"{"MessageType":"chatmsg","Data":"x","Reciever":"u9","Sender":"u4","Offset":"17-3"}"#,
+            br#"{"MessageType":"chatmsg","Data":"x","Reciever":"u9","Sender":"u4","Offset":"17-3"}}"#,
+            br#"{"MessageType":"chatmsg","Data":"x","Reciever":"u9","Sender":"u4","Offset":"bad"}"#,
             br#"{"MessageType":"chatmsg","Data":"t=1;s=2:3;xx","Reciever":"u9","Sender":"u42"}"#,
             b"{\"MessageType\":\"chatmsg\",\"Data\":\"\",\"Reciever\":\"u9\",\"Sender\":\"u4\"}\n",
             "{\"MessageType\":\"chatmsg\",\"Data\":\"\u{e9}t\u{e9}\",\"Reciever\":\"b\",\"Sender\":\"a\"}".as_bytes(),
@@ -293,14 +341,15 @@ mod tests {
         ];
         for text in cases {
             let fast = match parse_incoming(text) {
-                Incoming::Chat { data, reciever, sender } => {
-                    Some((data.into_owned(), reciever.into_owned(), sender.into_owned()))
+                Incoming::Chat { data, reciever, sender, offset } => {
+                    Some((data.into_owned(), reciever.into_owned(), sender.into_owned(), offset))
                 }
                 _ => None,
             };
             assert_eq!(fast, serde(text), "{}", String::from_utf8_lossy(text));
         }
-        assert!(parse_plain_chat(cases[0]).is_some() && parse_plain_chat(cases[3]).is_none());
+        assert!(parse_plain_chat(cases[3]).is_some() && parse_plain_chat(cases[6]).is_none());
+        assert!(parse_plain_chat(cases[0]).is_some(), "a chat with its offset is read without serde");
     }
 
     #[test]

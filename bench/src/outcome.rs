@@ -37,12 +37,14 @@ pub struct Histograms {
     pub service: Histogram<u64>,
     /// Chat sends: how far behind schedule.
     pub lag: Histogram<u64>,
+    /// `--recover`: from a drop to the new login's `recoverymsg`.
+    pub recovery: Histogram<u64>,
 }
 
 impl Default for Histograms {
     fn default() -> Self {
         let new = stats::new_histogram;
-        Self { connect: new(), login: new(), churn: new(), latency: new(), service: new(), lag: new() }
+        Self { connect: new(), login: new(), churn: new(), latency: new(), service: new(), lag: new(), recovery: new() }
     }
 }
 

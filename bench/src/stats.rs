@@ -53,6 +53,21 @@ pub enum Counter {
     RoomMisrouted,
     /// Room messages whose sender could not send (not joined, or its output full).
     RoomUnsent,
+    /// `--recover`: logged-in connections the server dropped.
+    Dropped,
+    /// Dropped connections back, logged in, their replay done.
+    RecoverOk,
+    /// Dropped connections that gave up after --recover-timeout.
+    RecoverFail,
+    /// Reconnect attempts that failed and were tried again.
+    RecoverRetry,
+    /// Messages replayed before a `recoverymsg` (the node's `Count`).
+    Replayed,
+    /// `recoverymsg` outcomes: recovered, fresh, gap, reset (or unknown).
+    RecoveredOutcome,
+    FreshOutcome,
+    GapOutcome,
+    ResetOutcome,
     ErrRefused,
     ErrReset,
     ErrTimeout,
@@ -81,9 +96,15 @@ pub const ERROR_KINDS: [(Counter, &str); 8] = [
 ];
 
 /// One driver thread's counters. Only that thread writes; others read snapshots.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counters {
     values: [AtomicU64; COUNTER_COUNT],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters { values: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
 }
 
 impl Counters {

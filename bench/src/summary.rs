@@ -10,6 +10,7 @@ use crate::config::{Args, Plan};
 use crate::outcome::{MemorySnapshot, Outcome, PhaseCpu};
 use crate::pattern::Pattern;
 use crate::protocol::{ProtocolKind, SioNames};
+use crate::recovery::RecoverySummary;
 use crate::rooms::summary::RoomsSummary;
 use crate::sources::PortMode;
 use crate::stats::{Counter, Percentiles, ERROR_KINDS};
@@ -30,6 +31,8 @@ pub struct Summary<'a> {
     pub churn: ChurnSummary,
     /// `--rooms`: joins, room messages, per-member accounting and fan-out latency.
     pub rooms: Option<RoomsSummary>,
+    /// `--recover`: dropped connections, their recoveries and replays.
+    pub recovery: Option<RecoverySummary>,
     /// Set when a stop signal ended the run early; the figures cover what ran.
     pub cut_short: Option<&'a str>,
     pub errors: serde_json::Map<String, serde_json::Value>,
@@ -225,6 +228,7 @@ impl<'a> Summary<'a> {
             },
             chat: ChatSummary::new(plan, o),
             rooms: plan.rooms.as_ref().map(|r| RoomsSummary::new(r, o)),
+            recovery: plan.recovery.recover.then(|| RecoverySummary::new(o)),
             churn: ChurnSummary {
                 rate: plan.churn_rate,
                 seconds: round3(o.churn_secs),

@@ -3,6 +3,7 @@
 
 use crate::config::Plan;
 use crate::outcome::Outcome;
+use crate::recovery::RecoverySummary;
 use crate::rooms::summary::RoomsSummary;
 use crate::stats::{Counter, ERROR_KINDS};
 
@@ -30,6 +31,9 @@ impl Verdict {
         failures.extend(delivery_failures(plan, o));
         if let Some(rooms) = &plan.rooms {
             failures.extend(RoomsSummary::new(rooms, o).failures());
+        }
+        if plan.recovery.recover {
+            failures.extend(RecoverySummary::new(o).failures());
         }
         let errors_seen: Vec<String> = ERROR_KINDS
             .iter()

@@ -118,7 +118,7 @@ fn finish(threads: Vec<Thread>, out: &mut impl Write) -> io::Result<()> {
     let mut causes = Causes::default();
     let new = stats::new_histogram;
     let (mut connect, mut login, mut churn) = (new(), new(), new());
-    let (mut latency, mut service, mut lag) = (new(), new(), new());
+    let (mut latency, mut service, mut lag, mut recovery) = (new(), new(), new(), new());
     let mut tally = Tally::default();
     let mut rooms = RoomFinal { join: new(), member: new(), lag: new(), records: Vec::new() };
     for w in threads {
@@ -132,6 +132,7 @@ fn finish(threads: Vec<Thread>, out: &mut impl Write) -> io::Result<()> {
             (&mut latency, &done.latency),
             (&mut service, &done.service),
             (&mut lag, &done.lag),
+            (&mut recovery, &done.recovery),
         ] {
             stats::merge(into, from);
         }
@@ -147,6 +148,7 @@ fn finish(threads: Vec<Thread>, out: &mut impl Write) -> io::Result<()> {
         latency: encode(&latency),
         service: encode(&service),
         lag: encode(&lag),
+        recovery: encode(&recovery),
     };
     let rooms = RoomsFinal {
         join: encode(&rooms.join),
@@ -154,6 +156,7 @@ fn finish(threads: Vec<Thread>, out: &mut impl Write) -> io::Result<()> {
         lag: encode(&rooms.lag),
         records: rooms.records,
     };
+    let histograms = Box::new(histograms);
     ipc::send_line(out, &Report::Final { counters, causes: causes.lines(), histograms, tally, rooms })
 }
 

@@ -117,9 +117,11 @@ impl Driver {
         }
     }
 
+    /// Logged in, output not full, and on a target whose connections send (`--send-from`).
     fn can_send(&self, slot: u32) -> bool {
         let conn = &self.conns[slot as usize];
-        conn.state == State::Ready && conn.out.len() < OUTPUT_LIMIT
+        let target = (self.first + slot) as usize % self.plan.targets.len();
+        conn.state == State::Ready && conn.out.len() < OUTPUT_LIMIT && self.plan.recovery.sends(target)
     }
 
     /// Appends one chat message from `slot` to `recipient`, meant to go at `intended_ns`

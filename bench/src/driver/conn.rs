@@ -107,6 +107,8 @@ pub(super) struct Conn {
     pub(super) churning: bool,
     /// Room joins sent and not confirmed yet (in what was padding: still 72 bytes).
     pub(super) joins: u16,
+    /// `--recover`: dropped after its login, coming back (also in padding).
+    pub(super) recovering: bool,
 }
 
 impl Conn {
@@ -122,6 +124,7 @@ impl Conn {
             state: State::Idle,
             churning: false,
             joins: 0,
+            recovering: false,
         }
     }
 }

@@ -30,6 +30,9 @@ impl Driver {
             let cause = match (conn.state, sio) {
                 // Socket.IO ignores an event it has no handler for: no ack, no error.
                 (State::LoginPending, Some(names)) => Cause::no_ack(&names.login_event, seconds, "login"),
+                (State::LoginPending, None) if self.plan.recovery.recover => {
+                    Cause::gave_up("recoverymsg that confirms a login (--recover: the node needs --history-users)")
+                }
                 (State::Connecting, _) => Cause::gave_up("TCP connect"),
                 (State::Handshaking, _) => Cause::gave_up("WebSocket handshake answer"),
                 (State::Joining, _) => Cause::gave_up("Engine.IO open packet and Socket.IO connect answer"),
@@ -50,6 +53,9 @@ impl Driver {
     /// Closes a connection because of `cause`, counting the error, its cause and the
     /// failed step.
     pub(super) fn fail(&mut self, slot: u32, cause: Cause, detail: String) {
+        if self.recover_from(slot, &cause, &detail) {
+            return;
+        }
         let conn = &self.conns[slot as usize];
         let step = conn.state.step();
         let churning = conn.churning;

@@ -64,11 +64,18 @@ impl Driver {
 
     fn on_seed_text(&mut self, slot: u32, payload: &[u8]) {
         match message::parse_incoming(payload) {
-            Incoming::Chat { data, reciever, sender } => self.on_chat(slot, &data, &reciever, &sender),
+            Incoming::Chat { data, reciever, sender, offset } => {
+                if let Some(offset) = offset {
+                    self.saw_offset(slot, offset);
+                }
+                self.on_chat(slot, &data, &reciever, &sender);
+            }
             Incoming::Room { data, room, sender } => self.on_room_message(slot, &data, &room, &sender),
             Incoming::Joined { room, sender } => self.on_joined(slot, &room, &sender),
-            // A notice that someone left (the plan never leaves a room).
-            Incoming::Left | Incoming::HistoryNotice => {}
+            Incoming::Recovery(recovery) => self.on_recovery(slot, recovery),
+            // A notice that someone left (the plan never leaves a room); a message kept
+            // for an offline recipient (its replay is what counts).
+            Incoming::Left | Incoming::Stored => {}
             Incoming::UserExists => self.on_user_exists(slot),
             Incoming::ServerError(text) => {
                 self.shared.counters.add(Counter::ErrServer, 1);
@@ -116,6 +123,9 @@ impl Driver {
 
     /// The server refused the login: the name is taken.
     pub(super) fn on_user_exists(&mut self, slot: u32) {
+        if self.retry_login(slot) {
+            return;
+        }
         let index = self.first + slot;
         let detail = format!("login as {}{index} rejected: \"User already exists\"", self.plan.name_prefix);
         self.shared.counters.add(Counter::ErrLoginRejected, 1);

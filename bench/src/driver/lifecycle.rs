@@ -11,6 +11,7 @@ use super::Driver;
 use crate::cause::Cause;
 use crate::clock::monotonic_ns;
 use crate::codec;
+use crate::history;
 use crate::message;
 use crate::protocol::Protocol;
 use crate::socketio;
@@ -27,8 +28,9 @@ impl Driver {
         let conn = &mut self.conns[slot as usize];
         conn.generation = conn.generation.wrapping_add(1);
         let generation = conn.generation;
-        // Churn reconnects time the whole cycle from its intended start.
-        if !conn.churning {
+        // Churn reconnects time the whole cycle from its intended start, recoveries from
+        // the drop.
+        if !conn.churning && !conn.recovering {
             conn.started_ns = now;
         }
         self.set_state(slot, State::Connecting);
@@ -97,17 +99,17 @@ impl Driver {
         }
     }
 
-    /// The connection can log in: the connect phase's step is done (or a churn cycle's
-    /// reconnect, which logs in at once).
+    /// The connection can log in: the connect phase's step is done (or a churn cycle's or
+    /// a recovery's reconnect, which logs in at once).
     pub(super) fn on_connected(&mut self, slot: u32) {
         let now = monotonic_ns();
         let conn = &self.conns[slot as usize];
-        let churning = conn.churning;
-        if !churning {
+        let again = conn.churning || conn.recovering;
+        if !again {
             stats::record_nanos(&mut self.connect_hist, now.saturating_sub(conn.started_ns));
         }
         self.set_state(slot, State::Open);
-        if churning {
+        if again {
             self.start_login(slot, now);
         } else {
             self.shared.counters.add(Counter::ConnectOk, 1);
@@ -123,6 +125,10 @@ impl Driver {
         match &plan.protocol {
             // The login event's ack confirms it.
             Protocol::SocketIo(names) => socketio::write_login(&mut self.json, names, prefix, index),
+            // Confirmed by the node's recoverymsg after the replay.
+            Protocol::Seed if plan.recovery.recover => {
+                history::write_login(&mut self.json, prefix, index, self.recover.position(slot));
+            }
             Protocol::Seed => {
                 message::write_login(&mut self.json, prefix, index);
                 let mask = self.next_mask();
@@ -134,8 +140,8 @@ impl Driver {
         }
         let mask = self.next_mask();
         codec::encode_client_frame(&mut self.wbuf, codec::OP_TEXT, &self.json, mask);
-        // A churn reconnect is timed as a whole, from its connect.
-        if !self.conns[slot as usize].churning {
+        // A churn reconnect is timed as a whole, from its connect; a recovery from its drop.
+        if !self.conns[slot as usize].churning && !self.conns[slot as usize].recovering {
             self.conns[slot as usize].started_ns = now;
         }
         self.set_state(slot, State::LoginPending);

@@ -15,6 +15,7 @@
 //! - `chat`: sending chat messages, open or closed loop; `window`: closed loop's windows
 //! - `rooms`: joining rooms, sending room messages, counting what members receive
 //! - `failure`: deadlines and errors, which close a connection
+//! - `recover`: `--recover`'s reconnects after a drop, with the last history offset
 //! - `conn`: the per-connection state; `shared`: what the worker sees of the thread
 
 mod chat;
@@ -23,6 +24,7 @@ mod dial;
 mod failure;
 mod inbound;
 mod lifecycle;
+mod recover;
 mod rooms;
 mod schedule;
 mod shared;
@@ -48,6 +50,7 @@ use crate::ipc::Command;
 use crate::stats::{self, Counter};
 
 use self::conn::{Conn, Deadline, State};
+use self::recover::Recover;
 use self::rooms::RoomState;
 use self::schedule::Schedule;
 pub use self::shared::{lock, Final, RoomFinal, Shared};
@@ -142,6 +145,7 @@ pub struct Driver {
     receipts: Receipts,
     windows: Windows,
     rooms: RoomState,
+    recover: Recover,
     samples_taken: usize,
     last_publish_ns: u64,
 }
@@ -160,6 +164,7 @@ impl Driver {
         let max_pending = ((plan.max_in_flight as f64 * share).ceil() as u32).max(1);
         let rng = codec::splitmix64(plan.seed ^ (first as u64).wrapping_mul(0x9E37));
         let plan_room_size = plan.rooms.as_ref().map_or(0, |r| r.size);
+        let recover = Recover::new(plan.recovery.recover, count);
         Ok(Self {
             plan,
             shared,
@@ -190,6 +195,7 @@ impl Driver {
             receipts: Receipts::default(),
             windows: Windows::default(),
             rooms: RoomState::new(plan_room_size),
+            recover,
             samples_taken: 0,
             last_publish_ns: 0,
         })
@@ -222,6 +228,7 @@ impl Driver {
             }
             self.expire_deadlines(now);
             self.reconnect_closed(now);
+            self.reconnect_due(now);
             self.advance(now);
             if now.saturating_sub(self.last_publish_ns) >= PUBLISH_EVERY_NS {
                 self.publish(now);
@@ -235,6 +242,7 @@ impl Driver {
             latency: self.latency_hist,
             service: self.service_hist,
             lag: self.lag_hist,
+            recovery: self.recover.hist,
             tally: self.receipts.tally(),
             rooms: RoomFinal {
                 join: self.rooms.join_hist,
@@ -378,6 +386,11 @@ impl Driver {
     /// with 200 connects a second wakes 200 times, not 1,000), at once while work it could
     /// do now is left, a tick while it waits for room, or until events otherwise.
     fn poll_timeout(&self, now: u64) -> Duration {
+        let activity = self.activity_timeout(now);
+        self.recover.next_due_in(now).map_or(activity, |due| due.min(activity))
+    }
+
+    fn activity_timeout(&self, now: u64) -> Duration {
         let until = |due_ns: u64| Duration::from_nanos(due_ns.saturating_sub(now)).min(IDLE_TICK);
         match &self.activity {
             Activity::Idle => IDLE_TICK,

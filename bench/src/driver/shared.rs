@@ -57,6 +57,8 @@ pub struct Final {
     pub service: Histogram<u64>,
     /// Chat sends: actual minus intended time.
     pub lag: Histogram<u64>,
+    /// `--recover`: from a drop to the new login's `recoverymsg`.
+    pub recovery: Histogram<u64>,
     pub tally: Tally,
     pub rooms: RoomFinal,
 }

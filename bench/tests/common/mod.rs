@@ -125,9 +125,15 @@ impl Node {
 
     /// The same with more flags (`--redis URL`, room limits...).
     pub fn start_with(reactors: u32, extra: &[&str]) -> Node {
+        Node::start_on(0, reactors, extra)
+    }
+
+    /// The same on a given port (0: any free one), e.g. to start a node again where
+    /// its clients will reconnect.
+    pub fn start_on(port: u16, reactors: u32, extra: &[&str]) -> Node {
         let bin = node_binary();
         let mut child = Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--reactors", &reactors.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--reactors", &reactors.to_string()])
             .args(extra)
             // Thousands of connections from one address, opened at once, and
             // chatting as fast as they can.

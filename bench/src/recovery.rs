@@ -1,0 +1,205 @@
+//! `--recover`: clients that come back. A connection the server drops after its login
+//! (a node restarting, a deploy's drain, a crash) reconnects under the same name after a
+//! random delay, as mobile clients do, and logs in with the last history offset it saw;
+//! the node replays what it missed before its `recoverymsg`. The run reports how long
+//! each took from the drop to the end of its replay, what the replays said, and (through
+//! the usual exact accounting) whether any message was lost or delivered twice.
+//!
+//! Chat senders can be limited to some targets (`--send-from`), so that a run where one
+//! group of nodes restarts counts only what the restart can cost: messages from senders
+//! that stay to recipients who go and come back.
+
+use std::fmt::Write as _;
+
+use crate::history::Outcome;
+use crate::outcome::Outcome as RunOutcome;
+use crate::stats::{Counter, Percentiles};
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RecoverArgs {
+    /// Connections the server drops after their login reconnect and log in again with
+    /// the last history offset they saw; the login is confirmed by the node's
+    /// `recoverymsg` (the node needs history for users: --history-users).
+    #[arg(long)]
+    pub recover: bool,
+    /// Longest random wait before a dropped connection (or a failed attempt) tries again,
+    /// in milliseconds: clients spread their reconnects as real ones do.
+    #[arg(long, default_value_t = 1000)]
+    pub reconnect_delay_ms: u32,
+    /// Seconds a dropped connection keeps trying before it counts as failed.
+    #[arg(long, default_value_t = 60.0)]
+    pub recover_timeout: f64,
+    /// Only connections on the K-th --url (0-based; repeatable) send chat messages; the
+    /// others only receive. Default: every connection sends.
+    #[arg(long = "send-from", value_name = "K")]
+    pub send_from: Vec<u32>,
+}
+
+/// The recovery settings of a run.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RecoverPlan {
+    pub recover: bool,
+    pub reconnect_delay_ns: u64,
+    pub recover_timeout_ns: u64,
+    /// Per target: whether its connections send chat (empty: all do).
+    pub senders: Vec<bool>,
+}
+
+impl RecoverPlan {
+    /// The settings asked for, checked against the number of targets.
+    ///
+    /// # Errors
+    /// A bad timeout, a `--send-from` beyond the targets, or Socket.IO with `--recover`.
+    pub fn from_args(a: &RecoverArgs, targets: usize, socketio: bool) -> Result<Self, String> {
+        if !(a.recover_timeout.is_finite() && a.recover_timeout > 0.0) {
+            return Err("--recover-timeout must be a number of seconds > 0".into());
+        }
+        if a.recover && socketio {
+            return Err(
+                "--recover follows switchboard's history (Offset, recoverymsg): not with --protocol socketio".into()
+            );
+        }
+        let mut senders = Vec::new();
+        if !a.send_from.is_empty() {
+            senders = vec![false; targets];
+            for &k in &a.send_from {
+                let Some(sends) = senders.get_mut(k as usize) else {
+                    return Err(format!("--send-from {k}: there are {targets} --url targets (0 to {})", targets - 1));
+                };
+                *sends = true;
+            }
+        }
+        Ok(RecoverPlan {
+            recover: a.recover,
+            reconnect_delay_ns: u64::from(a.reconnect_delay_ms) * 1_000_000,
+            recover_timeout_ns: (a.recover_timeout * 1e9) as u64,
+            senders,
+        })
+    }
+
+    /// Whether connections of target `target` send chat.
+    pub fn sends(&self, target: usize) -> bool {
+        self.senders.get(target).copied().unwrap_or(true)
+    }
+}
+
+/// The `recoverymsg` outcomes counted, by counter.
+pub fn outcome_counter(outcome: Outcome) -> Counter {
+    match outcome {
+        Outcome::Recovered => Counter::RecoveredOutcome,
+        Outcome::Fresh => Counter::FreshOutcome,
+        Outcome::Gap => Counter::GapOutcome,
+        Outcome::Reset | Outcome::Other => Counter::ResetOutcome,
+    }
+}
+
+/// What the recoveries of a run added up to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecoverySummary {
+    /// Logged-in connections the server dropped.
+    pub dropped: u64,
+    /// Of them, back and logged in again with their replay done.
+    pub recovered: u64,
+    /// Gave up after --recover-timeout.
+    pub failed: u64,
+    /// Attempts that failed and were tried again (refused connects, a name still held).
+    pub retries: u64,
+    /// Messages replayed before the `recoverymsg`s, by the node's count.
+    pub replayed: u64,
+    /// The `recoverymsg` outcomes of every login of the run (first logins included).
+    pub outcomes: Outcomes,
+    /// From the drop to the `recoverymsg` of the new login.
+    pub time: Percentiles,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcomes {
+    pub recovered: u64,
+    pub fresh: u64,
+    pub gap: u64,
+    pub reset: u64,
+}
+
+impl RecoverySummary {
+    pub fn new(o: &RunOutcome) -> Self {
+        RecoverySummary {
+            dropped: o.count(Counter::Dropped),
+            recovered: o.count(Counter::RecoverOk),
+            failed: o.count(Counter::RecoverFail),
+            retries: o.count(Counter::RecoverRetry),
+            replayed: o.count(Counter::Replayed),
+            outcomes: Outcomes {
+                recovered: o.count(Counter::RecoveredOutcome),
+                fresh: o.count(Counter::FreshOutcome),
+                gap: o.count(Counter::GapOutcome),
+                reset: o.count(Counter::ResetOutcome),
+            },
+            time: Percentiles::of(&o.hists.recovery),
+        }
+    }
+
+    /// The human summary's line.
+    pub fn render(&self, out: &mut String) {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let o = &self.outcomes;
+        let _ = writeln!(
+            out,
+            "recover: {} dropped, {} back, {} failed ({} retries); {} replayed; answers: {} recovered, {} fresh, \
+             {} gap, {} reset; drop to replay done p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+            self.dropped,
+            self.recovered,
+            self.failed,
+            self.retries,
+            self.replayed,
+            o.recovered,
+            o.fresh,
+            o.gap,
+            o.reset,
+            ms(self.time.p50_us),
+            ms(self.time.p99_us),
+            ms(self.time.max_us)
+        );
+    }
+
+    /// Why the recoveries fail the run: some never came back, or the history could
+    /// not give them all they missed.
+    pub fn failures(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        if self.failed > 0 {
+            failures.push(format!("{} dropped connections did not recover", self.failed));
+        }
+        let (gap, reset) = (self.outcomes.gap, self.outcomes.reset);
+        if gap + reset > 0 {
+            failures.push(format!("recovery incomplete: {gap} gap and {reset} reset answers"));
+        }
+        failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(send_from: &[u32], targets: usize) -> Result<RecoverPlan, String> {
+        let args =
+            RecoverArgs { recover: true, recover_timeout: 5.0, send_from: send_from.to_vec(), ..Default::default() };
+        RecoverPlan::from_args(&args, targets, false)
+    }
+
+    #[test]
+    fn senders_are_the_targets_named() {
+        let all = plan(&[], 3).unwrap();
+        assert!((0..3).all(|t| all.sends(t)));
+        let first = plan(&[0], 3).unwrap();
+        assert_eq!((first.sends(0), first.sends(1), first.sends(2)), (true, false, false));
+        assert!(plan(&[3], 3).unwrap_err().contains("--send-from 3: there are 3 --url targets"));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_flag() {
+        let args = RecoverArgs { recover_timeout: 0.0, ..Default::default() };
+        assert!(RecoverPlan::from_args(&args, 1, false).unwrap_err().contains("--recover-timeout"));
+        let sio = RecoverArgs { recover: true, recover_timeout: 1.0, ..Default::default() };
+        assert!(RecoverPlan::from_args(&sio, 1, true).unwrap_err().contains("socketio"));
+    }
+}

@@ -137,6 +137,32 @@ fn a_message_to_an_offline_user_is_kept_and_delivered_at_login() {
 }
 
 #[test]
+fn the_offset_of_an_empty_channel_recovers_what_came_after_it() {
+    let redis = RedisServer::start();
+    let a = node(&redis, &[]);
+    let (bob, replayed, recovery) = log_in(&a, "bob", "");
+    assert!(replayed.is_empty());
+    assert_eq!((recovery["Data"].as_str(), recovery["Offset"].as_str()), (Some("fresh"), Some("0-0")), "{recovery}");
+    drop(bob);
+    // Back with the offset it was given, the channel still empty: nothing missed.
+    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:u:{bob}") == 0));
+    let (bob, replayed, recovery) = log_in(&a, "bob", r#","Offset":"0-0""#);
+    assert_eq!((recovery["Data"].as_str(), recovery["Count"].as_u64()), (Some("recovered"), Some(0)), "{recovery}");
+    assert!(replayed.is_empty());
+    drop(bob);
+    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:u:{bob}") == 0));
+    // Messages came while it was away: all of them, after "0-0".
+    let (mut alice, _, _) = log_in(&a, "alice", "");
+    for i in 0..3 {
+        chat(&mut alice, "bob", &format!("m{i}"));
+        assert_eq!(json(&recv_text(&mut alice))["MessageType"], "storedmsg");
+    }
+    let (_bob, replayed, recovery) = log_in(&a, "bob", r#","Offset":"0-0""#);
+    assert_eq!((recovery["Data"].as_str(), recovery["Count"].as_u64()), (Some("recovered"), Some(3)), "{recovery}");
+    assert_eq!(replayed.iter().map(data).collect::<Vec<_>>(), ["m0", "m1", "m2"]);
+}
+
+#[test]
 fn an_offset_older_than_the_history_is_a_gap_and_another_epoch_a_reset() {
     let redis = RedisServer::start();
     let a = node(&redis, &["--history-size", "10"]);

@@ -153,7 +153,10 @@ pub(crate) fn on_read(shared: &Shared, read: Box<Read>, frame: &Frame<'_>) {
     let outcome = if !read.epoch.is_empty() && read.epoch != epoch {
         Outcome::Reset
     } else if let Some(offset) = read.offset {
-        if epoch.is_empty() || lost_before(offset) {
+        // No stream: what the client saw is gone, unless it saw nothing ("0-0", the
+        // offset of a channel with no history yet) and there still is nothing.
+        let expired = epoch.is_empty() && offset != StreamId::default();
+        if expired || lost_before(offset) {
             Outcome::Gap
         } else {
             Outcome::Recovered

@@ -33,17 +33,27 @@ impl StreamId {
 }
 
 /// Where a client is in its own channel's history: the last offset it got and the epoch
-/// of the stream it got it from (both zero before it got any).
+/// of the stream it got it from (zero: none). `known` once the node told it an offset
+/// (`0-0` for a channel with no history yet counts: everything after it is missed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Position {
     pub offset: StreamId,
     pub epoch: StreamId,
+    pub known: bool,
 }
 
 impl Position {
     /// A delivered message's offset: the position moves on (never back).
     pub fn saw(&mut self, offset: StreamId) {
         self.offset = self.offset.max(offset);
+        self.known = true;
+    }
+
+    /// A `recoverymsg`'s word: the stream's last offset when its replay was read, and its
+    /// epoch (zero when the channel has no history yet).
+    pub fn told(&mut self, offset: StreamId, epoch: StreamId) {
+        self.saw(offset);
+        self.epoch = epoch;
     }
 }
 
@@ -92,7 +102,7 @@ pub fn write_login(out: &mut Vec<u8>, prefix: &str, index: u32, position: Positi
     out.extend_from_slice(prefix.as_bytes());
     push_decimal(out, index.into());
     out.push(b'"');
-    if !position.offset.is_none() {
+    if position.known {
         out.extend_from_slice(br#","Offset":""#);
         position.offset.write(out);
         out.push(b'"');
@@ -135,7 +145,12 @@ mod tests {
         write_login(&mut out, "u", 5, Position::default());
         assert_eq!(out, br#"{"MessageType":"loginmsg","Sender":"u5"}"#);
         out.clear();
-        let position = Position { offset: StreamId { ms: 17, seq: 2 }, epoch: StreamId { ms: 3, seq: 0 } };
+        let mut position = Position::default();
+        position.told(StreamId::default(), StreamId::default());
+        write_login(&mut out, "u", 5, position);
+        assert_eq!(out, br#"{"MessageType":"loginmsg","Sender":"u5","Offset":"0-0"}"#, "an empty channel's offset");
+        out.clear();
+        position.told(StreamId { ms: 17, seq: 2 }, StreamId { ms: 3, seq: 0 });
         write_login(&mut out, "u", 5, position);
         assert_eq!(out, br#"{"MessageType":"loginmsg","Sender":"u5","Offset":"17-2","Epoch":"3-0"}"#);
         let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();

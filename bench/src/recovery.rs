@@ -81,6 +81,29 @@ impl RecoverPlan {
     pub fn sends(&self, target: usize) -> bool {
         self.senders.get(target).copied().unwrap_or(true)
     }
+
+    /// A random slot among a thread's `count` connections (the first is connection
+    /// `first`) that is on a sending target: connection i is on target i % targets, so
+    /// a random slot moves to the next one on a sending target picked at random.
+    pub fn sender_slot(&self, first: u32, count: u32, random: u64) -> u32 {
+        let slot = (random % count as u64) as u32;
+        let sending = self.senders.iter().filter(|&&s| s).count() as u64;
+        if sending == 0 {
+            return slot;
+        }
+        let n = self.senders.len() as u32;
+        let nth = ((random >> 32) % sending) as usize;
+        let target = self.senders.iter().enumerate().filter(|(_, &s)| s).nth(nth).map_or(0, |(t, _)| t as u32);
+        let on = (first + slot) % n;
+        let moved = slot + (target + n - on) % n;
+        // Past the end: the one before on the same target (or the slot, for a thread with
+        // fewer connections than targets).
+        if moved < count {
+            moved
+        } else {
+            moved.checked_sub(n).unwrap_or(slot)
+        }
+    }
 }
 
 /// The `recoverymsg` outcomes counted, by counter.
@@ -193,6 +216,25 @@ mod tests {
         let first = plan(&[0], 3).unwrap();
         assert_eq!((first.sends(0), first.sends(1), first.sends(2)), (true, false, false));
         assert!(plan(&[3], 3).unwrap_err().contains("--send-from 3: there are 3 --url targets"));
+    }
+
+    #[test]
+    fn sender_slots_are_on_sending_targets_and_cover_them() {
+        let p = plan(&[0, 3], 9).unwrap();
+        for first in [0, 5, 1000] {
+            let mut seen = std::collections::BTreeSet::new();
+            for r in 0..20_000u64 {
+                let random = r.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let slot = p.sender_slot(first, 100, random);
+                assert!(slot < 100);
+                assert!([0, 3].contains(&((first + slot) % 9)), "slot {slot} of first {first}");
+                seen.insert(slot);
+            }
+            // Every slot on targets 0 and 3 is picked: 100 slots, 2 of 9 targets.
+            assert!(seen.len() >= 22, "{}", seen.len());
+        }
+        let all = plan(&[], 9).unwrap();
+        assert_eq!(all.sender_slot(0, 10, 7), 7);
     }
 
     #[test]

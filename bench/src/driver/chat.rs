@@ -61,12 +61,13 @@ impl Driver {
 
     /// A random connection that can send now, if a few tries find one.
     fn pick_sender(&mut self) -> Option<u32> {
-        let count = self.conns.len() as u64;
+        let count = self.conns.len() as u32;
         if count == 0 {
             return None;
         }
         for _ in 0..SENDER_TRIES {
-            let slot = (self.next_random() % count) as u32;
+            let random = self.next_random();
+            let slot = self.plan.recovery.sender_slot(self.first, count, random);
             if self.can_send(slot) {
                 return Some(slot);
             }

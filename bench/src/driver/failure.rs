@@ -53,7 +53,7 @@ impl Driver {
     /// Closes a connection because of `cause`, counting the error, its cause and the
     /// failed step.
     pub(super) fn fail(&mut self, slot: u32, cause: Cause, detail: String) {
-        if self.recover_from(slot, &cause, &detail) {
+        if self.recover_from(slot, &cause) {
             return;
         }
         let conn = &self.conns[slot as usize];

@@ -65,8 +65,7 @@ impl Driver {
             return;
         }
         if let Some(position) = self.recover.positions.get_mut(slot as usize) {
-            position.offset = position.offset.max(recovery.offset.unwrap_or_default());
-            position.epoch = recovery.epoch.unwrap_or_default();
+            position.told(recovery.offset.unwrap_or_default(), recovery.epoch.unwrap_or_default());
         }
         self.shared.counters.add(outcome_counter(recovery.outcome), 1);
         self.shared.counters.add(Counter::Replayed, recovery.count);
@@ -86,7 +85,7 @@ impl Driver {
     /// A connection ends because of `cause`: with `--recover`, a logged-in one (or one
     /// already recovering, within its time) is taken over here and reconnects later;
     /// false when it is an ordinary failure.
-    pub(super) fn recover_from(&mut self, slot: u32, cause: &Cause, detail: &str) -> bool {
+    pub(super) fn recover_from(&mut self, slot: u32, cause: &Cause) -> bool {
         if !self.plan.recovery.recover {
             return false;
         }
@@ -100,9 +99,9 @@ impl Driver {
                 return false;
             }
             self.shared.counters.add(Counter::RecoverRetry, 1);
+            // Counted by cause, not sampled: the samples are for errors.
             let step = format!("recover {}", conn.state.step());
             lock(&self.shared.causes).count(cause, &step);
-            self.sample(format!("{detail} (tried again)"));
         } else if matches!(conn.state, State::Ready | State::RoomJoining) {
             // Expected in a recovery run: the cause is counted, no error is.
             conn.recovering = true;
@@ -123,9 +122,7 @@ impl Driver {
         if !(conn.recovering && conn.state == State::LoginPending) {
             return false;
         }
-        let cause = Cause::login_rejected();
-        let detail = format!("{}: name still held, logging in again later", self.describe(slot));
-        self.recover_from(slot, &cause, &detail)
+        self.recover_from(slot, &Cause::login_rejected())
     }
 
     /// Closes the socket and queues the reconnect after a random delay.

@@ -15,7 +15,8 @@
 #                     [--delay-ms 1000] [--chat 45] [--restart-after 8]
 #
 # Needs a tuned kernel for 100,000+ connections (scripts/tune-kernel.sh; the preflight
-# below names what is missing). Undo: nothing (nodes, Redis and their files go on exit).
+# below names what is missing). Undo: nothing (nodes and Redis stop on exit; their logs
+# stay in run/recovery/, gitignored).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 recipients=100000 b_nodes=6 rate=5000 mode=drain delay_ms=1000 chat=45 restart_after=8
@@ -45,7 +46,12 @@ scripts/preflight.sh --target "$total" --nodes $((b_nodes + 1)) --per-node "$per
     { echo "recovery: the preflight refused (above); scripts/tune-kernel.sh fixes most" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+# The logs of the nodes, Redis and loadgen are kept in run/recovery/ (gitignored).
+cleanup() {
+    kill "${pids[@]}" 2>/dev/null || true
+    mkdir -p run/recovery && cp "$work"/*.log run/recovery/ 2>/dev/null || true
+    rm -rf "$work"
+}
 trap cleanup EXIT
 pick_port() { echo $((16000 + RANDOM % 16000)); }
 redis_port=$(pick_port) a_port=$(pick_port) b_port=$(pick_port)

@@ -3,7 +3,8 @@
 //! write) while two users chat across two nodes. Every message whose sender
 //! got no errormsg is delivered exactly once, in order: what was published
 //! while the recipient's node was not listening is read back from the
-//! stream once its subscriber link is up again.
+//! stream once its subscriber link is up again. A login's history read that
+//! meets a link that is down waits for it (5 s), then says unavailable.
 #![allow(clippy::unwrap_used)] // a failed step of a test is a failed test
 
 mod common;
@@ -103,4 +104,52 @@ fn a_dropped_subscriber_link_catches_up_from_the_stream() {
         },
         |_| {},
     );
+}
+
+#[test]
+fn a_recovery_meeting_a_redis_that_is_down_waits_for_it() {
+    let mut redis = RedisServer::start_with(free_port(false), &["--appendonly", "yes", "--appendfsync", "always"]);
+    let a = node(&redis);
+    let mut alice = log_in(&a, "alice");
+    let mut bob = log_in(&a, "bob");
+    chat(&mut alice, "bob", "seen");
+    let seen = json(&recv_text(&mut bob));
+    let offset = seen["Offset"].as_str().unwrap().to_string();
+    drop(bob);
+    assert!(wait_until(Duration::from_secs(5), || a.metric("switchboard_connections") == 1));
+    for i in 0..2 {
+        chat(&mut alice, "bob", &format!("missed {i}"));
+        assert_eq!(json(&recv_text(&mut alice))["MessageType"], "storedmsg");
+    }
+    redis.kill9();
+    assert!(wait_until(Duration::from_secs(5), || a.metric("switchboard_bus_connected") == 0));
+    // Granted while Redis is down (the outage rules); its history read waits for the link.
+    let mut bob = connect(&a.url("/ws"));
+    send(&mut bob, &format!(r#"{{"MessageType":"loginmsg","Sender":"bob","Offset":"{offset}"}}"#));
+    std::thread::sleep(Duration::from_secs(1));
+    redis.restart();
+    let got = drain(&mut bob, Duration::from_secs(6));
+    let kinds: Vec<&str> = got.iter().map(|v| v["MessageType"].as_str().unwrap_or("?")).collect();
+    assert_eq!(kinds, ["chatmsg", "chatmsg", "recoverymsg"], "{got:?}");
+    assert_eq!((got[0]["Data"].as_str(), got[1]["Data"].as_str()), (Some("missed 0"), Some("missed 1")));
+    assert_eq!((got[2]["Data"].as_str(), got[2]["Count"].as_u64()), (Some("recovered"), Some(2)), "{got:?}");
+}
+
+#[test]
+fn a_recovery_told_unavailable_once_redis_stays_away_keeps_its_login() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis);
+    redis.kill9();
+    assert!(wait_until(Duration::from_secs(5), || a.metric("switchboard_bus_connected") == 0));
+    let started = std::time::Instant::now();
+    let mut bob = connect(&a.url("/ws"));
+    send(&mut bob, r#"{"MessageType":"loginmsg","Sender":"bob","Offset":"1-0"}"#);
+    let told = json(&try_recv(&mut bob, Duration::from_secs(10)).expect("an answer within 10 s"));
+    assert_eq!(told["MessageType"], "errormsg", "{told}");
+    assert!(told["Data"].as_str().unwrap().contains("history of \"bob\" is unavailable"), "{told}");
+    assert!(started.elapsed() >= Duration::from_secs(4), "told after {:?}: it waited for the link", started.elapsed());
+    // The login stands: bob is logged in on this node, without his history.
+    let mut second = connect(&a.url("/ws"));
+    send(&mut second, r#"{"MessageType":"loginmsg","Sender":"bob"}"#);
+    assert_eq!(recv_text(&mut second).trim(), "\"User already exists\"");
 }

@@ -387,7 +387,10 @@ impl Driver {
     /// do now is left, a tick while it waits for room, or until events otherwise.
     fn poll_timeout(&self, now: u64) -> Duration {
         let activity = self.activity_timeout(now);
-        self.recover.next_due_in(now).map_or(activity, |due| due.min(activity))
+        // A reconnect due while the room in flight is taken waits for a pending one to
+        // end, which is an event: no busy wait on it.
+        let due = (self.pending < self.max_pending).then(|| self.recover.next_due_in(now)).flatten();
+        due.map_or(activity, |due| due.min(activity))
     }
 
     fn activity_timeout(&self, now: u64) -> Duration {

@@ -257,7 +257,8 @@ impl BusThread for Publisher {
         if links.iter().any(|m| m.link.is_up() && !m.state.backlog.is_empty()) {
             return Some(now + BACKLOG_RECHECK);
         }
-        Some(self.registry.next_renewal().min(self.rooms.next_renewal()))
+        let renewal = self.registry.next_renewal().min(self.rooms.next_renewal());
+        Some(self.rooms.parked_until().map_or(renewal, |until| until.min(renewal)))
     }
 
     fn pinged(state: &mut Route) {
@@ -392,8 +393,11 @@ impl Publisher {
     }
 
     /// Hands the room commands to their masters; one whose master is down
-    /// is dropped (membership is written again when the link is up).
+    /// is dropped (membership is written again when the link is up), a
+    /// history read parked until it is.
     fn send_room_commands(&mut self, links: &mut LinkSet<Route>) {
+        let reach = links.reach();
+        self.rooms.unpark(&self.shared, Instant::now(), &|s| reach.up(s));
         for (slot, command, reply) in std::mem::take(&mut self.rooms.out) {
             match links.master_of(slot) {
                 Some(i) if links.get(i).link.is_up() => {
@@ -401,7 +405,7 @@ impl Publisher {
                     link.out.extend_from_slice(&command);
                     state.awaiting.push_back(Await::Room(reply));
                 }
-                _ => self.rooms.on_lost(&self.shared, reply),
+                _ => self.rooms.on_unsent(&self.shared, slot, command, reply),
             }
         }
     }

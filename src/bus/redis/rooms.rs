@@ -25,7 +25,7 @@
 //! written again when the link is up, and a query is answered with what is
 //! known (nobody).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
@@ -41,6 +41,11 @@ use crate::inbox::{Command, MembersAnswer, PresenceAnswer};
 
 /// Members written per SADD when a node tells Redis its rooms again.
 const REASSERT_CHUNK: usize = 1000;
+/// How long a history read waits for a link that is down (a node just started, a link
+/// reconnecting) before its client is told the history is unavailable: links come up
+/// in milliseconds; a Redis that is away for longer is an outage, and the client goes
+/// on live.
+const READ_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The script behind `membersmsg`: KEYS[1] the room's node index, ARGV[1]
 /// the prefix of its member sets, ARGV[2] how many names to list.
@@ -91,6 +96,9 @@ pub(crate) struct Rooms {
     next_query: u64,
     /// Commands for Redis: the slot each lives in, the command, what its reply is for.
     pub out: Vec<(u16, Vec<u8>, RoomReply)>,
+    /// History reads whose link was down when they were to go, oldest first, with
+    /// when they were parked: sent once it is up, given up after [`READ_PATIENCE`].
+    parked: VecDeque<(Instant, u16, Vec<u8>, Box<Read>)>,
 }
 
 impl Rooms {
@@ -107,6 +115,7 @@ impl Rooms {
             queries: HashMap::new(),
             next_query: 0,
             out: Vec::new(),
+            parked: VecDeque::new(),
         }
     }
 
@@ -258,7 +267,38 @@ impl Rooms {
         }
     }
 
-    /// A room command that could not be sent or whose link dropped.
+    /// A command whose link is down: a history read (never sent, so it can go later
+    /// without running twice) waits for it; anything else is lost.
+    pub fn on_unsent(&mut self, shared: &Shared, slot: u16, command: Vec<u8>, reply: RoomReply) {
+        match reply {
+            RoomReply::History(read) => self.parked.push_back((Instant::now(), slot, command, read)),
+            reply => self.on_lost(shared, reply),
+        }
+    }
+
+    /// Parked reads whose link is `up` again go out (into `out`); those that waited
+    /// past their patience are answered as unavailable.
+    pub fn unpark(&mut self, shared: &Shared, now: Instant, up: &dyn Fn(u16) -> bool) {
+        for _ in 0..self.parked.len() {
+            let Some((at, slot, command, read)) = self.parked.pop_front() else {
+                break;
+            };
+            if up(slot) {
+                self.out.push((slot, command, RoomReply::History(read)));
+            } else if now.duration_since(at) >= READ_PATIENCE {
+                history::on_read_lost(shared, read);
+            } else {
+                self.parked.push_back((at, slot, command, read));
+            }
+        }
+    }
+
+    /// When the oldest parked read runs out of patience.
+    pub fn parked_until(&self) -> Option<Instant> {
+        self.parked.front().map(|(at, ..)| *at + READ_PATIENCE)
+    }
+
+    /// A room command whose link dropped before its reply came.
     pub fn on_lost(&mut self, shared: &Shared, reply: RoomReply) {
         match reply {
             RoomReply::Write => {}

@@ -62,3 +62,40 @@ fn a_client_that_hangs_up_while_its_login_is_pending_is_let_go() {
     redis.resume();
     assert!(gone, "{} connections still open", open());
 }
+
+/// A node starts on the port where a dead node's clients come back: bob's
+/// name is still held by the dead node's lease. His login, sent the moment
+/// the new node's port accepts (before it says it listens), is decided by
+/// Redis ("User already exists"), never granted by the outage rules and
+/// taken back once the link is up.
+#[test]
+fn a_node_that_starts_where_another_died_decides_its_first_logins_through_redis() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = NodeProc::start(&["--redis", &url, "--lease-secs", "30"]);
+    let mut held = RawClient::open(a.addr, "/ws");
+    held.send(&text(r#"{"MessageType":"loginmsg","Sender":"bob"}"#));
+    held.send(&text(r#"{"MessageType":"chatmsg","Data":"in","Reciever":"bob"}"#));
+    assert_eq!(held.read_text(), chat_bytes("in", "bob", "bob"));
+    a.signal(libc::SIGKILL);
+    let port = common::ports::free_port(false);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let listen = addr.to_string();
+    let starting = std::thread::spawn(move || NodeProc::start_on(&listen, &["--redis", &url, "--lease-secs", "30"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stream = loop {
+        if let Ok(stream) = std::net::TcpStream::connect(addr) {
+            break stream;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new node never bound {addr}");
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    };
+    let mut bob = RawClient::from_stream(stream);
+    let mut bytes = upgrade_request("/ws").into_bytes();
+    bytes.extend(text(r#"{"MessageType":"loginmsg","Sender":"bob"}"#));
+    bytes.extend(text(r#"{"MessageType":"chatmsg","Data":"granted?","Reciever":"bob"}"#));
+    bob.send(&bytes);
+    bob.read_http_head();
+    assert_eq!(bob.read_text(), "\"User already exists\"\n", "the first login was not decided by Redis");
+    drop(starting.join().expect("the new node started"));
+}

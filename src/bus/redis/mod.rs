@@ -215,7 +215,7 @@ pub struct RedisBus {
 /// the system refused (a poll, a thread).
 pub fn start(hub: Arc<Hub>, config: &Config) -> Result<Arc<dyn Bus>, StartError> {
     let settings = Settings::from_config(config)?;
-    preflight::check(&settings)?;
+    let reached = preflight::check(&settings)?;
     let (sub_poll, sub_bell) = thread_poll(Role::Subscriber)?;
     let (pub_poll, pub_bell) = thread_poll(Role::Publisher)?;
     log::info!(
@@ -239,7 +239,27 @@ pub fn start(hub: Arc<Hub>, config: &Config) -> Result<Arc<dyn Bus>, StartError>
     };
     let sub = spawn(Role::Subscriber, subscriber::run, sub_poll)?;
     let publ = spawn(Role::Publisher, publisher::run, pub_poll)?;
+    if reached {
+        wait_for_links(&shared);
+    }
     Ok(Arc::new(RedisBus { shared, threads: Mutex::new(vec![sub, publ]) }))
+}
+
+/// Redis answered the check at start, so the links come up in milliseconds:
+/// the reactors start after them (clients wait in the accept queue), so that
+/// no first login is decided by the outage rules, granted locally and then
+/// taken back when the link finds the name held by a node that just died.
+/// Bounded by the reply timeout; past it the node serves as in an outage.
+fn wait_for_links(shared: &Shared) {
+    let bound = shared.settings.link.reply_timeout;
+    let deadline = std::time::Instant::now() + bound;
+    while shared.hub.metrics.bus.connected.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        if std::time::Instant::now() >= deadline {
+            log::warn!("the Redis links were not up {bound:?} after start: serving by the outage rules until they are");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// A bus thread's poll, and the doorbell that wakes it.

@@ -31,7 +31,8 @@ pub enum PreflightError {
 /// # Errors
 /// Redis refused the credentials, the database or a right the bus needs;
 /// the TLS handshake failed.
-pub fn check(settings: &Settings) -> Result<(), PreflightError> {
+/// `Ok(true)` when a seed answered every probe, `Ok(false)` when none could be reached.
+pub fn check(settings: &Settings) -> Result<bool, PreflightError> {
     let (commands, names) = probes(settings);
     let timeout = settings.link.reply_timeout;
     let mut last = None;
@@ -51,7 +52,7 @@ pub fn check(settings: &Settings) -> Result<(), PreflightError> {
             Ok((answered == names.len()).then_some(()))
         });
         match outcome {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(true),
             Err(e) => {
                 refuse(settings, &e, refused_probe)?;
                 last = Some(e);
@@ -63,7 +64,7 @@ pub fn check(settings: &Settings) -> Result<(), PreflightError> {
             "Redis is not reachable at start ({e}): starting anyway as a single node, retrying in the background"
         );
     }
-    Ok(())
+    Ok(false)
 }
 
 /// `Err` for what no retry can fix; `Ok` for a Redis that is just unreachable.

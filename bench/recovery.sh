@@ -56,7 +56,8 @@ trap cleanup EXIT
 pick_port() { echo $((16000 + RANDOM % 16000)); }
 redis_port=$(pick_port) a_port=$(pick_port) b_port=$(pick_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-pids+=($!)
+redis_pid=$!
+pids+=("$redis_pid")
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 node_flags=(--redis "redis://127.0.0.1:$redis_port" --history-size 1000 --history-users true --drain-secs 0
     --lease-secs 5 --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000
@@ -72,6 +73,7 @@ start_node() { # NAME PORT [more flags]: starts one node, its pid in $started
     exit 1
 }
 start_node a "$a_port"
+a_pid=$started
 b_pids=()
 for ((i = 1; i <= b_nodes; i++)); do start_node "b$i" "$b_port" --reuse-port; b_pids+=("$started"); done
 urls=(--url "ws://127.0.0.1:$a_port/ws")
@@ -88,27 +90,42 @@ until grep -q " chat " "$work/loadgen.log"; do
     sleep 0.2
 done
 sleep "$restart_after"
+# Where the CPU went in the 20 s after the stop (both cores are the limit): user + system
+# seconds of Redis, the senders' node, the new recipients' nodes and the load generator.
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+loadgen_pids() { echo "$loadgen" $(cat "/proc/$loadgen/task/$loadgen/children" 2>/dev/null); }
 now_ms() { date +%s%3N; }
+cpu0=("$(ticks "$redis_pid")" "$(ticks "$a_pid")" "$(ticks $(loadgen_pids))")
 t_stop=$(now_ms)
 signal=TERM
 [[ $mode == crash ]] && signal=KILL
 kill -s "$signal" "${b_pids[@]}"
 for pid in "${b_pids[@]}"; do while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done; done
 t_gone=$(now_ms)
-for ((i = 1; i <= b_nodes; i++)); do start_node "b$i-again" "$b_port" --reuse-port; done
+new_pids=()
+for ((i = 1; i <= b_nodes; i++)); do start_node "b$i-again" "$b_port" --reuse-port; new_pids+=("$started"); done
 t_back=$(now_ms)
 echo "recovery: the recipients' nodes went ($mode) in $((t_gone - t_stop)) ms; new ones listened $((t_back - t_gone)) ms later" >&2
+sleep $((20 - (t_back - t_stop) / 1000))
+hz=$(getconf CLK_TCK)
+cpu_s() { awk -v a="$1" -v b="$2" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }'; }
+cpu_redis=$(cpu_s "${cpu0[0]}" "$(ticks "$redis_pid")") cpu_a=$(cpu_s "${cpu0[1]}" "$(ticks "$a_pid")")
+cpu_b=$(cpu_s 0 "$(ticks "${new_pids[@]}")") cpu_loadgen=$(cpu_s "${cpu0[2]}" "$(ticks $(loadgen_pids))")
+echo "recovery: CPU s in the 20 s after the stop: redis $cpu_redis, senders' node $cpu_a, new nodes $cpu_b, loadgen $cpu_loadgen" >&2
 status=0
 wait "$loadgen" || status=$?
 grep -E "^(connect|login|chat|latency|recover|result):" "$work/loadgen.log" >&2 || tail -20 "$work/loadgen.log" >&2
-python3 - "$out.loadgen.json" "$out.json" "$mode" "$((t_gone - t_stop))" "$((t_back - t_gone))" "$recipients" "$b_nodes" <<'EOF'
+python3 - "$out.loadgen.json" "$out.json" "$mode" "$((t_gone - t_stop))" "$((t_back - t_gone))" "$recipients" "$b_nodes" \
+    "$cpu_redis" "$cpu_a" "$cpu_b" "$cpu_loadgen" <<'EOF'
 import json, sys
-src, dst, mode, gone_ms, back_ms, recipients, b_nodes = sys.argv[1:]
+src, dst, mode, gone_ms, back_ms, recipients, b_nodes, c_redis, c_a, c_b, c_loadgen = sys.argv[1:]
 s = json.load(open(src))
 summary = {
     "machine": s["machine"], "command": s["command"], "mode": mode, "ok": s["ok"], "failures": s["failures"],
     "recipients": int(recipients), "recipient_nodes": int(b_nodes),
     "nodes_gone_ms": int(gone_ms), "new_nodes_listening_after_ms": int(back_ms),
+    "cpu_s_in_20s_after_stop": {"redis": float(c_redis), "senders_node": float(c_a),
+                                "new_recipient_nodes": float(c_b), "loadgen": float(c_loadgen)},
     "recovery": s["recovery"],
     "chat": {k: s["chat"][k] for k in ("target_rate", "sent", "delivered", "lost", "duplicated", "latency")},
     "causes": s["causes"],

@@ -227,6 +227,8 @@ pub struct BusStats {
     pub publish_dropped: AtomicU64,
     /// Publishes written to a Redis link that dropped before it confirmed them.
     pub publish_lost: AtomicU64,
+    /// Kept messages' publishes unconfirmed when their link dropped, sent again.
+    pub publish_retried: AtomicU64,
     /// Bytes the subscriber found waiting in its last read round: how far behind it is.
     pub subscriber_lag_bytes: AtomicU64,
     /// The largest such round so far.
@@ -349,7 +351,7 @@ impl Metrics {
         ]
     }
 
-    fn bus_series(&self) -> [Series<'static>; 10] {
+    fn bus_series(&self) -> [Series<'static>; 11] {
         let bus = &self.bus;
         [
             ("switchboard_bus_connected", "gauge", "1 while the Redis link is up", bus.connected.load(Relaxed)),
@@ -368,6 +370,12 @@ impl Metrics {
                 "counter",
                 "publishes unconfirmed when their Redis link dropped, or refused by Redis (senders told)",
                 bus.publish_lost.load(Relaxed),
+            ),
+            (
+                "switchboard_bus_publish_retried_total",
+                "counter",
+                "kept messages unconfirmed when their Redis link dropped, sent again (written once)",
+                bus.publish_retried.load(Relaxed),
             ),
             (
                 "switchboard_bus_subscriber_lag_bytes",

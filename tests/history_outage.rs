@@ -1,9 +1,10 @@
 //! Delivery with history survives Redis going away: Redis frozen (SIGSTOP)
 //! or killed and restarted (kill -9, append-only file fsynced on every
-//! write) while two users chat across two nodes. Every message whose sender
-//! got no errormsg is delivered exactly once, in order: what was published
-//! while the recipient's node was not listening is read back from the
-//! stream once its subscriber link is up again. A login's history read that
+//! write) while two users chat across two nodes. Every message is delivered
+//! exactly once, in order, and no sender is told of a loss: a publish that
+//! was unconfirmed when its link dropped is sent again and written once;
+//! what was published while the recipient's node was not listening is read
+//! back from the stream once its subscriber link is up again. A login's history read that
 //! meets a link that is down waits for it (5 s), then says unavailable.
 #![allow(clippy::unwrap_used)] // a failed step of a test is a failed test
 
@@ -44,7 +45,9 @@ fn drain(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
 
 /// alice (node b) sends bob (node a) 300 numbered messages, `outage`
 /// striking after the first 100 and `recover` after the next 100.
-fn chat_through(outage: impl FnOnce(&mut RedisServer), recover: impl FnOnce(&mut RedisServer)) {
+/// 300 messages from alice (node b) to bob (node a) through `outage`; returns how many
+/// publishes node b sent again.
+fn chat_through(outage: impl FnOnce(&mut RedisServer), recover: impl FnOnce(&mut RedisServer)) -> u64 {
     let mut redis = RedisServer::start_with(free_port(false), &["--appendonly", "yes", "--appendfsync", "always"]);
     let (a, b) = (node(&redis), node(&redis));
     let mut bob = log_in(&a, "bob");
@@ -69,28 +72,31 @@ fn chat_through(outage: impl FnOnce(&mut RedisServer), recover: impl FnOnce(&mut
         .map(|v| v["Data"].as_str().unwrap()[1..].parse().unwrap())
         .collect();
     replies.extend(drain(&mut alice, Duration::from_millis(500)));
-    let errors = replies.iter().filter(|v| v["MessageType"] == "errormsg").count();
-    let mut sorted = got.clone();
-    sorted.dedup();
-    assert_eq!(sorted.len(), got.len(), "a message delivered twice: {got:?}");
-    assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
-    assert!(got.len() + errors >= 300, "{} delivered, {errors} errormsgs: {got:?} {replies:?}", got.len());
-    assert!(got.len() >= 200, "most messages arrive: {}", got.len());
+    let errors: Vec<&Value> = replies.iter().filter(|v| v["MessageType"] == "errormsg").collect();
+    assert_eq!(errors, Vec::<&Value>::new(), "a sender was told of a loss");
+    // Every one, once, in order: those unconfirmed when a link went down were
+    // sent again, and written once.
+    assert_eq!(got, (0..300).collect::<Vec<u32>>());
+    b.metric("switchboard_bus_publish_retried_total")
 }
 
 #[test]
-fn a_frozen_redis_loses_nothing_it_did_not_report() {
-    chat_through(
+fn a_frozen_redis_loses_nothing() {
+    // A message written as Redis froze is unconfirmed when the link is given up.
+    let retried = chat_through(
         |redis| redis.pause(),
         |redis| {
             std::thread::sleep(Duration::from_secs(3));
             redis.resume();
         },
     );
+    // Usually 1; 0 when a PING or a lease renewal was in flight as Redis froze,
+    // so the messages waited behind it instead (and were written once it was back).
+    eprintln!("publishes sent again after the freeze: {retried}");
 }
 
 #[test]
-fn a_redis_killed_and_restarted_loses_nothing_it_did_not_report() {
+fn a_redis_killed_and_restarted_loses_nothing() {
     chat_through(|redis| redis.kill9(), |redis| redis.restart());
 }
 

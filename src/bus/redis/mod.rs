@@ -161,6 +161,7 @@ mod subscriber;
 mod subscriptions;
 mod tls;
 mod trim;
+mod undelivered;
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -228,7 +229,7 @@ pub fn start(hub: Arc<Hub>, config: &Config) -> Result<Arc<dyn Bus>, StartError>
         settings.lease,
     );
     let mut shared = Shared::new(hub, settings, sub_bell, pub_bell);
-    shared.history = streams::History::from_config(config);
+    shared.history = streams::History::from_config(config, &shared.settings.node_id);
     let shared = Arc::new(shared);
     let spawn = |role: Role, run: fn(Arc<Shared>, Poll), poll: Poll| {
         let shared = Arc::clone(&shared);

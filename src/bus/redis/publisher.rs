@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use mio::Poll;
 
-use super::channels;
 use super::cluster::Topology;
 use super::history;
 use super::link::LinkError;
@@ -34,10 +33,9 @@ use super::resp::Frame;
 use super::rooms::{RoomReply, Rooms};
 use super::shared::{Job, Role, Shared, MAX_QUEUED_BYTES};
 use super::trim::trim_if_empty;
-use crate::bus::Undelivered;
+use super::undelivered::{reply_lost, reply_offline};
 use crate::config::Routing;
 use crate::directory::ConnRef;
-use crate::inbox::Command;
 
 /// Output a connection may buffer before further jobs wait in its backlog:
 /// a few milliseconds of Redis work, so the queue (not this buffer) is what
@@ -425,22 +423,38 @@ impl Publisher {
     }
 
     /// Link `i`'s connection is gone with commands unanswered: claims in
-    /// flight follow the outage rules, publishes count as lost (Redis may
-    /// have run some of them; nobody will tell) and each sender is told.
+    /// flight follow the outage rules, plain publishes count as lost (Redis
+    /// may have run some of them; nobody will tell) and each sender is told;
+    /// a kept message's publish goes again, first in the link's backlog, as a
+    /// retry that the script writes only if the first attempt was not.
     fn lose_awaiting(&mut self, links: &mut LinkSet<Route>, i: usize) {
         let lost = std::mem::take(&mut links.get_mut(i).state.awaiting);
         let reach = links.reach();
         let mut publishes = 0u64;
+        let mut retries = Vec::new();
         for awaiting in lost {
             match awaiting {
                 Await::Registry { awaiting, .. } => self.registry.on_lost(&self.shared, awaiting, &|s| reach.up(s)),
-                Await::Publish { command, from, .. } => {
-                    publishes += 1;
-                    reply_lost(&self.shared, &command, from);
+                Await::Publish { slot, command, from } => {
+                    match self.shared.history.as_ref().and_then(|h| h.as_retry(&command)) {
+                        Some(command) => {
+                            self.shared.hub.metrics.bus.publish_retried.fetch_add(1, Relaxed);
+                            self.shared.queued_bytes.fetch_add(command.len(), Relaxed);
+                            retries.push(Job::Publish { slot, command, from });
+                        }
+                        None => {
+                            publishes += 1;
+                            reply_lost(&self.shared, &command, from);
+                        }
+                    }
                 }
                 Await::Room(reply) => self.rooms.on_lost(&self.shared, reply),
                 Await::Ping => {}
             }
+        }
+        let backlog = &mut links.get_mut(i).state.backlog;
+        for job in retries.into_iter().rev() {
+            backlog.push_front(job);
         }
         if publishes > 0 {
             self.shared.hub.metrics.bus.publish_lost.fetch_add(publishes, Relaxed);
@@ -469,22 +483,4 @@ fn slot_of_job(job: &Job) -> u16 {
 /// MOVED, ASK and friends: the command belongs on another master (or later).
 fn is_redirect(error: &[u8]) -> bool {
     [&b"MOVED "[..], b"ASK ", b"TRYAGAIN", b"CLUSTERDOWN"].iter().any(|p| error.starts_with(p))
-}
-
-/// Tells the sender that a message may not have reached its recipient.
-fn reply_lost(shared: &Shared, command: &[u8], from: ConnRef) {
-    let name = channels::recipient_of_any_command(command).unwrap_or_default();
-    shared.hub.send(from, Command::Undelivered { token: from.token, why: Undelivered::Lost(name) });
-}
-
-/// Tells the sender that nobody subscribes the recipient's channel.
-fn reply_offline(shared: &Shared, command: &[u8], from: ConnRef) {
-    let Some(name) = channels::recipient_of_command(command) else {
-        return;
-    };
-    if let Some(reactor) = shared.hub.metrics.reactors.get(from.reactor) {
-        reactor.undeliverable.fetch_add(1, Relaxed);
-    }
-    let why = Undelivered::NotOnline(String::from_utf8_lossy(name).as_ref().into());
-    shared.hub.send(from, Command::Undelivered { token: from.token, why });
 }

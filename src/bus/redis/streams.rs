@@ -22,6 +22,7 @@
 //! Cluster and broadcast routing are refused at start (`config`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use compact_str::CompactString;
 use crossbeam_queue::SegQueue;
@@ -34,13 +35,27 @@ use crate::config::Config;
 use crate::directory::ConnRef;
 use crate::protocol::{Resume, StreamId};
 
+/// A kept publish's last argument, the retry flag, as encoded: first attempts end so.
+const FIRST_ATTEMPT: &[u8] = b"$1\r\n0\r\n";
+
 /// A history read ready to go: its command, and what its reply is for.
 pub(crate) type ReadJob = (Vec<u8>, Box<Read>);
 
 /// KEYS: stream, epoch[, missed-since marker]; ARGV: size, ttl (s, 0: none),
-/// channel, the JSON (ending `}` and a newline), the envelope's head.
-/// Returns {id, receivers}.
-pub const PUBLISH_SCRIPT: &[u8] = b"local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[4]) \
+/// channel, the JSON (ending `}` and a newline), the envelope's head, the
+/// message's token (unique: node and sequence), `1` when this is a retry.
+/// Returns {id, receivers}, or {id, -1} for a retry whose first attempt was
+/// written after all (its token is among the stream's last 100 entries: more
+/// messages than that to one channel between a lost reply and its retry,
+/// and the retry may repeat one).
+pub const PUBLISH_SCRIPT: &[u8] = b"if ARGV[7] == '1' then \
+  for _, e in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 100)) do \
+    for i = 1, #e[2], 2 do \
+      if e[2][i] == 'k' and e[2][i + 1] == ARGV[6] then return {e[1], -1} end \
+    end \
+  end \
+end \
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[4], 'k', ARGV[6]) \
 redis.call('SET', KEYS[2], id, 'NX') \
 local ttl = tonumber(ARGV[2]) \
 if ttl > 0 then \
@@ -83,6 +98,11 @@ return {epoch, marker, last, first, trimmed, entries}";
 /// Redis confirmed this node listens to (a room's recovery waits for that).
 pub(crate) struct History {
     sha: [u8; 40],
+    /// This node's id, then `:`, for the tokens of its messages.
+    token_prefix: String,
+    /// The next token's number; it starts at the start time in ns, so a node
+    /// that restarts under the same id never takes up a number it used.
+    next_token: AtomicU64,
     size: Vec<u8>,
     ttl: Vec<u8>,
     /// Most entries one recovery replays: the size, plus what `MAXLEN ~` may hold beyond it.
@@ -128,7 +148,7 @@ pub(crate) struct Read {
 
 impl History {
     /// The bus's history, when the configuration keeps any.
-    pub fn from_config(config: &Config) -> Option<History> {
+    pub fn from_config(config: &Config, node_id: &str) -> Option<History> {
         let h = &config.history;
         if !h.enabled() {
             return None;
@@ -140,8 +160,11 @@ impl History {
             sha[2 * i] = hex[usize::from(byte >> 4)];
             sha[2 * i + 1] = hex[usize::from(byte & 15)];
         }
+        let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Some(History {
             sha,
+            token_prefix: format!("{node_id}:"),
+            next_token: AtomicU64::new(u64::try_from(start.as_nanos()).unwrap_or(0)),
             size: h.history_size.to_string().into_bytes(),
             ttl: h.history_ttl.to_string().into_bytes(),
             most: (h.history_size + 200).to_string().into_bytes(),
@@ -171,12 +194,28 @@ impl History {
         // A room message's envelope names no node: every node delivers it, this one too.
         let envelope: &[u8] = if matches!(channel, Kept::Room(_)) { b"\n" } else { b"" };
         let numkeys = keys.len().to_string();
+        let token = format!("{}{}", self.token_prefix, self.next_token.fetch_add(1, Ordering::Relaxed));
         let mut args: Vec<&[u8]> = vec![b"EVALSHA", &self.sha, numkeys.as_bytes()];
         args.extend(keys.iter().map(Vec::as_slice));
-        args.extend([&self.size[..], &self.ttl, &pubsub, json, envelope]);
-        let mut command = Vec::with_capacity(json.len() + 160);
+        args.extend([&self.size[..], &self.ttl, &pubsub, json, envelope, token.as_bytes(), b"0"]);
+        let mut command = Vec::with_capacity(json.len() + 200);
         resp::push_command(&mut command, &args);
         command.into_boxed_slice()
+    }
+
+    /// A kept publish sent once and unconfirmed (its link went down), as a
+    /// retry: the script writes it unless the first attempt was written.
+    /// `None` for anything else, and for a retry (it is not tried a third time).
+    pub fn as_retry(&self, command: &[u8]) -> Option<Box<[u8]>> {
+        // `*N`, `$7`, `EVALSHA`, `$40`, then the script's sha.
+        let head = command.splitn(6, |&b| b == b'\n').nth(4)?;
+        if head.strip_suffix(b"\r")? != self.sha || !command.ends_with(FIRST_ATTEMPT) {
+            return None;
+        }
+        let mut retry = command.to_vec();
+        let flag = retry.len() - 3;
+        retry[flag] = b'1';
+        Some(retry.into_boxed_slice())
     }
 
     /// The job that reads `channel`'s history after `resume` for `from`.
@@ -201,5 +240,43 @@ impl History {
         let channel = pubsub.into_boxed_slice();
         let read = Read { purpose, channel, room, offset, epoch: resume.epoch.to_string() };
         (command, Box::new(read))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history() -> History {
+        use clap::Parser as _;
+        let config = Config::parse_from(["switchboard", "--history-size", "10", "--history-users", "true"]);
+        History::from_config(&config, "node-a").expect("history on")
+    }
+
+    #[test]
+    fn a_kept_publish_becomes_a_retry_once() {
+        let h = history();
+        let first = h.encode_publish(Kept::User("bob"), b"{\"Data\":\"hi\"}\n");
+        let retry = h.as_retry(&first).expect("a first attempt can be retried");
+        assert_eq!(retry.len(), first.len());
+        assert!(retry.ends_with(b"$1\r\n1\r\n") && first.ends_with(b"$1\r\n0\r\n"));
+        assert_eq!(retry[..retry.len() - 3], first[..first.len() - 3], "only the flag differs");
+        assert!(h.as_retry(&retry).is_none(), "not a third time");
+        let mut plain = Vec::new();
+        resp::push_command(&mut plain, &[b"PUBLISH", b"sb:u:{bob}", b"$1\r\n0\r\n"]);
+        assert!(h.as_retry(&plain).is_none(), "a plain publish is not retried");
+    }
+
+    #[test]
+    fn every_message_gets_its_own_token() {
+        let h = history();
+        let token = |c: &[u8]| {
+            let text = String::from_utf8_lossy(c).into_owned();
+            let parts: Vec<&str> = text.split("\r\n").collect();
+            parts[parts.len() - 4].to_string()
+        };
+        let (a, b) = (h.encode_publish(Kept::User("bob"), b"{}\n"), h.encode_publish(Kept::User("bob"), b"{}\n"));
+        assert!(token(&a).starts_with("node-a:"), "{}", token(&a));
+        assert_ne!(token(&a), token(&b));
     }
 }

@@ -250,10 +250,6 @@ fn history_without_a_redis_it_can_use_is_refused_at_start() {
         (&["--history-users", "true"][..], "--history-users needs --history-size N"),
         (&["--history-size", "10"][..], "--history-size needs channels to keep"),
         (
-            &["--history-size", "10", "--history-users", "true", "--redis", "redis://127.0.0.1:1", "--redis-cluster"][..],
-            "does not work with --redis-cluster",
-        ),
-        (
             &[
                 "--history-size",
                 "10",

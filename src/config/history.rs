@@ -84,11 +84,8 @@ impl Config {
         if !h.enabled() {
             return Err(ConfigError::HistoryForNothing);
         }
-        let Some(redis) = &self.redis else {
+        if self.redis.is_none() {
             return Err(ConfigError::NeedsRedis { flag: "--history-size" });
-        };
-        if self.redis_cluster || redis.contains("+cluster://") {
-            return Err(ConfigError::HistoryUnsupported { with: "--redis-cluster" });
         }
         if self.routing == Routing::Broadcast {
             return Err(ConfigError::HistoryUnsupported { with: "--routing broadcast" });

@@ -21,14 +21,14 @@ pub(crate) fn publish(shared: &Shared, channel: Kept<'_>, json: &[u8], from: Con
     let Some(history) = &shared.history else {
         return Published::NoRecipient;
     };
-    let command = history.encode_publish(channel, json);
+    let (slot, command) = history.encode_publish(channel, json);
     let size = command.len();
     if shared.queued_bytes.fetch_add(size, Relaxed) + size > MAX_QUEUED_BYTES {
         shared.queued_bytes.fetch_sub(size, Relaxed);
         shared.hub.metrics.bus.publish_dropped.fetch_add(1, Relaxed);
         return Published::Dropped;
     }
-    shared.push_pub(Job::Publish { slot: 0, command, from });
+    shared.push_pub(Job::Publish { slot, command, from });
     Published::Sent
 }
 

@@ -229,7 +229,7 @@ pub fn start(hub: Arc<Hub>, config: &Config) -> Result<Arc<dyn Bus>, StartError>
         settings.lease,
     );
     let mut shared = Shared::new(hub, settings, sub_bell, pub_bell);
-    shared.history = streams::History::from_config(config, &shared.settings.node_id);
+    shared.history = streams::History::from_config(config, &shared.settings.node_id, shared.settings.cluster);
     let shared = Arc::new(shared);
     let spawn = |role: Role, run: fn(Arc<Shared>, Poll), poll: Poll| {
         let shared = Arc::clone(&shared);

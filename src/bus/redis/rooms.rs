@@ -168,7 +168,10 @@ impl Rooms {
                 }
             }
             RoomJob::Presence { asked, keys, from } => self.ask_presence(hub, asked, &keys, from),
-            RoomJob::Recover { command, read } => self.out.push((0, command, RoomReply::History(read))),
+            RoomJob::Recover { command, read } => {
+                let slot = self.slot(&read.channel);
+                self.out.push((slot, command, RoomReply::History(read)));
+            }
             RoomJob::Members { key, limit, from } => {
                 let index = Self::index_key(&key);
                 let prefix = [b"sb:rm:{", key.as_bytes(), b"}:"].concat();

@@ -18,8 +18,9 @@
 //!   node listens to the channel, so nothing falls between what is read and
 //!   what arrives live; the reactor drops live messages it replayed.
 //!
-//! History runs on one Redis (a primary, with replicas if wanted): Redis
-//! Cluster and broadcast routing are refused at start (`config`).
+//! In Redis Cluster a channel's keys share its `{KEY}` hash tag: every
+//! script runs on the channel's master and publishes with SPUBLISH there.
+//! Broadcast routing is refused at start (`config`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,19 +44,21 @@ pub(crate) type ReadJob = (Vec<u8>, Box<Read>);
 
 /// KEYS: stream, epoch[, missed-since marker]; ARGV: size, ttl (s, 0: none),
 /// channel, the JSON (ending `}` and a newline), the envelope's head, the
-/// message's token (unique: node and sequence), `1` when this is a retry.
+/// publish command (`SPUBLISH` in Redis Cluster: the channel shares the keys'
+/// hash tag, so their slot), the message's token (unique: node and
+/// sequence), `1` when this is a retry.
 /// Returns {id, receivers}, or {id, -1} for a retry whose first attempt was
 /// written after all (its token is among the stream's last 100 entries: more
 /// messages than that to one channel between a lost reply and its retry,
 /// and the retry may repeat one).
-pub const PUBLISH_SCRIPT: &[u8] = b"if ARGV[7] == '1' then \
+pub const PUBLISH_SCRIPT: &[u8] = b"if ARGV[8] == '1' then \
   for _, e in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 100)) do \
     for i = 1, #e[2], 2 do \
-      if e[2][i] == 'k' and e[2][i + 1] == ARGV[6] then return {e[1], -1} end \
+      if e[2][i] == 'k' and e[2][i + 1] == ARGV[7] then return {e[1], -1} end \
     end \
   end \
 end \
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[4], 'k', ARGV[6]) \
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[4], 'k', ARGV[7]) \
 redis.call('SET', KEYS[2], id, 'NX') \
 local ttl = tonumber(ARGV[2]) \
 if ttl > 0 then \
@@ -64,7 +67,7 @@ if ttl > 0 then \
   redis.call('EXPIRE', KEYS[1], ttl) \
   redis.call('EXPIRE', KEYS[2], ttl) \
 end \
-local n = redis.call('PUBLISH', ARGV[3], ARGV[5] .. string.sub(ARGV[4], 1, -3) .. ',\"Offset\":\"' .. id .. '\"}\\n') \
+local n = redis.call(ARGV[6], ARGV[3], ARGV[5] .. string.sub(ARGV[4], 1, -3) .. ',\"Offset\":\"' .. id .. '\"}\\n') \
 if n == 0 and #KEYS > 2 then \
   redis.call('SET', KEYS[3], id, 'NX') \
   if ttl > 0 then redis.call('EXPIRE', KEYS[3], ttl) end \
@@ -98,6 +101,8 @@ return {epoch, marker, last, first, trimmed, entries}";
 /// Redis confirmed this node listens to (a room's recovery waits for that).
 pub(crate) struct History {
     sha: [u8; 40],
+    /// Redis Cluster: commands go to their key's slot, and publish with SPUBLISH.
+    cluster: bool,
     /// This node's id, then `:`, for the tokens of its messages.
     token_prefix: String,
     /// The next token's number; it starts at the start time in ns, so a node
@@ -148,7 +153,7 @@ pub(crate) struct Read {
 
 impl History {
     /// The bus's history, when the configuration keeps any.
-    pub fn from_config(config: &Config, node_id: &str) -> Option<History> {
+    pub fn from_config(config: &Config, node_id: &str, cluster: bool) -> Option<History> {
         let h = &config.history;
         if !h.enabled() {
             return None;
@@ -163,6 +168,7 @@ impl History {
         let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Some(History {
             sha,
+            cluster,
             token_prefix: format!("{node_id}:"),
             next_token: AtomicU64::new(u64::try_from(start.as_nanos()).unwrap_or(0)),
             size: h.history_size.to_string().into_bytes(),
@@ -188,8 +194,8 @@ impl History {
         }
     }
 
-    /// The EVALSHA that keeps and publishes `json` on `channel`.
-    pub fn encode_publish(&self, channel: Kept<'_>, json: &[u8]) -> Box<[u8]> {
+    /// The slot the EVALSHA that keeps and publishes `json` on `channel` goes to, and it.
+    pub fn encode_publish(&self, channel: Kept<'_>, json: &[u8]) -> (u16, Box<[u8]>) {
         let (keys, pubsub) = Self::keys(channel);
         // A room message's envelope names no node: every node delivers it, this one too.
         let envelope: &[u8] = if matches!(channel, Kept::Room(_)) { b"\n" } else { b"" };
@@ -197,10 +203,20 @@ impl History {
         let token = format!("{}{}", self.token_prefix, self.next_token.fetch_add(1, Ordering::Relaxed));
         let mut args: Vec<&[u8]> = vec![b"EVALSHA", &self.sha, numkeys.as_bytes()];
         args.extend(keys.iter().map(Vec::as_slice));
-        args.extend([&self.size[..], &self.ttl, &pubsub, json, envelope, token.as_bytes(), b"0"]);
+        let verb: &[u8] = if self.cluster { b"SPUBLISH" } else { b"PUBLISH" };
+        args.extend([&self.size[..], &self.ttl, &pubsub, json, envelope, verb, token.as_bytes(), b"0"]);
         let mut command = Vec::with_capacity(json.len() + 200);
         resp::push_command(&mut command, &args);
-        command.into_boxed_slice()
+        (self.slot_of(&pubsub), command.into_boxed_slice())
+    }
+
+    /// The slot of a channel's keys: its hash tag's (0 outside Redis Cluster).
+    pub fn slot_of(&self, channel: &[u8]) -> u16 {
+        if self.cluster {
+            super::cluster::slot(channel)
+        } else {
+            0
+        }
     }
 
     /// A kept publish sent once and unconfirmed (its link went down), as a
@@ -250,13 +266,13 @@ mod tests {
     fn history() -> History {
         use clap::Parser as _;
         let config = Config::parse_from(["switchboard", "--history-size", "10", "--history-users", "true"]);
-        History::from_config(&config, "node-a").expect("history on")
+        History::from_config(&config, "node-a", false).expect("history on")
     }
 
     #[test]
     fn a_kept_publish_becomes_a_retry_once() {
         let h = history();
-        let first = h.encode_publish(Kept::User("bob"), b"{\"Data\":\"hi\"}\n");
+        let (_, first) = h.encode_publish(Kept::User("bob"), b"{\"Data\":\"hi\"}\n");
         let retry = h.as_retry(&first).expect("a first attempt can be retried");
         assert_eq!(retry.len(), first.len());
         assert!(retry.ends_with(b"$1\r\n1\r\n") && first.ends_with(b"$1\r\n0\r\n"));
@@ -275,7 +291,7 @@ mod tests {
             let parts: Vec<&str> = text.split("\r\n").collect();
             parts[parts.len() - 4].to_string()
         };
-        let (a, b) = (h.encode_publish(Kept::User("bob"), b"{}\n"), h.encode_publish(Kept::User("bob"), b"{}\n"));
+        let (a, b) = (h.encode_publish(Kept::User("bob"), b"{}\n").1, h.encode_publish(Kept::User("bob"), b"{}\n").1);
         assert!(token(&a).starts_with("node-a:"), "{}", token(&a));
         assert_ne!(token(&a), token(&b));
     }

@@ -3,8 +3,7 @@
 //! gets, and the login that asks for everything after the last offset seen.
 
 use std::borrow::Cow;
-
-use crate::message::push_decimal;
+use std::io::Write as _;
 
 /// A Redis stream id, `<ms>-<seq>`, ordered as the stream orders its entries. The zero
 /// id (`0-0`) stands for none.
@@ -26,9 +25,8 @@ impl StreamId {
     }
 
     fn write(self, out: &mut Vec<u8>) {
-        push_decimal(out, self.ms);
-        out.push(b'-');
-        push_decimal(out, self.seq);
+        // Once per login: `write!` will do.
+        let _ = write!(out, "{}-{}", self.ms, self.seq);
     }
 }
 
@@ -98,10 +96,7 @@ pub struct Recovery<'a> {
 /// Appends `{"MessageType":"loginmsg","Sender":"<prefix><index>"}` with the position's
 /// `"Offset"` and `"Epoch"` when it has them, so the node replays what came after.
 pub fn write_login(out: &mut Vec<u8>, prefix: &str, index: u32, position: Position) {
-    out.extend_from_slice(br#"{"MessageType":"loginmsg","Sender":""#);
-    out.extend_from_slice(prefix.as_bytes());
-    push_decimal(out, index.into());
-    out.push(b'"');
+    let _ = write!(out, r#"{{"MessageType":"loginmsg","Sender":"{prefix}{index}""#);
     if position.known {
         out.extend_from_slice(br#","Offset":""#);
         position.offset.write(out);

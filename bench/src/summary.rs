@@ -10,7 +10,7 @@ use crate::config::{Args, Plan};
 use crate::outcome::{MemorySnapshot, Outcome, PhaseCpu};
 use crate::pattern::Pattern;
 use crate::protocol::{ProtocolKind, SioNames};
-use crate::recovery::RecoverySummary;
+use crate::recovery::summary::RecoverySummary;
 use crate::rooms::summary::RoomsSummary;
 use crate::sources::PortMode;
 use crate::stats::{Counter, Percentiles, ERROR_KINDS};

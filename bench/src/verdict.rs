@@ -3,7 +3,7 @@
 
 use crate::config::Plan;
 use crate::outcome::Outcome;
-use crate::recovery::RecoverySummary;
+use crate::recovery::summary::RecoverySummary;
 use crate::rooms::summary::RoomsSummary;
 use crate::stats::{Counter, ERROR_KINDS};
 

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use compact_str::CompactString;
 
+use super::cluster;
 use super::resp::Frame;
 use super::shared::{Job, RoomJob, Shared, MAX_QUEUED_BYTES};
 use super::streams::{Purpose, Read, ReadJob, ToSubscriber};
@@ -21,7 +22,14 @@ pub(crate) fn publish(shared: &Shared, channel: Kept<'_>, json: &[u8], from: Con
     let Some(history) = &shared.history else {
         return Published::NoRecipient;
     };
-    let (slot, command) = history.encode_publish(channel, json);
+    let command = history.encode_publish(channel, json);
+    // In Redis Cluster the script goes to the master of the channel's hash tag.
+    let slot = match channel {
+        Kept::User(key) | Kept::Room(key) if shared.settings.cluster => {
+            cluster::slot(&[b"{", key.as_bytes(), b"}"].concat())
+        }
+        _ => 0,
+    };
     let size = command.len();
     if shared.queued_bytes.fetch_add(size, Relaxed) + size > MAX_QUEUED_BYTES {
         shared.queued_bytes.fetch_sub(size, Relaxed);

@@ -101,7 +101,7 @@ return {epoch, marker, last, first, trimmed, entries}";
 /// Redis confirmed this node listens to (a room's recovery waits for that).
 pub(crate) struct History {
     sha: [u8; 40],
-    /// Redis Cluster: commands go to their key's slot, and publish with SPUBLISH.
+    /// Redis Cluster: the script publishes with SPUBLISH.
     cluster: bool,
     /// This node's id, then `:`, for the tokens of its messages.
     token_prefix: String,
@@ -194,8 +194,8 @@ impl History {
         }
     }
 
-    /// The slot the EVALSHA that keeps and publishes `json` on `channel` goes to, and it.
-    pub fn encode_publish(&self, channel: Kept<'_>, json: &[u8]) -> (u16, Box<[u8]>) {
+    /// The EVALSHA that keeps and publishes `json` on `channel`.
+    pub fn encode_publish(&self, channel: Kept<'_>, json: &[u8]) -> Box<[u8]> {
         let (keys, pubsub) = Self::keys(channel);
         // A room message's envelope names no node: every node delivers it, this one too.
         let envelope: &[u8] = if matches!(channel, Kept::Room(_)) { b"\n" } else { b"" };
@@ -207,16 +207,7 @@ impl History {
         args.extend([&self.size[..], &self.ttl, &pubsub, json, envelope, verb, token.as_bytes(), b"0"]);
         let mut command = Vec::with_capacity(json.len() + 200);
         resp::push_command(&mut command, &args);
-        (self.slot_of(&pubsub), command.into_boxed_slice())
-    }
-
-    /// The slot of a channel's keys: its hash tag's (0 outside Redis Cluster).
-    pub fn slot_of(&self, channel: &[u8]) -> u16 {
-        if self.cluster {
-            super::cluster::slot(channel)
-        } else {
-            0
-        }
+        command.into_boxed_slice()
     }
 
     /// A kept publish sent once and unconfirmed (its link went down), as a
@@ -272,7 +263,7 @@ mod tests {
     #[test]
     fn a_kept_publish_becomes_a_retry_once() {
         let h = history();
-        let (_, first) = h.encode_publish(Kept::User("bob"), b"{\"Data\":\"hi\"}\n");
+        let first = h.encode_publish(Kept::User("bob"), b"{\"Data\":\"hi\"}\n");
         let retry = h.as_retry(&first).expect("a first attempt can be retried");
         assert_eq!(retry.len(), first.len());
         assert!(retry.ends_with(b"$1\r\n1\r\n") && first.ends_with(b"$1\r\n0\r\n"));
@@ -291,7 +282,7 @@ mod tests {
             let parts: Vec<&str> = text.split("\r\n").collect();
             parts[parts.len() - 4].to_string()
         };
-        let (a, b) = (h.encode_publish(Kept::User("bob"), b"{}\n").1, h.encode_publish(Kept::User("bob"), b"{}\n").1);
+        let (a, b) = (h.encode_publish(Kept::User("bob"), b"{}\n"), h.encode_publish(Kept::User("bob"), b"{}\n"));
         assert!(token(&a).starts_with("node-a:"), "{}", token(&a));
         assert_ne!(token(&a), token(&b));
     }

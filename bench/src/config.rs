@@ -281,8 +281,10 @@ impl Plan {
         }
         let rooms = rooms_of(args, socketio)?;
         let recovery = RecoverPlan::from_args(&args.recover, targets.len(), socketio).map_err(ConfigError::Invalid)?;
-        if recovery.recover && args.no_login {
-            return Err(ConfigError::Invalid("--recover logs connections in again: drop --no-login".into()));
+        if recovery.recover && (args.no_login || rooms.is_some()) {
+            return Err(ConfigError::Invalid(
+                "--recover logs connections in again but does not rejoin rooms: not with --no-login or --rooms".into(),
+            ));
         }
         let seed = std::process::id() as u64 ^ crate::clock::monotonic_ns();
         let sources = choose_sources(args, &targets)?.turned(codec_seed(seed));
@@ -472,6 +474,15 @@ mod tests {
         ]);
         assert_eq!(args.connect_rate, 0);
         assert_eq!(args.urls, ["ws://a:1/", "ws://b:2/"]);
+    }
+
+    #[test]
+    fn recover_is_refused_where_it_cannot_log_in_again_as_before() {
+        for extra in [&["--no-login"][..], &["--rooms", "1", "--room-size", "1"]] {
+            let args = Args::parse_from([&["loadgen", "--recover"][..], extra].concat());
+            let refused = Plan::from_args(&args).map(|_| ()).unwrap_err().to_string();
+            assert!(refused.contains("--recover") && refused.contains(extra[0]), "{refused}");
+        }
     }
 
     #[test]

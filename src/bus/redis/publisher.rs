@@ -394,8 +394,11 @@ impl Publisher {
     /// is dropped (membership is written again when the link is up), a
     /// history read parked until it is.
     fn send_room_commands(&mut self, links: &mut LinkSet<Route>) {
-        let reach = links.reach();
-        self.rooms.unpark(&self.shared, Instant::now(), &|s| reach.up(s));
+        if self.rooms.parked_until().is_some() {
+            // Only then: `reach` allocates, and this runs every turn.
+            let reach = links.reach();
+            self.rooms.unpark(&self.shared, Instant::now(), &|s| reach.up(s));
+        }
         for (slot, command, reply) in std::mem::take(&mut self.rooms.out) {
             match links.master_of(slot) {
                 Some(i) if links.get(i).link.is_up() => {

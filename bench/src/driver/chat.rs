@@ -121,19 +121,23 @@ impl Driver {
     /// Logged in, output not full, and on a target whose connections send (`--send-from`).
     fn can_send(&self, slot: u32) -> bool {
         let conn = &self.conns[slot as usize];
-        let target = (self.first + slot) as usize % self.plan.targets.len();
-        conn.state == State::Ready && conn.out.len() < OUTPUT_LIMIT && self.plan.recovery.sends(target)
+        conn.state == State::Ready && conn.out.len() < OUTPUT_LIMIT && self.plan.recovery.sends(self.first + slot)
+    }
+
+    /// Fills `self.data` with the next timed `Data` of `slot` (its sequence number moves on).
+    pub(super) fn stamp_data(&mut self, slot: u32, intended_ns: u64, lag_ns: u64) {
+        let conn = &mut self.conns[slot as usize];
+        let seq = conn.seq;
+        conn.seq += 1;
+        self.data.clear();
+        message::write_chat_data(&mut self.data, intended_ns, lag_ns, self.first + slot, seq, self.plan.payload);
     }
 
     /// Appends one chat message from `slot` to `recipient`, meant to go at `intended_ns`
     /// and going `lag_ns` later, to `self.wbuf`.
     fn push_chat(&mut self, slot: u32, recipient: u32, intended_ns: u64, lag_ns: u64) {
         let sender = self.first + slot;
-        let conn = &mut self.conns[slot as usize];
-        let seq = conn.seq;
-        conn.seq += 1;
-        self.data.clear();
-        message::write_chat_data(&mut self.data, intended_ns, lag_ns, sender, seq, self.plan.payload);
+        self.stamp_data(slot, intended_ns, lag_ns);
         self.json.clear();
         let prefix = &self.plan.name_prefix;
         match &self.plan.protocol {

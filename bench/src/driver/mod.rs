@@ -293,42 +293,14 @@ impl Driver {
     fn advance(&mut self, now: u64) {
         match self.activity {
             Activity::Idle => {}
-            Activity::Connect(mut schedule) => {
-                let end = self.startable(&schedule, now);
-                for slot in schedule.next() as u32..end {
-                    self.start_connect(slot, now);
-                }
-                schedule.advance(end as u64 - schedule.next());
-                self.activity = Activity::Connect(schedule);
-                if end == self.count && self.in_flight() == 0 {
-                    self.finish_phase(Command::Connect);
-                }
+            Activity::Connect(s) => {
+                self.advance_wave(s, now, (Command::Connect, Activity::Connect), None, Self::start_connect);
             }
-            Activity::Login(mut schedule) => {
-                let end = self.startable(&schedule, now);
-                for slot in schedule.next() as u32..end {
-                    if self.conns.get(slot as usize).is_some_and(|c| c.state == State::Open) {
-                        self.start_login(slot, now);
-                    }
-                }
-                schedule.advance(end as u64 - schedule.next());
-                self.activity = Activity::Login(schedule);
-                if end == self.count && self.in_flight() == 0 {
-                    self.finish_phase(Command::Login);
-                }
+            Activity::Login(s) => {
+                self.advance_wave(s, now, (Command::Login, Activity::Login), Some(State::Open), Self::start_login);
             }
-            Activity::Join(mut schedule) => {
-                let end = self.startable(&schedule, now);
-                for slot in schedule.next() as u32..end {
-                    if self.conns.get(slot as usize).is_some_and(|c| c.state == State::Ready) {
-                        self.start_join(slot, now);
-                    }
-                }
-                schedule.advance(end as u64 - schedule.next());
-                self.activity = Activity::Join(schedule);
-                if end == self.count && self.in_flight() == 0 {
-                    self.finish_phase(Command::Join);
-                }
+            Activity::Join(s) => {
+                self.advance_wave(s, now, (Command::Join, Activity::Join), Some(State::Ready), Self::start_join);
             }
             Activity::Rooms { mut schedule, total } => {
                 if self.send_rooms_due(&mut schedule, total, now) {
@@ -359,6 +331,30 @@ impl Driver {
                 self.refill_windows(CHAT_BATCH);
             }
             Activity::Churn { mut schedule, end_ns } => self.advance_churn(&mut schedule, end_ns, now),
+        }
+    }
+
+    /// A connect, login or join wave: `start`s what the schedule has due (connects every
+    /// slot, the others the slots in state `from`), goes on as `activity`, and ends `phase`
+    /// once every slot was started and none is pending.
+    fn advance_wave(
+        &mut self,
+        mut schedule: Schedule,
+        now: u64,
+        (phase, activity): (Command, fn(Schedule) -> Activity),
+        from: Option<State>,
+        start: fn(&mut Self, u32, u64),
+    ) {
+        let end = self.startable(&schedule, now);
+        for slot in schedule.next() as u32..end {
+            if from.is_none_or(|state| self.conns.get(slot as usize).is_some_and(|c| c.state == state)) {
+                start(self, slot, now);
+            }
+        }
+        schedule.advance(end as u64 - schedule.next());
+        self.activity = activity(schedule);
+        if end == self.count && self.in_flight() == 0 {
+            self.finish_phase(phase);
         }
     }
 

@@ -114,12 +114,7 @@ impl Driver {
         }
         let lag = monotonic_ns().saturating_sub(intended_ns);
         stats::record_nanos(&mut self.rooms.lag_hist, lag);
-        let sender = self.first + slot;
-        let conn = &mut self.conns[slot as usize];
-        let seq = conn.seq;
-        conn.seq += 1;
-        self.data.clear();
-        message::write_chat_data(&mut self.data, intended_ns, lag, sender, seq, self.plan.payload);
+        self.stamp_data(slot, intended_ns, lag);
         self.json.clear();
         let prefix = self.plan.rooms.as_ref().map_or("", |r| r.prefix.as_str());
         message::write_room(&mut self.json, prefix, room, &self.data);

@@ -97,6 +97,8 @@ fn a_room_with_history_recovers_on_join_over_the_cluster() {
     send(&mut bob, r#"{"MessageType":"leavemsg","Reciever":"kept-room"}"#);
     std::thread::sleep(Duration::from_millis(300));
     send(&mut alice, r#"{"MessageType":"roommsg","Data":"two","Reciever":"kept-room"}"#);
+    // Back to its sender (a member too): the script ran, "two" is in the stream.
+    while json(&recv_text(&mut alice))["Data"] != "two" {}
     let (replayed, recovery) = enter(&mut bob, "joinmsg", "Reciever", "kept-room", &format!(r#","Offset":"{offset}""#));
     let data: Vec<&str> =
         replayed.iter().filter(|v| v["MessageType"] == "roommsg").map(|v| v["Data"].as_str().unwrap()).collect();

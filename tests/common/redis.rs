@@ -366,19 +366,37 @@ pub fn try_recv(ws: &mut super::Ws, timeout: Duration) -> Option<String> {
 
 /// A TCP proxy in front of a Redis that holds back every write carrying a
 /// SUBSCRIBE for `delay` and passes everything else at once: a subscriber
-/// connection slower than the publisher's, deterministically.
+/// connection slower than the publisher's, deterministically (or, with
+/// [`SlowSubscribeProxy::slow_links`], links that come up late).
 pub struct SlowSubscribeProxy {
     pub port: u16,
 }
 
 impl SlowSubscribeProxy {
     pub fn start(redis: &RedisServer, delay: Duration) -> SlowSubscribeProxy {
+        SlowSubscribeProxy::holding(redis, delay, |bytes| bytes.windows(9).any(|w| w == b"SUBSCRIBE"), 0)
+    }
+
+    /// The same proxy closing connections 2 to `refused + 1` at once and passing the
+    /// rest: a node's check at start reaches Redis, its links' first attempts fail (they
+    /// are down, then back after their backoff).
+    #[allow(dead_code)]
+    pub fn refusing_links(redis: &RedisServer, refused: usize) -> SlowSubscribeProxy {
+        SlowSubscribeProxy::holding(redis, Duration::ZERO, |_| false, refused)
+    }
+
+    /// Holds back a write for `delay` when `hold(bytes)`; closes connections 2 to
+    /// `refused + 1` as soon as they come.
+    fn holding(redis: &RedisServer, delay: Duration, hold: fn(&[u8]) -> bool, refused: usize) -> SlowSubscribeProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let port = listener.local_addr().expect("the proxy's address").port();
         let upstream = redis.port;
         std::thread::spawn(move || {
-            for client in listener.incoming() {
+            for (connection, client) in listener.incoming().enumerate() {
                 let Ok(client) = client else { return };
+                if (1..=refused).contains(&connection) {
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
                 let (Ok(mut client_in), Ok(mut server_out)) = (client.try_clone(), server.try_clone()) else { return };
                 std::thread::spawn(move || {
@@ -392,7 +410,7 @@ impl SlowSubscribeProxy {
                             Ok(0) | Err(_) => return,
                             Ok(n) => n,
                         };
-                        if chunk[..n].windows(9).any(|w| w == b"SUBSCRIBE") {
+                        if hold(&chunk[..n]) {
                             std::thread::sleep(delay);
                         }
                         if server_out.write_all(&chunk[..n]).is_err() {

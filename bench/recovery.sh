@@ -106,7 +106,8 @@ new_pids=()
 for ((i = 1; i <= b_nodes; i++)); do start_node "b$i-again" "$b_port" --reuse-port; new_pids+=("$started"); done
 t_back=$(now_ms)
 echo "recovery: the recipients' nodes went ($mode) in $((t_gone - t_stop)) ms; new ones listened $((t_back - t_gone)) ms later" >&2
-sleep $((20 - (t_back - t_stop) / 1000))
+left=$((20 - (t_back - t_stop) / 1000))
+((left <= 0)) || sleep "$left"
 hz=$(getconf CLK_TCK)
 cpu_s() { awk -v a="$1" -v b="$2" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz }'; }
 cpu_redis=$(cpu_s "${cpu0[0]}" "$(ticks "$redis_pid")") cpu_a=$(cpu_s "${cpu0[1]}" "$(ticks "$a_pid")")

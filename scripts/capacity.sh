@@ -11,7 +11,8 @@
 #                       [--reactors R] [--standalone] [--shared-port]
 #                       [--connect-rate R] [--login-rate R] [--in-flight M]
 #                       [--chat-rate R] [--chat-duration S] [--churn-rate R] [--churn-duration S]
-#                       [--deadline S] [--force] [-- EXTRA LOADGEN FLAGS...]
+#                       [--deadline S] [--force] [--netns] [--ehash N]
+#                       [-- EXTRA LOADGEN FLAGS...]
 #
 # Defaults (flag, or environment): TARGET=1000000 connections, HOLD=10 s idle (memory is
 # sampled at its end), PER_NODE=19000 connections per node, NODES=ceil(TARGET/PER_NODE),
@@ -23,6 +24,11 @@
 # node (same node with --standalone: no bus; 0 = no chat), CHURN_RATE=0 cycles/s
 # (disconnect, reconnect, login) for CHURN_DURATION=10 s, DEADLINE (default: twice the
 # planned time plus 2 minutes; then the load generator is told to stop and report).
+# --netns: the whole run (Redis, nodes, load generator) in a network namespace of its own
+# whose established-connection hash has --ehash N buckets (default: a power of two at
+# least 2 x TARGET, both ends of each connection), made by scripts/netns.sh: the host's
+# table is fixed at boot (262,144 buckets on 24 GiB) and at a million connections each
+# lookup walks 8 sockets.
 # PING_INTERVAL=300 s between the nodes' pings (their default 25 s would be 40,000 ping
 # round trips a second at a million, on the cores the run needs; see below), and a login
 # timeout that outlasts the planned ramp. --force runs even when the preflight refuses. Binaries: SWITCHBOARD_BIN and LOADGEN_BIN
@@ -43,7 +49,7 @@ port=${PORT:-9300} reactors=${REACTORS:-1} redis_port=${REDIS_PORT:-6391}
 connect_rate=${CONNECT_RATE:-0} login_rate=${LOGIN_RATE:-20000} in_flight=${IN_FLIGHT:-2000}
 chat_rate=${CHAT_RATE:-100000} chat_duration=${CHAT_DURATION:-10}
 churn_rate=${CHURN_RATE:-0} churn_duration=${CHURN_DURATION:-10} deadline=${DEADLINE:-}
-standalone=0 shared_port=0 force=0 extra=()
+standalone=0 shared_port=0 force=0 netns=${NETNS:-0} ehash=${EHASH:-} extra=()
 
 while (($#)); do
     case "$1" in
@@ -64,6 +70,8 @@ while (($#)); do
         --standalone) standalone=1 ;;
         --shared-port) shared_port=1 ;;
         --force) force=1 ;;
+        --netns) netns=1 ;;
+        --ehash) ehash=$2; shift ;;
         --) shift; extra=("$@"); break ;;
         -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "capacity: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -73,6 +81,10 @@ done
 for value in "$target" "$per_node" "$reactors" "$connect_rate" "$login_rate" "$in_flight" "$chat_rate" "$churn_rate"; do
     [[ "$value" =~ ^[0-9]+$ ]] || { echo "capacity: '$value' is not a whole number" >&2; exit 2; }
 done
+if ((netns)) && [[ -z "${SWITCHBOARD_NETNS:-}" ]]; then
+    if [[ -z "$ehash" ]]; then ehash=1024; while ((ehash < 2 * target && ehash < 16777216)); do ehash=$((ehash * 2)); done; fi
+    exec "$root/scripts/netns.sh" --ehash "$ehash" -- "$0" "${ARGS[@]}"
+fi
 [[ -n "$nodes" ]] || nodes=$(((target + per_node - 1) / per_node))
 ((nodes >= 1)) || nodes=1
 pattern=cross-node
@@ -102,9 +114,18 @@ nodes_rss_kb() {
 # TCP sockets in use on the host (both ends): cheap enough to read every second.
 tcp_inuse() { awk '/^TCP:/ { print $3 }' /proc/net/sockstat; }
 # Open descriptors of each node, one line each: its connections plus a few of its own.
-# Listing a million descriptors costs real CPU (at 1,000,000 connections, once a
-# second, `ls` took 13% of the machine): done every 10 s and when the count levels off.
-nodes_fds() { local pid; for pid in "${node_pids[@]}"; do ls "/proc/$pid/fd" 2>/dev/null | wc -l; done; }
+# Since Linux 6.2 the size stat() gives /proc/PID/fd is that count, read from the
+# descriptor bitmap; listing the directory instead costs real CPU at a million (`ls`
+# every 10 s was 7% of all CPU samples during a ramp, every second 13-18%), so older
+# kernels are listed every 10 s and when the count levels off.
+if (($(stat -c %s /proc/$$/fd 2>/dev/null || echo 0) > 0)); then
+    fd_count() { stat -c %s "/proc/$1/fd" 2>/dev/null || echo 0; }
+    fd_every=1
+else
+    fd_count() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
+    fd_every=10
+fi
+nodes_fds() { local pid; for pid in "${node_pids[@]}"; do fd_count "$pid"; done; }
 # The kernel's TCP counters, absolute, without touching nstat's history.
 tcp_counters() { nstat -asz 2>/dev/null || true; }
 
@@ -147,6 +168,7 @@ finish() {
     CAP_BASE_FDS=$base_fds CAP_PEAK_FDS=$peak_fds CAP_FDS="$per_node_fds" CAP_LOADGEN_RC=$loadgen_rc \
     CAP_LOADGEN_JSON=$loadgen_json CAP_LOADGEN_LOG=$loadgen_log CAP_PREFLIGHT=$preflight_json \
     CAP_NSTAT_BEFORE=$run/nstat-before-$stamp.txt CAP_NSTAT_AFTER=$run/nstat-after-$stamp.txt \
+    CAP_NETNS=${SWITCHBOARD_NETNS:-} CAP_REDIS_NICE=${redis_nice:-} \
     CAP_SUMMARY=$out.json CAP_SVG=$out.svg CAP_WALL=$((SECONDS - started)) \
         python3 "$root/scripts/capacity_summary.py" || echo "capacity: could not write $out.json" >&2
     if [[ -n "$reason" ]] || [[ "$loadgen_rc" != 0 ]] || ((alive != nodes)); then exit 1; fi
@@ -193,8 +215,16 @@ done
 
 # 2. Redis and the nodes.
 redis_args=()
+# Redis is one thread that every node's links wait on, here sharing two cores with a
+# hundred busy node and load generator processes. At equal weight the scheduler gives it
+# a hundredth of the machine when all are busy: when the million disconnected at the end
+# of a run, the nodes' unsubscribes left it more than --redis-timeout-ms behind, their
+# links were declared down, and their reconnects overflowed its accept queue (1,300-3,300
+# TcpExtListenOverflows in every million run). REDIS_NICE (default -10, about 9 times
+# the weight of a default process) gives it the share a dedicated core would; 0 = none.
+redis_nice=${REDIS_NICE:--10}
 if ((!standalone)); then
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    nice -n "$redis_nice" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
         --daemonize no --logfile "$run/redis.log" &
     redis_pid=$!
     for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -211,7 +241,10 @@ reuse=()
 # default 25 s a million connections cost 40,000 ping round trips a second on the same
 # two cores the ramp needs (measured: 55,731 connections closed for a pong that came
 # late, the load generator's threads behind). PING_INTERVAL (default 300 s) keeps the
-# check on, at a pace the host can carry; the summary records it.
+# check on, at a pace the host can carry; the summary records it. TCP keepalive follows
+# it: a node probes a connection silent for --keepalive (60 s by default, never reached
+# when pings come every 25 s), so at 300 s pings the kernel's probes took over, 16,700
+# probe and ACK pairs a second at a million.
 ping_interval=${PING_INTERVAL:-300}
 login_timeout=$(awk -v n="$target" -v cr="$connect_rate" -v lr="$login_rate" \
     'BEGIN { printf "%d", 2 * (n / (cr > 0 ? cr : 5000) + n / (lr > 0 ? lr : 5000)) + 60 }')
@@ -221,7 +254,7 @@ for ((i = 1; i <= nodes; i++)); do
         --reactors "$reactors" --node-id "cap-$i" "${redis_args[@]}" \
         --max-connections-per-address 0 --connect-rate 0 --message-rate 1000000 --message-burst 1000000 \
         --inbox-size 1000000 --login-timeout "$login_timeout" \
-        --ping-interval "$ping_interval" --pong-timeout 60 >"$run/node-$i.log" 2>&1 &
+        --ping-interval "$ping_interval" --pong-timeout 60 --keepalive "$ping_interval" >"$run/node-$i.log" 2>&1 &
     node_pids+=($!)
 done
 for ((i = 1; i <= nodes; i++)); do
@@ -266,7 +299,7 @@ while kill -0 "$loadgen_pid" 2>/dev/null; do
     elapsed=$((SECONDS - launched))
     inuse=$(tcp_inuse)
     if ((inuse > inuse_before)); then rising=1; fi
-    if ((elapsed % 10 == 0)) || ((rising && inuse <= inuse_before)); then
+    if ((elapsed % fd_every == 0)) || ((rising && inuse <= inuse_before)); then
         ((inuse > inuse_before)) || rising=0
         read -r total low high <<<"$(nodes_fds | sort -n | awk '{ a[NR] = $1; n += $1 } END { printf "%d %d %d", n, a[1], a[NR] }')"
         if ((total > peak_fds)); then

@@ -61,6 +61,15 @@ def kernel_counters():
     return {name: after.get(name, 0) - before.get(name, 0) for name in TCP_COUNTERS}
 
 
+def ehash_buckets():
+    """The established-connection hash the run's sockets were in (its namespace's)."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_ehash_entries") as f:
+            return abs(int(f.read()))
+    except (OSError, ValueError):
+        return None
+
+
 def per_connection(delta_kb, conns):
     return round(delta_kb * 1024 / conns, 1) if conns > 0 else None
 
@@ -135,6 +144,7 @@ def main():
         "nodes": int(env["CAP_NODES"]),
         "nodes_alive_at_end": int(env["CAP_ALIVE"]),
         "redis": env["CAP_STANDALONE"] != "1",
+        "redis_nice": int(env["CAP_REDIS_NICE"]) if env.get("CAP_REDIS_NICE") else None,
         "shared_port": env["CAP_SHARED_PORT"] == "1",
         "hold_s": float(env["CAP_HOLD"]),
         "node_ping_interval_s": int(env.get("CAP_PING_INTERVAL", "25")),
@@ -146,6 +156,8 @@ def main():
                  "pattern": env["CAP_PATTERN"]},
         "churn": {"rate": int(env["CAP_CHURN_RATE"]), "duration_s": float(env["CAP_CHURN_DURATION"])},
         "wall_s": int(env["CAP_WALL"]),
+        "netns": env.get("CAP_NETNS") or None,
+        "ehash_buckets": ehash_buckets(),
         "preflight": read_json(env["CAP_PREFLIGHT"]),
         "connections_at_peak": conns,
         "node_fds_min_max_at_peak": [int(x) for x in fds] if fds else None,

@@ -51,9 +51,15 @@ done
 [[ -n "$nodes" ]] || nodes=$(((target + per_node - 1) / per_node))
 ((nodes > 0)) || nodes=1
 
-# A /proc/sys value by its sysctl name.
+# A /proc/sys value by its sysctl name. In a network namespace of its own
+# (scripts/netns.sh) host-wide keys such as net.ipv4.tcp_mem are not visible: they are
+# read in the host's namespace, which netns.sh names in SWITCHBOARD_HOST_NETNS.
 sysctl_value() {
     local path="$proc/sys/${1//.//}"
+    if [[ ! -r "$path" && "$proc" == /proc && -n "${SWITCHBOARD_HOST_NETNS:-}" ]]; then
+        nsenter --net="$SWITCHBOARD_HOST_NETNS" cat "$path" 2>/dev/null | xargs
+        return
+    fi
     [[ -r "$path" ]] || { echo ""; return; }
     xargs <"$path"
 }

@@ -168,7 +168,7 @@ finish() {
     CAP_BASE_FDS=$base_fds CAP_PEAK_FDS=$peak_fds CAP_FDS="$per_node_fds" CAP_LOADGEN_RC=$loadgen_rc \
     CAP_LOADGEN_JSON=$loadgen_json CAP_LOADGEN_LOG=$loadgen_log CAP_PREFLIGHT=$preflight_json \
     CAP_NSTAT_BEFORE=$run/nstat-before-$stamp.txt CAP_NSTAT_AFTER=$run/nstat-after-$stamp.txt \
-    CAP_NETNS=${SWITCHBOARD_NETNS:-} CAP_REDIS_NICE=${redis_nice:-} \
+    CAP_NETNS=${SWITCHBOARD_NETNS:-} \
     CAP_SUMMARY=$out.json CAP_SVG=$out.svg CAP_WALL=$((SECONDS - started)) \
         python3 "$root/scripts/capacity_summary.py" || echo "capacity: could not write $out.json" >&2
     if [[ -n "$reason" ]] || [[ "$loadgen_rc" != 0 ]] || ((alive != nodes)); then exit 1; fi
@@ -215,16 +215,8 @@ done
 
 # 2. Redis and the nodes.
 redis_args=()
-# Redis is one thread that every node's links wait on, here sharing two cores with a
-# hundred busy node and load generator processes. At equal weight the scheduler gives it
-# a hundredth of the machine when all are busy: when the million disconnected at the end
-# of a run, the nodes' unsubscribes left it more than --redis-timeout-ms behind, their
-# links were declared down, and their reconnects overflowed its accept queue (1,300-3,300
-# TcpExtListenOverflows in every million run). REDIS_NICE (default -10, about 9 times
-# the weight of a default process) gives it the share a dedicated core would; 0 = none.
-redis_nice=${REDIS_NICE:--10}
 if ((!standalone)); then
-    nice -n "$redis_nice" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
         --daemonize no --logfile "$run/redis.log" &
     redis_pid=$!
     for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done

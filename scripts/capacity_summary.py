@@ -144,7 +144,6 @@ def main():
         "nodes": int(env["CAP_NODES"]),
         "nodes_alive_at_end": int(env["CAP_ALIVE"]),
         "redis": env["CAP_STANDALONE"] != "1",
-        "redis_nice": int(env["CAP_REDIS_NICE"]) if env.get("CAP_REDIS_NICE") else None,
         "shared_port": env["CAP_SHARED_PORT"] == "1",
         "hold_s": float(env["CAP_HOLD"]),
         "node_ping_interval_s": int(env.get("CAP_PING_INTERVAL", "25")),

@@ -33,7 +33,7 @@
 # round trips a second at a million, on the cores the run needs; see below), and a login
 # timeout that outlasts the planned ramp. --force runs even when the preflight refuses. Binaries: SWITCHBOARD_BIN and LOADGEN_BIN
 # (default target/release/switchboard and target/release/loadgen, brought up to date).
-# Example (what docs/operations.md quotes):
+# Example (what docs/capacity.md quotes):
 #   scripts/capacity.sh --target 100000 --nodes 6 --hold 5 --chat-rate 20000
 #
 # Undo: nothing stays behind. Every process it starts (redis, nodes, load generator and

@@ -11,7 +11,7 @@
 # Why: the host's table is sized once at boot from RAM (262,144 buckets on 24 GiB) and
 # cannot grow. A million loopback connections are two million sockets, 8 per bucket, and
 # every arriving packet walks its bucket: `__inet_lookup_established` took 9-11% of all
-# CPU during a million-connection ramp (docs/operations.md). Since Linux 6.1 a namespace
+# CPU during a million-connection ramp (docs/capacity.md). Since Linux 6.1 a namespace
 # made while net.ipv4.tcp_child_ehash_entries is set gets a table of that size (16 MiB
 # for 2M buckets). Everything the command starts (Redis, nodes, load generator) talks over
 # the namespace's own loopback (127.0.0.0/8, brought up here).

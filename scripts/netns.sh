@@ -49,6 +49,13 @@ child=/proc/sys/net/ipv4/tcp_child_ehash_entries
 [[ -e "$child" ]] || die "this kernel has no net.ipv4.tcp_child_ehash_entries (Linux >= 6.1 has it)"
 [[ ! -e "/run/netns/$name" ]] || die "namespace $name already exists (ip netns del $name)"
 
+# The setting is host-wide: one namespace is made at a time (two runs starting together
+# would each get the other's size, and put back the other's value).
+command -v flock >/dev/null || die "the flock command (util-linux) is not installed"
+lockdir=/run/lock
+[[ -d "$lockdir" ]] || lockdir=/tmp
+exec 9>"$lockdir/switchboard-netns.lock"
+flock 9
 old=$(cat "$child")
 echo "$ehash" >"$child"
 if ! ip netns add "$name"; then
@@ -56,6 +63,8 @@ if ! ip netns add "$name"; then
     die "could not create namespace $name"
 fi
 echo "$old" >"$child"
+flock -u 9
+exec 9>&-
 state=$(mktemp -d)
 trap 'ip netns del "$name" 2>/dev/null || true; rm -rf "$state"' EXIT
 trap 'exit 130' INT TERM

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::RedisCluster;
+use common::redis::{RedisCluster, RedisServer};
 use common::{chat, connect, recv_text, send, wait_until, NodeProc, Ws};
 use serde_json::Value;
 
@@ -47,6 +47,15 @@ fn log_in(node: &NodeProc, name: &str, resume: &str) -> (Ws, Vec<Value>, Value) 
     (ws, replayed, recovery)
 }
 
+/// Waits until `n` nodes listen to `channel` on `master` (sharded pub/sub).
+fn listened(master: &RedisServer, channel: &str, n: u64) {
+    let count = || {
+        let reply = master.cli(&["PUBSUB", "SHARDNUMSUB", channel]);
+        reply.lines().nth(1).and_then(|n| n.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    assert!(wait_until(Duration::from_secs(5), || count() == n), "{channel}: {} nodes listen, not {n}", count());
+}
+
 #[test]
 fn users_on_every_master_recover_what_they_missed_on_another_node() {
     let cluster = RedisCluster::start(3);
@@ -57,14 +66,19 @@ fn users_on_every_master_recover_what_they_missed_on_another_node() {
         // Live, with its offset, from the stream on the name's own master.
         let (ws, _, _) = log_in(&b, name, "");
         let mut ws = ws;
+        let master = cluster.node(cluster.master_port_of(&format!("sb:h:{{{name}}}")));
+        // A login is confirmed before Redis confirms the node's SSUBSCRIBE, and a logout
+        // before its SUNSUBSCRIBE: publishing in between reaches the wrong side.
+        let channel = format!("sb:u:{{{name}}}");
+        listened(master, &channel, 1);
         chat(&mut alice, name, "live");
         let got = json(&recv_text(&mut ws));
         assert_eq!(got["Data"], "live", "{got}");
         let offset = got["Offset"].as_str().unwrap().to_string();
-        let master = cluster.node(cluster.master_port_of(&format!("sb:h:{{{name}}}")));
         assert_eq!(master.cli(&["XLEN", &format!("sb:h:{{{name}}}")]).trim(), "1", "{name}'s stream is on its master");
         drop(ws);
         assert!(wait_until(Duration::from_secs(5), || b.metric("switchboard_connections") <= 1));
+        listened(master, &channel, 0);
         // Offline: kept, the sender told.
         for i in 0..2 {
             chat(&mut alice, name, &format!("missed {i}"));
@@ -86,6 +100,8 @@ fn a_room_with_history_recovers_on_join_over_the_cluster() {
     let (mut bob, _, _) = log_in(&b, "bob", "");
     enter(&mut alice, "joinmsg", "Reciever", "kept-room", "");
     enter(&mut bob, "joinmsg", "Reciever", "kept-room", "");
+    // Both nodes listen before "one" is sent (a join is confirmed before its SSUBSCRIBE).
+    listened(cluster.node(cluster.master_port_of("sb:r:{kept-room}")), "sb:r:{kept-room}", 2);
     send(&mut alice, r#"{"MessageType":"roommsg","Data":"one","Reciever":"kept-room"}"#);
     let seen = loop {
         let v = json(&recv_text(&mut bob));

@@ -9,6 +9,7 @@ CAP_SUMMARY, then prints it and a few human lines. A run that failed says why in
 Undo: nothing to undo; it only writes CAP_SUMMARY.
 """
 
+import csv
 import json
 import os
 
@@ -68,6 +69,41 @@ def ehash_buckets():
             return abs(int(f.read()))
     except (OSError, ValueError):
         return None
+
+
+def phase_cpu():
+    """Mean CPU per phase, in % of one core, from the run's per-second CSV (the machine's,
+    the load generator's, the nodes'), in the order the phases ran."""
+    try:
+        with open(env["CAP_SVG"][: -len(".svg")] + ".csv") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, csv.Error):
+        return None
+    phases = {}
+    for row in rows:
+        phases.setdefault(row["phase"], []).append(row)
+
+    def mean(samples, key):
+        return round(sum(float(r[key] or 0) for r in samples) / len(samples), 1)
+
+    return {
+        name: {"samples": len(samples), "machine_pct": mean(samples, "machine_cpu_pct"),
+               "loadgen_pct": mean(samples, "loadgen_cpu_pct"), "nodes_pct": mean(samples, "server_cpu_pct")}
+        for name, samples in phases.items()
+    }
+
+
+def first_limit(ok, phases, cpus):
+    """What ran out first in a run that fell short: the CPU, when a phase that does work
+    kept the whole machine at 90% of its cores or more; None when no phase did."""
+    if ok or not phases or not cpus:
+        return None
+    for name, p in phases.items():
+        if name in ("connect", "login", "chat", "churn") and p["machine_pct"] >= 90 * cpus:
+            rest = round(p["machine_pct"] - p["loadgen_pct"] - p["nodes_pct"], 1)
+            return {"resource": "cpu", "phase": name, "machine_pct": p["machine_pct"], "of_pct": 100 * cpus,
+                    "loadgen_pct": p["loadgen_pct"], "nodes_pct": p["nodes_pct"], "rest_pct": rest}
+    return None
 
 
 def per_connection(delta_kb, conns):
@@ -174,6 +210,8 @@ def main():
         "loadgen_log": env["CAP_LOADGEN_LOG"],
         "chart": env["CAP_SVG"] if os.path.exists(env["CAP_SVG"]) else None,
     }
+    summary["cpu_by_phase"] = phase_cpu()
+    summary["limit"] = first_limit(summary["ok"], summary["cpu_by_phase"], pick(lg, "machine", "cpus"))
     with open(env["CAP_SUMMARY"], "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps(summary))
@@ -197,6 +235,11 @@ def human(s):
     counters = s["kernel_tcp_counters"] or {}
     moved = ", ".join(f"{k} {v}" for k, v in counters.items() if v)
     print(f"          with start and teardown: {moved or 'no TCP error counter moved'} (nstat)")
+    limit = s["limit"]
+    if limit:
+        print(f"limit:    CPU first: the machine at {limit['machine_pct']:.0f}% of {limit['of_pct']}% during"
+              f" {limit['phase']} (load generator {limit['loadgen_pct']:.0f}%, nodes {limit['nodes_pct']:.0f}%,"
+              f" the rest {limit['rest_pct']:.0f}%: Redis, the kernel's softirq work, other processes)")
     print(f"verdict:  {'OK' if s['ok'] else 'FAILED: ' + str(s['reason'])}; summary {env['CAP_SUMMARY']}")
 
 

@@ -29,10 +29,7 @@ fn user(node: &NodeProc, name: &str) -> Ws {
 /// confirmed to its client before Redis has confirmed the node's SUBSCRIBE,
 /// and a test that publishes at once from elsewhere must not race it.
 fn listened(redis: &RedisServer, channel: &str, n: u64) {
-    let count = || {
-        let reply = redis.cli(&["PUBSUB", "NUMSUB", channel]);
-        reply.lines().nth(1).and_then(|n| n.trim().parse::<u64>().ok()).unwrap_or(0)
-    };
+    let count = || redis.subscribers(channel);
     assert!(wait_until(Duration::from_secs(5), || count() == n), "{channel}: {} nodes listen, not {n}", count());
 }
 

@@ -53,11 +53,6 @@ fn log_in(node: &NodeProc, name: &str, resume: &str) -> (Ws, Vec<Value>, Value) 
     (ws, replayed, recovery)
 }
 
-fn numsub(redis: &RedisServer, channel: &str) -> u64 {
-    let reply = redis.cli(&["PUBSUB", "NUMSUB", channel]);
-    reply.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
-}
-
 fn data(v: &Value) -> String {
     v["Data"].as_str().unwrap().to_string()
 }
@@ -76,7 +71,7 @@ fn a_reconnect_on_another_node_gets_what_it_missed_once_then_live() {
     let (offset, epoch) = (first["Offset"].as_str().unwrap().to_string(), recovery["Epoch"].as_str().unwrap());
     let epoch = if epoch.is_empty() { String::new() } else { format!(",\"Epoch\":\"{epoch}\"") };
     drop(bob);
-    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:u:{bob}") == 0));
+    assert!(wait_until(Duration::from_secs(5), || redis.subscribers("sb:u:{bob}") == 0));
     // Missed: each kept for bob, alice told so.
     for i in 1..=5 {
         chat(&mut alice, "bob", &format!("m{i}"));
@@ -130,7 +125,7 @@ fn a_message_to_an_offline_user_is_kept_and_delivered_at_login() {
     assert_eq!((recovery["Data"].as_str(), recovery["Count"].as_u64()), (Some("fresh"), Some(3)), "{recovery}");
     // Delivered once: the next login has nothing to catch up on.
     drop(_carol);
-    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:u:{carol}") == 0));
+    assert!(wait_until(Duration::from_secs(5), || redis.subscribers("sb:u:{carol}") == 0));
     let (_carol, replayed, recovery) = log_in(&a, "carol", "");
     assert!(replayed.is_empty(), "{replayed:?}");
     assert_eq!(recovery["Data"], "fresh");
@@ -145,12 +140,12 @@ fn the_offset_of_an_empty_channel_recovers_what_came_after_it() {
     assert_eq!((recovery["Data"].as_str(), recovery["Offset"].as_str()), (Some("fresh"), Some("0-0")), "{recovery}");
     drop(bob);
     // Back with the offset it was given, the channel still empty: nothing missed.
-    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:u:{bob}") == 0));
+    assert!(wait_until(Duration::from_secs(5), || redis.subscribers("sb:u:{bob}") == 0));
     let (bob, replayed, recovery) = log_in(&a, "bob", r#","Offset":"0-0""#);
     assert_eq!((recovery["Data"].as_str(), recovery["Count"].as_u64()), (Some("recovered"), Some(0)), "{recovery}");
     assert!(replayed.is_empty());
     drop(bob);
-    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:u:{bob}") == 0));
+    assert!(wait_until(Duration::from_secs(5), || redis.subscribers("sb:u:{bob}") == 0));
     // Messages came while it was away: all of them, after "0-0".
     let (mut alice, _, _) = log_in(&a, "alice", "");
     for i in 0..3 {
@@ -184,7 +179,7 @@ fn an_offset_older_than_the_history_is_a_gap_and_another_epoch_a_reset() {
     assert!(!replayed.is_empty() && replayed.len() < 400, "{}", replayed.len());
     assert_eq!(data(replayed.last().unwrap()), "n399");
     drop(dave);
-    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:u:{dave}") == 0));
+    assert!(wait_until(Duration::from_secs(5), || redis.subscribers("sb:u:{dave}") == 0));
     let (_dave, replayed, recovery) = log_in(&a, "dave", &format!(",\"Offset\":\"{old}\",\"Epoch\":\"other\""));
     assert_eq!((recovery["Data"].as_str(), recovery["Count"].as_u64()), (Some("reset"), Some(0)), "{recovery}");
     assert!(replayed.is_empty());
@@ -223,7 +218,7 @@ fn a_room_with_history_recovers_on_join_on_another_node() {
     let (mut gwen, _, _) = log_in(&b, "gwen", "");
     // erin comes back through another node; gwen joins fresh.
     drop(erin);
-    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:u:{erin}") == 0));
+    assert!(wait_until(Duration::from_secs(5), || redis.subscribers("sb:u:{erin}") == 0));
     let (mut erin, _, _) = log_in(&b, "erin", "");
     let (before, recovery) = join(&mut erin, "kept-1", &resume);
     let replayed: Vec<String> = before.iter().skip(1).map(data).collect();

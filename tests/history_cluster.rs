@@ -49,10 +49,7 @@ fn log_in(node: &NodeProc, name: &str, resume: &str) -> (Ws, Vec<Value>, Value) 
 
 /// Waits until `n` nodes listen to `channel` on `master` (sharded pub/sub).
 fn listened(master: &RedisServer, channel: &str, n: u64) {
-    let count = || {
-        let reply = master.cli(&["PUBSUB", "SHARDNUMSUB", channel]);
-        reply.lines().nth(1).and_then(|n| n.trim().parse::<u64>().ok()).unwrap_or(0)
-    };
+    let count = || master.shard_subscribers(channel);
     assert!(wait_until(Duration::from_secs(5), || count() == n), "{channel}: {} nodes listen, not {n}", count());
 }
 

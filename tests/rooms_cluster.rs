@@ -37,11 +37,6 @@ fn room_bytes(data: &str, room: &str, from: &str) -> String {
     format!("{{\"MessageType\":\"roommsg\",\"Data\":\"{data}\",\"Reciever\":\"{room}\",\"Sender\":\"{from}\"}}\n")
 }
 
-fn numsub(redis: &RedisServer, channel: &str) -> u64 {
-    let reply = redis.cli(&["PUBSUB", "NUMSUB", channel]);
-    reply.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
-}
-
 /// Asks through `ws` who is in `room`: (count, names listed).
 fn members(ws: &mut Ws, room: &str) -> (u64, Vec<String>) {
     send(ws, &format!(r#"{{"MessageType":"membersmsg","Reciever":"{room}"}}"#));
@@ -69,7 +64,7 @@ fn room_messages_reach_every_member_on_every_node_once() {
             (name, ws)
         })
         .collect();
-    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:r:{lobby}") == 3));
+    assert!(wait_until(Duration::from_secs(5), || redis.subscribers("sb:r:{lobby}") == 3));
     for round in 0..4 {
         let from = round * 5 % members.len();
         say(&mut members[from].1, "lobby", &format!("round {round}"));
@@ -92,7 +87,7 @@ fn a_node_without_members_hears_none_of_the_rooms_traffic() {
     // The third node has a user, but no member of the room.
     let mut carol = connect(&nodes[2].url("/ws"));
     assert!(cluster_login(&mut carol, "carol"));
-    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:r:{lobby}") == 2));
+    assert!(wait_until(Duration::from_secs(5), || redis.subscribers("sb:r:{lobby}") == 2));
     let before = nodes[2].metric("switchboard_bus_received_total");
     for i in 0..20 {
         say(&mut a, "lobby", &format!("m{i}"));
@@ -103,7 +98,7 @@ fn a_node_without_members_hears_none_of_the_rooms_traffic() {
     // The last member of a node leaves: the node lets go of the channel.
     send(&mut b, r#"{"MessageType":"leavemsg","Reciever":"lobby"}"#);
     let _ = recv_text(&mut b);
-    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:r:{lobby}") == 1));
+    assert!(wait_until(Duration::from_secs(5), || redis.subscribers("sb:r:{lobby}") == 1));
 }
 
 #[test]
@@ -139,7 +134,7 @@ fn after_a_redis_restart_rooms_and_members_come_back() {
     let mut bob = member(&nodes[1], "bob", "lobby");
     redis.restart();
     assert!(wait_until(Duration::from_secs(15), || nodes.iter().all(|n| n.metric("switchboard_bus_connected") == 1)));
-    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:r:{lobby}") == 2));
+    assert!(wait_until(Duration::from_secs(5), || redis.subscribers("sb:r:{lobby}") == 2));
     say(&mut alice, "lobby", "after");
     assert_eq!(recv_text(&mut bob), room_bytes("after", "lobby", "alice"));
     assert_eq!(recv_text(&mut alice), room_bytes("after", "lobby", "alice"));
@@ -153,7 +148,7 @@ fn joins_and_leaves_are_announced_on_every_node() {
     let args = ["--redis", &url];
     let nodes: Vec<NodeProc> = (0..2).map(|_| NodeProc::start(&args)).collect();
     let mut alice = member(&nodes[0], "alice", "lobby");
-    assert!(wait_until(Duration::from_secs(5), || numsub(&redis, "sb:r:{lobby}") == 1));
+    assert!(wait_until(Duration::from_secs(5), || redis.subscribers("sb:r:{lobby}") == 1));
     let bob = member(&nodes[1], "bob", "lobby");
     let mut seen: HashMap<String, usize> = HashMap::new();
     *seen.entry(recv_text(&mut alice)).or_default() += 1;

@@ -77,7 +77,7 @@ fn a_capacity_run_in_a_namespace_says_so_in_its_summary() {
     let out = Command::new("bash")
         .arg(repo().join("scripts/capacity.sh"))
         .args(["--netns", "--ehash", "8192", "--standalone", "--target", "600", "--nodes", "2", "--hold", "1"])
-        .args(["--chat-rate", "200", "--chat-duration", "1", "--port", &common_port().to_string()])
+        .args(["--chat-rate", "200", "--chat-duration", "1"])
         .env("SWITCHBOARD_BIN", release.join("switchboard"))
         .env("LOADGEN_BIN", env!("CARGO_BIN_EXE_loadgen"))
         .current_dir(repo())
@@ -98,10 +98,4 @@ fn a_capacity_run_in_a_namespace_says_so_in_its_summary() {
     for ext in ["json", "svg", "csv"] {
         std::fs::remove_file(path.trim().replace(".json", &format!(".{ext}"))).ok();
     }
-}
-
-/// A port for two nodes (P and P+1) that nothing listens on in the new namespace; any
-/// will do there, this one stays clear of the host's test ports.
-fn common_port() -> u16 {
-    9700 + (std::process::id() % 200) as u16 * 2
 }

@@ -119,6 +119,23 @@ impl RedisServer {
         (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
+    /// How many connections (nodes) subscribe to `channel` here (`PUBSUB NUMSUB`).
+    #[allow(dead_code)]
+    pub fn subscribers(&self, channel: &str) -> u64 {
+        self.count_of(&["PUBSUB", "NUMSUB", channel])
+    }
+
+    /// The same for a sharded channel of a Redis Cluster (`PUBSUB SHARDNUMSUB`).
+    #[allow(dead_code)]
+    pub fn shard_subscribers(&self, channel: &str) -> u64 {
+        self.count_of(&["PUBSUB", "SHARDNUMSUB", channel])
+    }
+
+    /// The count in a `[channel, count]` reply (0 when there is none).
+    fn count_of(&self, args: &[&str]) -> u64 {
+        self.cli(args).lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    }
+
     /// `redis-cli -p PORT ARGS`, its standard output.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
@@ -367,7 +384,7 @@ pub fn try_recv(ws: &mut super::Ws, timeout: Duration) -> Option<String> {
 /// A TCP proxy in front of a Redis that holds back every write carrying a
 /// SUBSCRIBE for `delay` and passes everything else at once: a subscriber
 /// connection slower than the publisher's, deterministically (or, with
-/// [`SlowSubscribeProxy::slow_links`], links that come up late).
+/// [`SlowSubscribeProxy::refusing_links`], links whose first attempts fail).
 pub struct SlowSubscribeProxy {
     pub port: u16,
 }
